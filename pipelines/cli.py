@@ -1,0 +1,42 @@
+"""`crawl2chat` console script: one subcommand per module, imported only when used."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+# subcommand -> module exposing `add_arguments(parser)` and `main(args) -> int | None`
+SUBCOMMANDS = {
+    "sample-crawl": ("pipelines.samplecrawl.cli", "generate a realistic sample crawl in real WARC files"),
+    "list-crawl": ("pipelines.commoncrawl", "list a crawl's WARC files from its warc.paths.gz"),
+    "download": ("pipelines.commoncrawl", "download WARC files of a crawl (resumable, verified)"),
+    "process": ("pipelines.process", "run the data stages over WARC files on this machine"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="crawl2chat", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+    chosen = next((a for a in argv if a in SUBCOMMANDS), None)
+    for name, (module, help_text) in SUBCOMMANDS.items():
+        p = sub.add_parser(name, help=help_text)
+        if name == chosen:  # import only the module that is used: startup stays fast
+            mod = importlib.import_module(module)
+            getattr(mod, "add_arguments")(p, name) if _takes_name(mod) else mod.add_arguments(p)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    mod = importlib.import_module(SUBCOMMANDS[args.command][0])
+    return int(mod.main(args) or 0)
+
+
+def _takes_name(mod) -> bool:
+    import inspect
+    return len(inspect.signature(mod.add_arguments).parameters) == 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,165 @@
+"""Atomic writes: a killed run never leaves a half output that looks complete.
+
+Everything is written to a hidden temporary name beside the target and renamed into place; readers
+ignore names starting with '.' or '_' (as Spark and Hadoop do).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Iterable
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipelines.document import Document
+
+
+def tmp_sibling(path: Path) -> Path:
+    path = Path(path)
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+
+
+def atomic_write_bytes(path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_sibling(path)
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_text(path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def replace_dir(staging: Path, final: Path) -> None:
+    """Swap a fully written staging directory into place (re-materialization replaces outputs)."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    old = final.with_name(f".{final.name}.old.{uuid.uuid4().hex[:8]}")
+    if final.exists():
+        os.replace(final, old)
+    os.replace(staging, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def staging_dir(final: Path) -> Path:
+    final = Path(final)
+    d = final.with_name(f".{final.name}.staging.{uuid.uuid4().hex[:8]}")
+    d.mkdir(parents=True)
+    return d
+
+
+class ParquetSink:
+    """Streams documents into one Parquet file, written under a temporary name until close()."""
+
+    def __init__(self, path, batch_size: int = 1000, extra: dict | None = None):
+        self.path = Path(path)
+        self.batch_size = batch_size
+        self.extra = extra or {}
+        self._rows: list[dict] = []
+        self._writer: pq.ParquetWriter | None = None
+        self._tmp = tmp_sibling(self.path)
+        self._schema = None
+        self.count = 0
+
+    def write(self, doc: Document, **extra) -> None:
+        row = doc.to_row()
+        row.update(self.extra)
+        row.update(extra)
+        self._rows.append(row)
+        self.count += 1
+        if len(self._rows) >= self.batch_size:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._rows:
+            return
+        table = pa.Table.from_pylist(self._rows)
+        if self._writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._schema = _schema_for(table)
+            self._writer = pq.ParquetWriter(self._tmp, self._schema, compression="zstd")
+        table = _conform(table, self._schema)
+        self._writer.write_table(table)
+        self._rows = []
+
+    def close(self) -> Path | None:
+        """Finish the file and rename it into place; no rows written means no file."""
+        self._flush()
+        if self._writer is None:
+            return None
+        self._writer.close()
+        os.replace(self._tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        Path(self._tmp).unlink(missing_ok=True)
+
+
+# Known column types, so a first batch whose column is all None still gets the right type.
+KNOWN_TYPES = {"text": pa.string(), "id": pa.string(), "dump": pa.string(), "url": pa.string(),
+               "date": pa.string(), "file_path": pa.string(), "language": pa.string(),
+               "language_score": pa.float64(), "minhash_cluster_id": pa.int64(),
+               "minhash_cluster_size": pa.int64(), "token_count": pa.int64(),
+               "stage": pa.string(), "reason": pa.string()}
+
+
+def _schema_for(table: pa.Table) -> pa.Schema:
+    fields = []
+    for f in table.schema:
+        t = KNOWN_TYPES.get(f.name, pa.string() if pa.types.is_null(f.type) else f.type)
+        fields.append(pa.field(f.name, t))
+    return pa.schema(fields)
+
+
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    cols = []
+    for f in schema:
+        if f.name in table.column_names and not pa.types.is_null(table.schema.field(f.name).type):
+            cols.append(table.column(f.name).cast(f.type))
+        else:
+            cols.append(pa.nulls(len(table), f.type))
+    return pa.Table.from_arrays(cols, schema=schema)
+
+
+class RemovedWriter:
+    """The removed-documents sink: one Parquet file per stage under `root/<stage>/<part>.parquet`."""
+
+    def __init__(self, root, part: str = "part-00000"):
+        self.root = Path(root)
+        self.part = part
+        self._sinks: dict[str, ParquetSink] = {}
+
+    def __call__(self, doc: Document, stage: str, reason: str) -> None:
+        sink = self._sinks.get(stage)
+        if sink is None:
+            sink = self._sinks[stage] = ParquetSink(self.root / stage / f"{self.part}.parquet")
+        sink.write(doc, stage=stage, reason=reason)
+
+    def close(self) -> list[Path]:
+        return [p for s in self._sinks.values() if (p := s.close()) is not None]
+
+
+def read_documents(paths: Iterable) -> Iterable[Document]:
+    """Documents from Parquet files or directories of them (hidden/temporary names skipped)."""
+    for path in paths:
+        path = Path(path)
+        files = sorted(p for p in path.rglob("*.parquet") if not _hidden(p.relative_to(path))) \
+            if path.is_dir() else [path]
+        for f in files:
+            pf = pq.ParquetFile(f)
+            for batch in pf.iter_batches(batch_size=1000):
+                for row in batch.to_pylist():
+                    yield Document.from_row(row)
+
+
+def _hidden(rel: Path) -> bool:
+    return any(part.startswith((".", "_")) for part in rel.parts)
