@@ -107,7 +107,7 @@ class ParquetSink:
 # Known column types, so a first batch whose column is all None still gets the right type.
 KNOWN_TYPES = {"text": pa.string(), "id": pa.string(), "dump": pa.string(), "url": pa.string(),
                "date": pa.string(), "file_path": pa.string(), "language": pa.string(),
-               "language_score": pa.float64(), "minhash_cluster_id": pa.int64(),
+               "language_score": pa.float64(), "minhash_cluster_id": pa.string(),
                "minhash_cluster_size": pa.int64(), "token_count": pa.int64(),
                "stage": pa.string(), "reason": pa.string()}
 
@@ -163,3 +163,38 @@ def read_documents(paths: Iterable) -> Iterable[Document]:
 
 def _hidden(rel: Path) -> bool:
     return any(part.startswith((".", "_")) for part in rel.parts)
+
+
+def dir_digest(path) -> str:
+    """A content digest of a dataset folder (or file): sha256 over each visible file's relative name
+    and bytes, in name order. Used as the Dagster data version and the MLflow dataset digest."""
+    import hashlib
+    path = Path(path)
+    h = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(
+        p for p in path.rglob("*") if p.is_file() and not _hidden(p.relative_to(path)))
+    for f in files:
+        h.update(str(f.relative_to(path) if f != path else f.name).encode())
+        with open(f, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def count_rows(path) -> int:
+    path = Path(path)
+    if not path.exists():
+        return 0
+    files = [path] if path.is_file() else [p for p in path.rglob("*.parquet")
+                                           if not _hidden(p.relative_to(path))]
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+
+
+def sample_rows(path, n: int = 3, columns=None) -> list[dict]:
+    """The first n rows of a Parquet dataset (folder or file), for reports."""
+    out: list[dict] = []
+    for doc in read_documents([path]) if Path(path).exists() else ():
+        out.append(doc.to_row() if columns is None else {c: doc.to_row().get(c) for c in columns})
+        if len(out) >= n:
+            break
+    return out

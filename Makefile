@@ -1,0 +1,51 @@
+# crawl2chat: `make demo` and `make test` are all a fresh clone needs (each creates .venv if missing).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+HOST ?= 127.0.0.1
+DAGSTER_PORT ?= 3000
+MLFLOW_PORT ?= 5000
+DEMO_PAGES ?= 300
+DEMO_CRAWL ?= CC-MAIN-2099-01
+
+# Every CLI run, the UI and the tests share one instance, so runs show up in the UI.
+export DAGSTER_HOME := $(CURDIR)/dagster_home
+export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/dagster_home/mlflow.db
+export CRAWL2CHAT_MLFLOW_ARTIFACTS ?= $(CURDIR)/dagster_home/mlartifacts
+export CRAWL2CHAT_LAKE ?= $(CURDIR)/lake
+export PYSPARK_PYTHON := $(CURDIR)/$(PY)
+
+.PHONY: install demo test test-all ui bench clean
+
+install: $(STAMP)
+
+# torch is pinned to its CPU build for the embedded default (constraints-cpu.txt); the stamp makes a
+# second call quick and is redone when the project's dependencies change.
+$(STAMP): pyproject.toml constraints-cpu.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints-cpu.txt torch==2.13.0
+	$(PY) -m pip install -q -c constraints-cpu.txt -e '.[dev]'
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m assets.demo --pages $(DEMO_PAGES) --crawl $(DEMO_CRAWL)
+
+# The README's test command; CI (.ci/run) calls exactly this. pytest exits 5 when no test ran.
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+ui: $(STAMP)
+	@echo "Dagster UI: http://$(HOST):$(DAGSTER_PORT)   MLflow UI: http://$(HOST):$(MLFLOW_PORT)/#/experiments?workflowType=machine_learning"
+	$(VENV)/bin/mlflow ui --host $(HOST) --port $(MLFLOW_PORT) --backend-store-uri $(MLFLOW_TRACKING_URI) \
+	    --default-artifact-root $(CRAWL2CHAT_MLFLOW_ARTIFACTS) & \
+	$(VENV)/bin/dagster dev -h $(HOST) -p $(DAGSTER_PORT) -w dagster_home/workspace.yaml; \
+	kill %1 2>/dev/null || true
+
+bench: $(STAMP)
+	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf lake dagster_home/storage dagster_home/history dagster_home/schedules dagster_home/*.db dagster_home/mlartifacts dagster_home/logs

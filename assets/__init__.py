@@ -1,0 +1,1 @@
+"""The crawl2chat Dagster code location: thin wiring of `pipelines` and `training` calls."""

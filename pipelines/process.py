@@ -1,0 +1,152 @@
+"""The whole data pipeline on one machine: `crawl2chat process WARC... --out DIR`.
+
+    WARC files --(per file, N worker processes)--> reader, URL filter, extraction, LID, quality
+              --(one process, whole crawl)-------> MinHash dedup, PII  --> clean/part-00000.parquet
+
+The per-batch part is the same stage list the Spark job runs (`batch_stages`), so the CLI and the
+Dagster assets can never drift apart. Outputs are staged and swapped into place at the end: a killed
+run leaves the previous output (or nothing), never a half one.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+from pipelines.config import load_config
+from pipelines.io import ParquetSink, RemovedWriter, read_documents, replace_dir, staging_dir
+from pipelines.runner import RunStats, Stage, run_stages
+
+log = logging.getLogger(__name__)
+
+# Output columns of kept documents: FineWeb's, plus provenance and the later stages' columns.
+OUTPUT_COLUMNS = ["text", "id", "dump", "url", "date", "file_path", "language", "language_score",
+                  "warc_record_offset", "minhash_cluster_id", "minhash_cluster_size"]
+
+
+def extract_stages(cfg: dict, warc_paths=(), dump: str | None = None) -> list[Stage]:
+    """WARC records -> extracted text of HTML pages whose URL passed the filter."""
+    from pipelines.extraction import Extraction
+    from pipelines.url_filter import URLFilter
+    from pipelines.warc_reader import WarcReader
+    return [WarcReader(warc_paths, dump=dump, **cfg["warc_reader"]), URLFilter(**cfg["url_filter"]),
+            Extraction(**cfg["extraction"])]
+
+
+def filter_stages(cfg: dict) -> list[Stage]:
+    """Extracted text -> documents in the wanted language that pass every quality heuristic."""
+    from pipelines.lid import LanguageFilter
+    from pipelines.quality import build_quality_stages
+    return [LanguageFilter(**cfg["language"])] + build_quality_stages(cfg)
+
+
+def build_batch_stages(cfg: dict, warc_paths=(), dump: str | None = None) -> list[Stage]:
+    """Everything that runs per batch of WARC files: reader .. fineweb_quality."""
+    return extract_stages(cfg, warc_paths, dump) + filter_stages(cfg)
+
+
+def crawl_stages(cfg: dict) -> list[Stage]:
+    """Per crawl, after all batches: near-dedup, then PII on the final text."""
+    from pipelines.minhash import MinhashDedup
+    from pipelines.pii import PIIScrubber
+    return [MinhashDedup(**cfg["minhash"]), PIIScrubber(**cfg["pii"])]
+
+
+def stage_configs(stages: list[Stage]) -> dict:
+    return {s.name: s.config() for s in stages}
+
+
+def run_to_parquet(source, stages: list[Stage], out_file: Path, removed_root: Path,
+                   part: str) -> RunStats:
+    """Stream `source` through `stages`; kept docs to `out_file`, dropped ones under `removed_root`."""
+    removed = RemovedWriter(removed_root, part=part)
+    sink = ParquetSink(out_file)
+    docs, stats = run_stages(source, stages, removed)
+    try:
+        for doc in docs:
+            sink.write(doc)
+    except BaseException:
+        sink.abort()
+        raise
+    sink.close()
+    removed.close()
+    return stats
+
+
+def process_warc_file(args: tuple) -> dict:
+    """One WARC file through the per-batch stages (a worker-process task)."""
+    index, path, out_root, cfg, dump = args
+    part = f"part-{index:05d}"
+    stats = run_to_parquet(iter(()), build_batch_stages(cfg, [path], dump),
+                           Path(out_root) / "filtered" / f"{part}.parquet", Path(out_root) / "removed", part)
+    return stats.as_dict()
+
+
+def process_warcs(warc_paths: list, out_dir, cfg: dict | None = None, workers: int = 1,
+                  dump: str | None = None, progress: bool = False) -> RunStats:
+    """The full single-machine pipeline. Writes out_dir/{filtered,removed,clean}/ and stats.json."""
+    cfg = cfg or load_config()
+    out_dir = Path(out_dir)
+    stage_dir = staging_dir(out_dir)
+    total = RunStats()
+    tasks = [(i, str(p), str(stage_dir), cfg, dump) for i, p in enumerate(warc_paths)]
+    bar = _progress(len(tasks), "WARC files", progress)
+    t0 = time.perf_counter()
+    if workers <= 1:
+        for t in tasks:
+            total.merge(RunStats.from_dict(process_warc_file(t)))
+            bar.update(1)
+    else:
+        with ProcessPoolExecutor(workers) as pool:
+            for stats in pool.map(process_warc_file, tasks):
+                total.merge(RunStats.from_dict(stats))
+                bar.update(1)
+    bar.close()
+    # Per-file stats were merged in completion order; keep pipeline order for reports.
+    order = [s.name for s in build_batch_stages(cfg)]
+    total = RunStats({name: total[name] for name in order if name in total})
+    crawl = run_to_parquet(read_documents([stage_dir / "filtered"]), crawl_stages(cfg),
+                           stage_dir / "clean" / "part-00000.parquet", stage_dir / "removed", "part-00000")
+    total.update(crawl)
+    total.write_json(stage_dir / "stats.json")
+    (stage_dir / "config.json").write_text(json.dumps(cfg, indent=2, default=str))
+    log.info("processed %d WARC files in %.1fs", len(tasks), time.perf_counter() - t0)
+    replace_dir(stage_dir, out_dir)
+    return total
+
+
+def _progress(total: int, unit: str, enabled: bool):
+    from tqdm import tqdm
+    return tqdm(total=total, unit=" " + unit, disable=not enabled, dynamic_ncols=True)
+
+
+def funnel_summary(stats: RunStats, top: int = 3) -> str:
+    """Plain-text funnel: documents left after each stage and the top drop reasons."""
+    lines = [f"{'stage':<18} {'in':>8} {'out':>8}  top drop reasons"]
+    for name, s in stats.items():
+        reasons = ", ".join(f"{r}={n}" for r, n in s.dropped.most_common(top))
+        lines.append(f"{name:<18} {s.docs_in:>8} {s.docs_out:>8}  {reasons}")
+    return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("warcs", nargs="+", type=Path, help="WARC files (.warc.gz)")
+    parser.add_argument("--out", required=True, type=Path, help="output directory")
+    parser.add_argument("--config", type=Path, help="data config YAML (default: fineweb_v1)")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes for the per-file stages")
+    parser.add_argument("--backend", choices=["trafilatura", "resiliparse"], help="extraction backend")
+    parser.add_argument("--dump", help="crawl name stored as `dump` (default: from the path)")
+
+
+def main(args: argparse.Namespace) -> int:
+    overrides = {"extraction": {"backend": args.backend}} if args.backend else None
+    cfg = load_config(args.config, overrides)
+    stats = process_warcs(args.warcs, args.out, cfg, workers=args.workers, dump=args.dump,
+                          progress=True)
+    print(funnel_summary(stats))
+    print(f"\nkept documents: {args.out / 'clean'}   removed: {args.out / 'removed'}   "
+          f"stats: {args.out / 'stats.json'}")
+    return 0
