@@ -1,0 +1,299 @@
+"""Text extraction stage: HTML in doc.text -> main-content text, with a per-document timeout that
+really stops a hung extractor.
+
+A Python-level timeout (signal.alarm, a thread) cannot interrupt lxml stuck in C code, so the
+extractor runs in a small pool of worker processes. Each worker is forked once (so trafilatura is
+imported once, in the parent, and shared copy-on-write) and is fed one document at a time over a
+Pipe; the parent waits with a deadline and, when a document overruns, kills that worker (SIGKILL),
+forks a fresh one and drops the document with reason `timeout`. Exceptions in the extractor give
+`error`, a worker that dies gives `error`, empty output gives `empty`.
+
+Throughput: `workers` processes run concurrently. Documents are dealt to workers round-robin
+(document i goes to worker i % workers) and results are re-ordered, so the output order equals
+the input order and every worker sees the same sequence of documents on every run; this matters
+because trafilatura's `deduplicate=True` keeps a per-process cache of text segments it has seen.
+`workers: 0` runs the extractor inline with no timeout (for a Spark executor, where the executor
+itself is the disposable process).
+"""
+from __future__ import annotations
+
+import importlib
+import multiprocessing
+import multiprocessing.connection
+import re
+import signal
+import time
+from collections import deque
+from typing import Callable
+
+from pipelines.document import Document
+from pipelines.runner import Stage
+
+Extractor = Callable[[str], "str | None"]
+
+
+def trafilatura_extractor(favor_precision: bool = True, include_comments: bool = False,
+                          deduplicate: bool = True) -> Extractor:
+    import trafilatura
+
+    def extract(html: str) -> str | None:
+        return trafilatura.extract(html, favor_precision=favor_precision, include_comments=include_comments,
+                                   deduplicate=deduplicate)
+    return extract
+
+
+_BLANK_LINES = re.compile(r"\n[ \t]*(?:\n[ \t]*)+")
+
+
+def resiliparse_extractor(collapse_blank_lines: bool = True) -> Extractor:
+    """Resiliparse main-content text.
+
+    Resiliparse separates blocks with a blank line, trafilatura with a single newline. The
+    FineWeb-era Gopher repetition rule counts blank lines as duplicate lines, so a resiliparse page
+    of 5+ blocks would be dropped for `dup_line_frac` almost always; collapsing blank lines gives
+    the filters the text shape they were tuned on (trafilatura's).
+    """
+    from resiliparse.extract.html2text import extract_plain_text
+    from resiliparse.parse.html import HTMLTree
+
+    def extract(html: str) -> str | None:
+        text = extract_plain_text(HTMLTree.parse(html), main_content=True)
+        return _BLANK_LINES.sub("\n", text).strip() if collapse_blank_lines and text else text
+    return extract
+
+
+# Trafilatura loads a lot lazily on its first calls (justext stop lists, htmldate, courlan tables):
+# ~1 s, as long as the default timeout. Running it on these pages in the parent *before* forking
+# means every worker (and every replacement of a killed one) starts warm.
+_WARM_UP_PAGES = (
+    "<html><head><title>w</title></head><body><nav><a href='/'>Home</a></nav></body></html>",
+    "<html><head><title>w</title></head><body><article><h1>Warm up</h1><p>A short paragraph of text "
+    "that warms up the extractor.</p><ul><li>one item</li></ul></article><footer>f</footer></body></html>",
+)
+
+
+def _warm_up(extract: Extractor) -> None:
+    for html in _WARM_UP_PAGES:
+        try:
+            extract(html)
+        except Exception:  # noqa: BLE001 - warm-up is best effort
+            pass
+
+
+def resolve_callable(spec: str | Callable) -> Callable:
+    """A callable, or "package.module:function" imported from the current environment."""
+    if callable(spec):
+        return spec
+    module, _, attr = str(spec).partition(":")
+    if not attr:
+        raise ValueError(f"extractor must look like 'module:function', got {spec!r}")
+    return getattr(importlib.import_module(module), attr)
+
+
+def _serve(conn, extract: Extractor) -> None:
+    """Worker loop: receive HTML, send back ("ok", text) or ("error", message); None stops it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    while True:
+        try:
+            html = conn.recv()
+        except (EOFError, OSError):
+            return
+        if html is None:
+            return
+        try:
+            reply = ("ok", extract(html))
+        except Exception as exc:  # noqa: BLE001 - any extractor failure is a per-document drop
+            reply = ("error", f"{type(exc).__name__}: {exc}"[:500])
+        try:
+            conn.send(reply)
+        except (EOFError, OSError):
+            return
+
+
+class _Worker:
+    """One forked extractor process and the indices of the documents dealt to it."""
+
+    def __init__(self, mp, extract: Extractor):
+        self._mp, self._extract = mp, extract
+        self.queue: deque[int] = deque()   # dealt, not yet sent
+        self.job: int | None = None        # sent, awaiting a reply
+        self.deadline = 0.0
+        self.restarts = 0
+        self._start()
+
+    def _start(self) -> None:
+        parent, child = self._mp.Pipe()
+        self.proc = self._mp.Process(target=_serve, args=(child, self._extract), daemon=True,
+                                     name="c2c-extraction")
+        self.proc.start()
+        child.close()
+        self.conn = parent
+
+    def send(self, idx: int, html: str, timeout_s: float) -> None:
+        self.job = idx
+        self.deadline = time.monotonic() + timeout_s
+        try:
+            self.conn.send(html)
+        except (OSError, ValueError):
+            pass  # a dead worker shows up as EOF on the next wait and is replaced there
+
+    def restart(self) -> None:
+        """Kill (SIGKILL: a stuck C extension ignores nothing else reliably) and fork a new one."""
+        self.conn.close()
+        if self.proc.is_alive():
+            self.proc.kill()
+        self.proc.join(5)
+        self.restarts += 1
+        self._start()
+
+    def stop(self) -> None:
+        try:
+            self.conn.send(None)
+        except (OSError, ValueError):
+            pass
+        self.proc.join(1 if self.job is None else 0)
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join(5)
+        self.conn.close()
+
+
+class Extraction(Stage):
+    name = "extraction"
+
+    def __init__(self, backend: str = "trafilatura", timeout_s: float | None = 1.0, workers: int = 1,
+                 favor_precision: bool = True, include_comments: bool = False, deduplicate: bool = True,
+                 extractor: str | Callable | None = None, lookahead: int = 4,
+                 resiliparse_collapse_blank_lines: bool = True):
+        if backend not in ("trafilatura", "resiliparse"):
+            raise ValueError(f"unknown extraction backend {backend!r} (trafilatura or resiliparse)")
+        self.backend = backend
+        self.timeout_s = timeout_s
+        self.workers = int(workers)
+        self.favor_precision = favor_precision
+        self.include_comments = include_comments
+        self.deduplicate = deduplicate
+        # test hook / plug-in: "module:function" taking HTML and returning text; overrides backend
+        self.extractor = extractor
+        # documents read ahead per worker, bounding the re-order buffer
+        self.lookahead = max(1, int(lookahead))
+        self.resiliparse_collapse_blank_lines = resiliparse_collapse_blank_lines
+        self._extract: Extractor | None = None
+
+    def config(self) -> dict:
+        return {"backend": self.backend, "timeout_s": self.timeout_s, "workers": self.workers,
+                "favor_precision": self.favor_precision, "include_comments": self.include_comments,
+                "deduplicate": self.deduplicate, "lookahead": self.lookahead,
+                "resiliparse_collapse_blank_lines": self.resiliparse_collapse_blank_lines,
+                "extractor": self.extractor if self.extractor is None or isinstance(self.extractor, str)
+                else f"{self.extractor.__module__}:{self.extractor.__qualname__}"}
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_extract"] = None  # closures over imported modules; rebuilt where the stage runs
+        return state
+
+    def extract_fn(self) -> Extractor:
+        """The extractor callable, built once (imports the backend in this process)."""
+        if self._extract is None:
+            if self.extractor is not None:
+                self._extract = resolve_callable(self.extractor)
+            elif self.backend == "resiliparse":
+                self._extract = resiliparse_extractor(self.resiliparse_collapse_blank_lines)
+            else:
+                self._extract = trafilatura_extractor(self.favor_precision, self.include_comments, self.deduplicate)
+            if self.extractor is None:
+                _warm_up(self._extract)
+        return self._extract
+
+    def _finish(self, doc: Document, status: str, payload, ctx) -> Document | None:
+        """Apply a worker reply to `doc`: the doc with its text replaced, or None when dropped."""
+        if status == "ok":
+            if payload is None or not str(payload).strip():
+                ctx.drop(doc, "empty")
+                return None
+            doc.text = payload
+            return doc
+        ctx.drop(doc, status)  # "timeout" or "error"
+        return None
+
+    def process(self, docs, ctx):
+        if self.workers <= 0:
+            yield from self._process_inline(docs, ctx)
+        else:
+            yield from self._process_pool(docs, ctx)
+
+    def _process_inline(self, docs, ctx):
+        extract = self.extract_fn()
+        for doc in docs:
+            try:
+                status, payload = "ok", extract(doc.text)
+            except Exception as exc:  # noqa: BLE001
+                status, payload = "error", repr(exc)
+            out = self._finish(doc, status, payload, ctx)
+            if out is not None:
+                yield out
+
+    def _process_pool(self, docs, ctx):
+        extract = self.extract_fn()  # import the backend before forking: workers share it
+        mp = multiprocessing.get_context("fork")
+        timeout = float(self.timeout_s) if self.timeout_s else float("inf")
+        n = self.workers
+        workers = [_Worker(mp, extract) for _ in range(n)]
+        pending: dict[int, Document] = {}           # read, not yet emitted
+        results: dict[int, tuple[str, object]] = {}  # finished, waiting for their turn
+        source = iter(docs)
+        next_in = head = 0
+        exhausted = False
+        try:
+            while True:
+                # read ahead and deal round-robin
+                while not exhausted and next_in - head < n * self.lookahead:
+                    try:
+                        doc = next(source)
+                    except StopIteration:
+                        exhausted = True
+                        break
+                    pending[next_in] = doc
+                    workers[next_in % n].queue.append(next_in)
+                    next_in += 1
+                # emit every finished document at the head, in input order
+                while head in results:
+                    status, payload = results.pop(head)
+                    out = self._finish(pending.pop(head), status, payload, ctx)
+                    head += 1
+                    if out is not None:
+                        yield out
+                if exhausted and head == next_in:
+                    break
+                # feed idle workers
+                for w in workers:
+                    if w.job is None and w.queue:
+                        idx = w.queue.popleft()
+                        w.send(idx, pending[idx].text, timeout)
+                busy = [w for w in workers if w.job is not None]
+                if not busy:
+                    continue  # only possible right after emitting; loop reads more input
+                by_conn = {w.conn: w for w in busy}
+                wait_s = max(0.0, min(w.deadline for w in busy) - time.monotonic())
+                ready = multiprocessing.connection.wait(list(by_conn), None if wait_s == float("inf") else wait_s)
+                for conn in ready:
+                    w = by_conn[conn]
+                    try:
+                        results[w.job] = conn.recv()
+                    except (EOFError, OSError):
+                        results[w.job] = ("error", "extraction worker died")
+                        w.restart()
+                    w.job = None
+                now = time.monotonic()
+                for w in busy:
+                    if w.job is not None and now >= w.deadline:
+                        results[w.job] = ("timeout", None)
+                        w.job = None
+                        w.restart()
+        finally:
+            restarts = sum(w.restarts for w in workers)
+            if restarts:
+                ctx.count("worker_restarts", restarts)
+            for w in workers:
+                w.stop()

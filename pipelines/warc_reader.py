@@ -1,0 +1,424 @@
+"""WARC reader: the source stage. WARC files in, one Document per HTML response out.
+
+Built on fastwarc's ArchiveIterator (C++; streaming). Keeps `response` records with a 2xx status
+and an HTML MIME type, decodes the body to text (the HTML, extraction comes later) and keeps
+provenance: id = WARC-Record-ID, url, date (WARC-Date), dump (crawl name), file_path and the
+record's byte offset. Drops, with reason: `http_status`, `non_html`, `undecodable`.
+
+Broken input must neither crash a run nor cost the rest of a file. fastwarc stops at the first
+bad gzip member, sometimes with an OSError and sometimes silently (a truncated last member), and a
+wrong Content-Length makes it read into the next record. So the reader:
+- holds each record back until the next one parsed; when parsing fails after it, that record's
+  gzip member is checked on its own (CRC, and the block length against Content-Length; a wrong
+  length is repaired from the member, which is authoritative when there is one member per record);
+- after an error, or a stop before the end of the file, resynchronises at the next gzip member
+  that decompresses cleanly and starts with `WARC/` (the next `WARC/1.` line in plain files) and
+  restarts the iterator there;
+- counts each event (`truncated_gzip`, `corrupt_gzip`, `bad_content_length`, `invalid_record`,
+  `single_gzip_stream`, `no_http_headers`, ...) with ctx.count and logs one line for it.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import os
+import re
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from fastwarc.warc import ArchiveIterator, WarcRecordType
+
+from pipelines.document import Document
+from pipelines.runner import Stage, StageContext, StageStats
+
+log = logging.getLogger(__name__)
+
+GZIP_MAGIC = b"\x1f\x8b\x08"
+# the bucket layout (crawl-data/<crawl>/segments/...) or the lake's (crawls/<crawl>/warc/...)
+_CRAWL_IN_PATH = re.compile(r"(?:crawl-data|crawls)/([^/]+)/")
+_META_CHARSET = re.compile(rb"""<meta[^>]{0,200}?charset\s*=\s*["']?\s*([A-Za-z0-9_.:\-]{1,40})""", re.I)
+# C0 control bytes other than tab, newlines and form feed: real HTML in any ASCII-compatible
+# charset has ~none (UTF-8 and the CJK multi-byte charsets never use them inside characters);
+# binary bodies and UTF-16 without a BOM are full of them. Counted with bytes.translate (C speed).
+_CONTROL_BYTES = bytes([*range(0x00, 0x09), 0x0B, *range(0x0E, 0x20), 0x7F])
+_BOMS = [(b"\xef\xbb\xbf", "utf-8"), (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be")]
+
+
+# ---- charset ----------------------------------------------------------------------------------
+
+def _mostly_text(body: bytes, max_control_frac: float = 0.01) -> bool:
+    controls = len(body) - len(body.translate(None, _CONTROL_BYTES))
+    return controls <= max_control_frac * len(body)
+
+
+def _html5_label(label: str | None) -> str | None:
+    if not label:
+        return None
+    from resiliparse.parse.encoding import map_encoding_to_html5
+    return map_encoding_to_html5(label.strip().strip("\"'"))
+
+
+def decode_html(body: bytes, http_charset: str | None = None) -> tuple[str, str] | None:
+    """(text, encoding) or None when nothing decodes it sanely.
+
+    Order: a BOM; UTF-8 when the bytes are valid UTF-8 (FineWeb: "UTF-8, else detected"; also
+    right when an ASCII/latin-1 label sits on UTF-8 bytes, which is common); the HTTP charset;
+    a `<meta charset>` / http-equiv tag in the first 4 KB; uchardet detection (resiliparse).
+    Labels are mapped as browsers do (WHATWG: latin-1 and ascii mean windows-1252)."""
+    for bom, enc in _BOMS:
+        if body.startswith(bom):
+            try:
+                return body[len(bom):].decode(enc), enc
+            except UnicodeDecodeError:
+                break
+    if not _mostly_text(body):
+        return None
+    tried = set()
+    candidates = [lambda: "utf-8", lambda: _html5_label(http_charset), lambda: _meta_charset(body),
+                  lambda: _detect(body)]
+    for get in candidates:
+        enc = get()
+        if not enc or enc in tried:
+            continue
+        tried.add(enc)
+        try:
+            return body.decode(enc), enc
+        except (UnicodeDecodeError, LookupError):
+            continue
+    return None
+
+
+def _meta_charset(body: bytes) -> str | None:
+    m = _META_CHARSET.search(body, 0, 4096)
+    return _html5_label(m.group(1).decode("ascii")) if m else None
+
+
+def _detect(body: bytes) -> str | None:
+    from resiliparse.parse.encoding import detect_encoding
+    return detect_encoding(body)
+
+
+# ---- raw records --------------------------------------------------------------------------------
+
+@dataclass(slots=True)
+class _Rec:
+    pos: int | None          # offset of the record's gzip member (or of `WARC/` in a plain file)
+    is_response: bool
+    record_id: str | None = None
+    url: str | None = None
+    date: str | None = None
+    declared_length: int = 0
+    http: bool = False       # has a parsed HTTP status line
+    status: int | None = None
+    mime: str | None = None
+    charset: str | None = None
+    body: bytes | None = None
+
+
+def _materialize(rec, pos: int | None, want_body) -> _Rec:
+    """Copy what we need out of a fastwarc record (its reader dies when the iterator moves on)."""
+    if rec.record_type != WarcRecordType.response:
+        return _Rec(pos, False)
+    h = rec.headers
+    r = _Rec(pos, True, rec.record_id, h.get("WARC-Target-URI"), h.get("WARC-Date"))
+    try:
+        r.declared_length = int(h.get("Content-Length") or 0)
+    except ValueError:
+        r.declared_length = -1
+    if rec.is_http:
+        r.status = rec.http_headers.status_code
+        r.http = r.status is not None
+        ct = rec.http_content_type
+        r.mime = ct.split(";")[0].strip().lower() if ct else None
+        r.charset = rec.http_charset
+    if want_body(r):
+        r.body = rec.reader.read()
+    return r
+
+
+def _member_at(fd: int, pos: int, size: int, max_bytes: int = 1 << 30) -> tuple[bytes, int] | None:
+    """Decompress the single gzip member starting at `pos`: (data, end offset), or None if it is
+    not one complete, CRC-valid member."""
+    if pos >= size or os.pread(fd, 3, pos) != GZIP_MAGIC:
+        return None
+    d = zlib.decompressobj(wbits=31)
+    out, off = [], pos
+    while not d.eof:
+        chunk = os.pread(fd, 1 << 16, off)
+        if not chunk:
+            return None  # ran out of file: truncated
+        try:
+            out.append(d.decompress(chunk))
+        except zlib.error:
+            return None
+        off += len(chunk)
+        if sum(map(len, out)) > max_bytes:
+            return None
+    return b"".join(out), off - len(d.unused_data)
+
+
+def _classify(fd: int, start: int, end: int) -> str:
+    """Why [start, end) could not be read: a member cut short, or damaged / foreign bytes."""
+    d = zlib.decompressobj(wbits=31)
+    try:
+        d.decompress(os.pread(fd, min(end - start, 64 << 20), start), 1 << 20)
+    except zlib.error:
+        return "corrupt_gzip"
+    return "truncated_gzip" if not d.eof else "corrupt_gzip"
+
+
+def _next_member(fd: int, start: int, size: int, gz: bool) -> int | None:
+    """First offset >= start where a readable record begins (a clean gzip member whose data starts
+    with `WARC/`; in plain files a `WARC/1.` line start)."""
+    needle = GZIP_MAGIC if gz else b"WARC/1."
+    off = start
+    while off < size:
+        window = os.pread(fd, 1 << 20, off)
+        i = window.find(needle)
+        while i >= 0:
+            cand = off + i
+            if gz:
+                m = _member_at(fd, cand, size)
+                if m is not None and m[0].startswith(b"WARC/"):
+                    return cand
+            elif cand == 0 or os.pread(fd, 1, cand - 1) == b"\n":
+                return cand
+            i = window.find(needle, i + 1)
+        if len(window) < (1 << 20):
+            return None
+        off += len(window) - len(needle) + 1  # overlap: a needle across the window edge is found
+    return None
+
+
+def _repair_length(rec: _Rec, member: bytes, want_body) -> _Rec | None:
+    """Re-read a record from its own member with the true block length (None if that fails)."""
+    head_end = member.find(b"\r\n\r\n")
+    if head_end < 0:
+        return None
+    block = member[head_end + 4:]
+    if block.endswith(b"\r\n\r\n"):
+        block = block[:-4]
+    head = re.sub(rb"(?im)^Content-Length:[^\r\n]*", b"Content-Length: %d" % len(block), member[:head_end])
+    try:
+        for r in ArchiveIterator(io.BytesIO(head + b"\r\n\r\n" + block + b"\r\n\r\n"),
+                                 auto_decode="all"):
+            return _materialize(r, rec.pos, want_body)
+    except Exception:  # noqa: BLE001 - unreadable even with the right length: caller drops it
+        return None
+    return None
+
+
+def iter_records(path, count, want_body=lambda r: True) -> Iterator[_Rec]:
+    """Every record of one WARC file that can be read, surviving damage (see module doc).
+    `count(key)` receives the damage counters."""
+    path = Path(path)
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        fd = f.fileno()
+        gz = os.pread(fd, 2, 0) == GZIP_MAGIC[:2]
+        per_member = gz  # one gzip member per record, as Common Crawl writes; checked below
+        checked_layout = not gz
+        start = 0
+        while True:
+            f.seek(start)
+            pending: _Rec | None = None
+            produced, error, last_pos = 0, None, start
+            try:
+                for rec in ArchiveIterator(f, auto_decode="all"):
+                    last_pos = rec.stream_pos
+                    if not checked_layout and pending is not None:
+                        checked_layout = True
+                        if last_pos == pending.pos or os.pread(fd, 3, last_pos) != GZIP_MAGIC:
+                            per_member = False
+                            pending.pos = None
+                            count("single_gzip_stream")
+                            log.warning("%s: gzipped as one stream, not one member per record: record "
+                                        "offsets are not seekable and damage loses the rest", path)
+                    r = _materialize(rec, last_pos if per_member or not gz else None, want_body)
+                    if pending is not None:
+                        yield pending
+                        produced += 1
+                    pending = r
+            except Exception as e:  # noqa: BLE001 - fastwarc raises OSError; anything else is damage too
+                error = e
+
+            if not per_member:
+                # plain WARC or one gzip stream: no members to check against
+                if error is None:
+                    if gz and not _stream_complete(fd, size):
+                        # the last record read is the one the cut went through: not kept
+                        count("truncated_gzip")
+                        log.warning("%s: the gzip stream is cut short; the record at the cut and any "
+                                    "after it are lost", path)
+                    elif pending is not None:
+                        yield pending
+                    return
+                if pending is not None:
+                    yield pending
+                reason = "corrupt_gzip" if gz else "corrupt_record"
+                count(reason)
+                nxt = _next_member(fd, last_pos + 1, size, gz)
+                if nxt is None and not gz:
+                    # junk in front of a gzipped file hid its gzip magic: look for members
+                    nxt = _next_member(fd, last_pos + 1, size, True)
+                    if nxt is not None:
+                        gz = per_member = True
+                        checked_layout = False
+                log.warning("%s: %s after byte %d (%s)%s", path, reason.replace("_", " "), last_pos, error,
+                            f"; resumed at byte {nxt}" if nxt is not None else "; nothing readable after it")
+                if nxt is None:
+                    return
+                start = nxt
+                continue
+
+            # one member per record: check the held-back record against its own member
+            resume = start
+            if pending is not None:
+                m = _member_at(fd, pending.pos, size)
+                if m is None:
+                    resume = pending.pos  # its own member is broken: it goes with the damage
+                    pending = None
+                else:
+                    data, resume = m
+                    block_len = _block_length(data)
+                    if pending.is_response and block_len is not None and block_len != pending.declared_length:
+                        count("bad_content_length")
+                        log.warning("%s: record at byte %d says Content-Length %d, its block has %d bytes; "
+                                    "re-read from its gzip member", path, pending.pos,
+                                    pending.declared_length, block_len)
+                        pending = _repair_length(pending, data, want_body)
+                if pending is not None:
+                    yield pending
+                    produced += 1
+            if error is None and resume >= size:
+                return
+            nxt = _next_member(fd, resume, size, gz)
+            if nxt == start and produced == 0:
+                # a clean member that fastwarc cannot parse (bad WARC header...): skip just it
+                end = _member_at(fd, start, size)[1]
+                count("invalid_record")
+                log.warning("%s: unparseable record at byte %d (%s); skipped", path, start, error)
+                resume, nxt = end, _next_member(fd, end, size, gz)
+            gap_end = size if nxt is None else nxt
+            if gap_end > resume:
+                reason = _classify(fd, resume, gap_end)
+                count(reason)
+                log.warning("%s: %s at byte %d: skipped %d bytes%s%s", path, reason.replace("_", " "),
+                            resume, gap_end - resume,
+                            f", resumed at byte {nxt}" if nxt is not None else ", nothing readable after it",
+                            f" ({error})" if error else "")
+            if nxt is None:
+                return
+            start = nxt
+
+
+def _block_length(member: bytes) -> int | None:
+    head_end = member.find(b"\r\n\r\n")
+    if head_end < 0:
+        return None
+    n = len(member) - head_end - 4
+    return n - 4 if member.endswith(b"\r\n\r\n") else n
+
+
+def _stream_complete(fd: int, size: int) -> bool:
+    """Does a one-stream gzip file end cleanly? (only run on such files: they are rare)."""
+    d, off = zlib.decompressobj(wbits=31), 0
+    try:
+        while off < size and not d.eof:
+            chunk = os.pread(fd, 1 << 20, off)
+            off += len(chunk)
+            d.decompress(chunk, 1 << 16)
+            while d.unconsumed_tail and not d.eof:
+                d.decompress(d.unconsumed_tail, 1 << 16)
+    except zlib.error:
+        return False
+    return d.eof
+
+
+# ---- the stage ----------------------------------------------------------------------------------
+
+def crawl_from_path(path) -> str | None:
+    m = _CRAWL_IN_PATH.search(Path(path).as_posix())
+    return m.group(1) if m else None
+
+
+class WarcReader(Stage):
+    name = "warc_reader"
+    is_source = True  # counts its own docs_in: response records seen
+
+    def __init__(self, paths: Iterable = (), mime_types=("text/html", "application/xhtml+xml"),
+                 only_http_ok: bool = True, dump: str | None = None):
+        self.paths = [Path(p) for p in paths]
+        self.mime_types = tuple(m.lower() for m in mime_types)
+        self.only_http_ok = only_http_ok
+        self.dump = dump
+
+    def config(self) -> dict:
+        return {"mime_types": list(self.mime_types), "only_http_ok": self.only_http_ok,
+                "dump": self.dump, "n_files": len(self.paths)}
+
+    def _wanted(self, r: _Rec) -> bool:
+        """Read the body only of records that will be kept (drops stay cheap)."""
+        if not r.http:
+            return not self.only_http_ok
+        if self.only_http_ok and not (200 <= r.status < 300):
+            return False
+        return r.mime in self.mime_types
+
+    def process(self, docs, ctx: StageContext) -> Iterator[Document]:
+        for _ in docs:  # a source: upstream documents are not expected; consume and ignore
+            pass
+        for path in self.paths:
+            yield from self.read_file(path, ctx)
+
+    def read_file(self, path, ctx: StageContext) -> Iterator[Document]:
+        dump = self.dump or crawl_from_path(path)
+        try:
+            records = iter_records(path, ctx.count, self._wanted)
+            for r in records:
+                if not r.is_response:
+                    continue
+                ctx.stats.docs_in += 1
+                meta = {"url": r.url, "date": r.date, "dump": dump, "file_path": str(path),
+                        "warc_record_offset": r.pos}
+                doc = Document("", r.record_id or f"{path}:{r.pos}", meta)
+                reason = self._reason(r, ctx, path)
+                if reason is None:
+                    decoded = decode_html(r.body or b"", r.charset)
+                    if decoded is None:
+                        reason = "undecodable"
+                    else:
+                        doc.text = decoded[0]
+                if reason is not None:
+                    meta["http_status"], meta["content_type"] = r.status, r.mime
+                    ctx.drop(doc, reason)
+                    continue
+                yield doc
+        except OSError as e:  # unreadable file (missing, permissions): log, count, next file
+            ctx.count("unreadable_file")
+            log.error("%s: cannot read: %s", path, e)
+
+    def _reason(self, r: _Rec, ctx: StageContext, path) -> str | None:
+        if not r.http:
+            ctx.count("no_http_headers")
+            log.warning("%s: response record %s (%s) has no HTTP headers", path, r.record_id, r.url)
+            if self.only_http_ok:
+                return "http_status"  # no status line, so no 2xx
+            return None if r.body is not None else "non_html"
+        if self.only_http_ok and not (200 <= r.status < 300):
+            return "http_status"
+        if r.mime not in self.mime_types:
+            return "non_html"
+        return None
+
+
+def iter_warc_documents(paths: Iterable, dump: str | None = None, stats: StageStats | None = None,
+                        **config) -> Iterator[Document]:
+    """Kept documents of some WARC files, without a pipeline (stats, if given, fill in as it runs)."""
+    stage = WarcReader(paths, dump=dump, **config)
+    ctx = StageContext(stats if stats is not None else StageStats(stage.name), None)
+    for doc in stage.process(iter(()), ctx):
+        ctx.stats.docs_out += 1
+        yield doc

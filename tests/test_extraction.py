@@ -1,0 +1,141 @@
+"""Extraction stage: real trafilatura/resiliparse, and a worker pool that survives hangs and crashes."""
+from __future__ import annotations
+
+import os
+import pickle
+import time
+
+import pytest
+
+from pipelines.config import load_config
+from pipelines.document import Document
+from pipelines.extraction import Extraction
+from pipelines.runner import StageContext, StageStats, run_stages
+
+ARTICLE = [
+    "Growing tomatoes on a small balcony is easier than most people think, as long as the plants get at "
+    "least six hours of direct sunlight every day.",
+    "Choose a deep container with drainage holes, fill it with a rich potting mix and add a handful of "
+    "compost so that the roots have plenty of nutrients during the summer.",
+    "Water the plants deeply in the morning rather than the evening, because wet leaves overnight invite "
+    "fungal diseases that can ruin a crop within a week.",
+    "When the first flowers appear, feed the plants every two weeks with a fertiliser that is rich in "
+    "potassium, and pinch out the side shoots of cordon varieties.",
+]
+NAV = ["Home", "Recipes", "Garden shop", "Contact the editors"]
+FOOTER = "Copyright 2024 Balcony Gardens Ltd. Registered in Narnia under number 1234567."
+
+
+def page(title: str = "How to grow tomatoes on a balcony", marker: str = "") -> str:
+    nav = "".join(f'<li><a href="/{n.lower().replace(" ", "-")}">{n}</a></li>' for n in NAV)
+    paras = "".join(f"<p>{p}</p>" for p in ARTICLE)
+    return f"""<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<script>var tracking = {{"id": 42}};</script><style>body {{ font-family: sans-serif; }}</style></head>
+<body><header><nav><ul>{nav}</ul></nav></header>
+<main><article><h1>{title}</h1><p class="byline">By Ann Gardener</p>{paras}<p>{marker}</p></article></main>
+<aside><h3>Related posts</h3><ul><li><a href="/a">Ten herbs for shade</a></li><li><a href="/b">Compost 101</a></li></ul></aside>
+<footer><p>{FOOTER}</p><a href="/privacy">Privacy</a></footer></body></html>"""
+
+
+# Test hook extractors. The pool forks, so workers inherit them; they are referenced by
+# "module:function" to exercise the config path too.
+def flaky_extractor(html: str) -> str | None:
+    if "HANG" in html:
+        time.sleep(600)
+    if "SPIN" in html:       # a CPU-bound hang, like lxml stuck in C code
+        while True:
+            pass
+    if "BOOM" in html:
+        raise RuntimeError("extractor exploded")
+    if "EXIT" in html:       # the worker process dies outright
+        os._exit(3)
+    if "EMPTY" in html:
+        return "   "
+    return "text of " + html
+
+
+FLAKY = f"{__name__}:flaky_extractor"
+
+
+def run(stage, docs):
+    out, stats = run_stages(docs, [stage])
+    return list(out), stats["extraction"]
+
+
+def test_trafilatura_extracts_main_content_without_boilerplate():
+    cfg = load_config()["extraction"]
+    (doc,), stats = run(Extraction(**cfg), [Document(page(), "p")])
+    for p in ARTICLE:
+        assert p in doc.text
+    for junk in NAV + [FOOTER, "Related posts", "tracking", "font-family"]:
+        assert junk not in doc.text
+    assert stats.docs_in == stats.docs_out == 1
+
+
+def test_resiliparse_backend():
+    stage = Extraction(**{**load_config()["extraction"], "backend": "resiliparse"})
+    (doc,), _ = run(stage, [Document(page(), "p")])
+    for p in ARTICLE:
+        assert p in doc.text
+    assert "tracking" not in doc.text and "font-family" not in doc.text
+    assert "\n\n" not in doc.text  # blank lines collapsed: trafilatura's text shape
+    raw = Extraction(backend="resiliparse", workers=0, resiliparse_collapse_blank_lines=False)
+    (doc2,), _ = run(raw, [Document(page(), "p")])
+    assert "\n\n" in doc2.text
+
+
+def test_empty_page_is_dropped_as_empty():
+    docs = [Document("<html><head><title>x</title></head><body><div></div></body></html>", "e"),
+            Document(page(), "p")]
+    out, stats = run(Extraction(**load_config()["extraction"]), docs)
+    assert [d.id for d in out] == ["p"]
+    assert stats.dropped == {"empty": 1}
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_hang_crash_and_raise_are_survived_in_order(workers):
+    markers = ["", "HANG", "", "BOOM", "", "SPIN", "EMPTY", "", "EXIT", "", "", ""]
+    docs = [Document(f"<p>doc {i} {m}</p>", f"d{i:02d}") for i, m in enumerate(markers)]
+    stage = Extraction(extractor=FLAKY, workers=workers, timeout_s=0.5)
+    out, stats = run(stage, docs)
+    expected_ok = [f"d{i:02d}" for i, m in enumerate(markers) if m == ""]
+    assert [d.id for d in out] == expected_ok                       # input order kept
+    assert all(d.text == f"text of <p>doc {int(d.id[1:])} </p>" for d in out)
+    assert stats.dropped == {"timeout": 2, "error": 2, "empty": 1}
+    assert stats.docs_in == len(docs) == stats.docs_out + stats.docs_removed
+    assert stats.counters["worker_restarts"] == 3                    # HANG, SPIN, EXIT
+
+
+def test_order_is_input_order_with_many_workers():
+    docs = [Document(f"<p>n{i}</p>", str(i)) for i in range(60)]
+    out, stats = run(Extraction(extractor=FLAKY, workers=4, timeout_s=5, lookahead=2), docs)
+    assert [d.id for d in out] == [str(i) for i in range(60)]
+    assert stats.docs_in == stats.docs_out == 60
+
+
+def test_inline_mode_has_no_pool_but_handles_errors():
+    docs = [Document("<p>a</p>", "a"), Document("<p>BOOM</p>", "b"), Document("<p>EMPTY</p>", "c"),
+            Document("<p>d</p>", "d")]
+    out, stats = run(Extraction(extractor=flaky_extractor, workers=0), docs)
+    assert [d.id for d in out] == ["a", "d"]
+    assert stats.dropped == {"error": 1, "empty": 1}
+
+
+def test_stage_is_usable_standalone_and_picklable():
+    stage = Extraction(**load_config()["extraction"])
+    ctx = StageContext(StageStats("extraction"), None)
+    out = list(stage.process(iter([Document(page(), "p")]), ctx))
+    assert len(out) == 1 and ARTICLE[0] in out[0].text
+    clone = pickle.loads(pickle.dumps(stage))   # Spark ships stages to executors
+    assert clone._extract is None and clone.config() == stage.config()
+
+
+def test_abandoned_generator_stops_its_workers():
+    stage = Extraction(extractor=FLAKY, workers=2, timeout_s=5)
+    ctx = StageContext(StageStats("extraction"), None)
+    gen = stage.process(iter([Document(f"<p>{i}</p>", str(i)) for i in range(10)]), ctx)
+    next(gen)
+    import multiprocessing
+    assert any(p.name == "c2c-extraction" for p in multiprocessing.active_children())
+    gen.close()
+    assert not any(p.name == "c2c-extraction" for p in multiprocessing.active_children())

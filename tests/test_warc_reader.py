@@ -1,0 +1,301 @@
+"""WARC reader: kept/dropped records, provenance, charsets, and damaged files that must not stop a run."""
+from __future__ import annotations
+
+import gzip
+import io
+import logging
+import os
+import re
+import zlib
+
+import pytest
+from warcio.statusandheaders import StatusAndHeaders
+from warcio.warcwriter import WARCWriter
+
+from pipelines.document import Document
+from pipelines.runner import StageStats, run_stages
+from pipelines.warc_reader import WarcReader, crawl_from_path, decode_html, iter_warc_documents
+
+CRAWL = "CC-MAIN-2099-01"
+
+
+def page(i: int, extra: str = "") -> bytes:
+    return f"<html><head><title>Page {i}</title></head><body><p>Page number {i}. {extra}</p></body></html>".encode()
+
+
+def write_warc(path, records, gz=True) -> list[int]:
+    """records: (url, status, content_type, body) tuples, or raw bytes of a whole record.
+    Writes each as its own gzip member (as Common Crawl does) and returns their offsets."""
+    buf = io.BytesIO()
+    w = WARCWriter(buf, gzip=gz)
+    offsets = []
+    for rec in records:
+        offsets.append(buf.tell())
+        if isinstance(rec, bytes):
+            buf.write(gzip.compress(rec) if gz else rec)
+            continue
+        url, status, ctype, body = rec
+        headers = [("Content-Type", ctype)] if ctype else []
+        http = StatusAndHeaders(f"{status} X", headers, protocol="HTTP/1.1")
+        w.write_record(w.create_warc_record(url, "request", payload=io.BytesIO(b"GET / HTTP/1.1\r\n\r\n")))
+        offsets[-1] = buf.tell()
+        w.write_record(w.create_warc_record(url, "response", payload=io.BytesIO(body), http_headers=http))
+        w.write_record(w.create_warc_record(url, "metadata", payload=io.BytesIO(b"fetchTimeMs: 12\r\n"),
+                                            warc_content_type="application/warc-fields"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(buf.getvalue())
+    return offsets
+
+
+def raw_record(url: str, block: bytes, content_type="application/http; msgtype=response", length=None) -> bytes:
+    n = len(block) if length is None else length
+    head = (f"WARC/1.0\r\nWARC-Type: response\r\nWARC-Record-ID: <urn:uuid:{abs(hash(url)):032x}>\r\n"
+            f"WARC-Date: 2099-01-01T00:00:00Z\r\nWARC-Target-URI: {url}\r\nContent-Type: {content_type}\r\n"
+            f"Content-Length: {n}\r\n\r\n")
+    return head.encode() + block + b"\r\n\r\n"
+
+
+def http_block(status: int, ctype: str, body: bytes) -> bytes:
+    return f"HTTP/1.1 {status} X\r\nContent-Type: {ctype}\r\n\r\n".encode() + body
+
+
+def read(paths, **kw):
+    stage = WarcReader(paths, **kw)
+    removed = []
+    out, stats = run_stages(iter(()), [stage], sink=lambda d, s, r: removed.append((d, r)))
+    docs = list(out)
+    return docs, stats["warc_reader"], removed
+
+
+def html_pages(n, start=0):
+    return [(f"http://site{i}.example/", 200, "text/html; charset=utf-8", page(i)) for i in range(start, start + n)]
+
+
+@pytest.fixture
+def crawl_dir(tmp_path):
+    return tmp_path / "crawl-data" / CRAWL / "segments" / "1" / "warc"
+
+
+def test_keeps_html_and_drops_with_reasons(crawl_dir):
+    path = crawl_dir / "a.warc.gz"
+    offsets = write_warc(path, [
+        ("http://ok.example/", 200, "text/html; charset=utf-8", page(1)),
+        ("http://xhtml.example/", 200, "application/xhtml+xml", page(2)),
+        ("http://gone.example/", 404, "text/html", page(3)),
+        ("http://moved.example/", 301, "text/html", b""),
+        ("http://img.example/a.png", 200, "image/png", b"\x89PNG\r\n\x1a\n" + os.urandom(300)),
+        ("http://pdf.example/a.pdf", 200, "application/pdf", b"%PDF-1.4"),
+        ("http://notype.example/", 200, None, page(4)),
+    ])
+    docs, stats, removed = read([path])
+    assert [d.metadata["url"] for d in docs] == ["http://ok.example/", "http://xhtml.example/"]
+    assert stats.docs_in == 7 and stats.docs_out == 2  # request/metadata records are not documents
+    assert dict(stats.dropped) == {"http_status": 2, "non_html": 3}
+    assert {d.metadata["url"]: r for d, r in removed}["http://img.example/a.png"] == "non_html"
+    assert all(d.text == "" for d, _ in removed)  # drops stay cheap: no body kept
+    d = docs[0]
+    assert d.text == page(1).decode()
+    assert re.fullmatch(r"<urn:uuid:[0-9a-f-]{36}>", d.id)
+    assert d.metadata["dump"] == CRAWL and d.metadata["file_path"] == str(path)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", d.metadata["date"])
+    # the offset is the record's gzip member: seeking there gives this very record
+    assert d.metadata["warc_record_offset"] == offsets[0]
+    with open(path, "rb") as f:
+        f.seek(d.metadata["warc_record_offset"])
+        member = zlib.decompressobj(wbits=31).decompress(f.read())
+    assert member.startswith(b"WARC/1.") and d.id.encode() in member and b"WARC-Type: response" in member
+
+
+def test_only_http_ok_false_keeps_error_pages(crawl_dir):
+    path = crawl_dir / "b.warc.gz"
+    write_warc(path, [("http://gone.example/", 404, "text/html", page(3))])
+    docs, stats, _ = read([path], only_http_ok=False)
+    assert len(docs) == 1 and "Page number 3" in docs[0].text
+
+
+def test_dump_from_path_or_argument(tmp_path):
+    assert crawl_from_path("/x/crawl-data/CC-MAIN-2023-50/segments/1/warc/f.warc.gz") == "CC-MAIN-2023-50"
+    assert crawl_from_path("lake/crawls/CC-MAIN-2024-10/warc/f.warc.gz") == "CC-MAIN-2024-10"
+    assert crawl_from_path("/x/f.warc.gz") is None
+    path = tmp_path / "f.warc.gz"
+    write_warc(path, html_pages(1))
+    assert next(iter_warc_documents([path], dump="MY-DUMP")).metadata["dump"] == "MY-DUMP"
+    assert next(iter_warc_documents([path])).metadata["dump"] is None
+
+
+@pytest.mark.parametrize("body, http_charset, expected, encoding", [
+    ("<p>Привет, мир</p>".encode("cp1251"), "windows-1251", "<p>Привет, мир</p>", "cp1251"),
+    ('<meta charset="shift_jis"><p>日本語のページです</p>'.encode("shift_jis"), None,
+     '<meta charset="shift_jis"><p>日本語のページです</p>', "shift_jis"),
+    ('<meta http-equiv="Content-Type" content="text/html; charset=koi8-r"><p>Здравствуйте</p>'.encode("koi8-r"),
+     None, '<meta http-equiv="Content-Type" content="text/html; charset=koi8-r"><p>Здравствуйте</p>', "koi8-r"),
+    ("<p>Ça coûte très cher, déjà vu à Noël, élève naïve</p>".encode("cp1252"), None,
+     "<p>Ça coûte très cher, déjà vu à Noël, élève naïve</p>", "cp1252"),
+    # valid UTF-8 under a latin-1 label: UTF-8 first
+    ("<p>naïve café</p>".encode("utf-8"), "iso-8859-1", "<p>naïve café</p>", "utf-8"),
+    ("\ufeff<p>hello</p>".encode("utf-16-le"), None, "<p>hello</p>", "utf-16-le"),
+])
+def test_decode_html(body, http_charset, expected, encoding):
+    assert decode_html(body, http_charset) == (expected, encoding)
+
+
+def test_decode_html_rejects_binary():
+    junk = bytes(range(256)) * 20
+    assert decode_html(junk, "utf-8") is None
+    assert decode_html(junk, "iso-8859-1") is None  # decodes as cp1252, but is mostly control characters
+
+
+def test_undecodable_is_dropped_and_counted(crawl_dir):
+    path = crawl_dir / "c.warc.gz"
+    write_warc(path, [("http://bin.example/", 200, "text/html; charset=utf-8", bytes(range(256)) * 8),
+                      ("http://ru.example/", 200, "text/html; charset=windows-1251", "<p>Привет</p>".encode("cp1251"))])
+    docs, stats, removed = read([path])
+    assert [d.metadata["url"] for d in docs] == ["http://ru.example/"] and docs[0].text == "<p>Привет</p>"
+    assert dict(stats.dropped) == {"undecodable": 1} and removed[0][0].metadata["url"] == "http://bin.example/"
+
+
+# ---- damaged files -------------------------------------------------------------------------------
+
+def urls(docs):
+    return [d.metadata["url"] for d in docs]
+
+
+def test_truncated_last_member(crawl_dir, caplog):
+    path = crawl_dir / "t.warc.gz"
+    offsets = write_warc(path, html_pages(4))
+    data = path.read_bytes()
+    path.write_bytes(data[: offsets[3] + 60])  # the 4th response cut 60 bytes into its member
+    with caplog.at_level(logging.WARNING, logger="pipelines.warc_reader"):
+        docs, stats, _ = read([path])
+    assert urls(docs) == [f"http://site{i}.example/" for i in range(3)]
+    assert stats.counters["truncated_gzip"] == 1
+    assert sum("truncated gzip" in r.message for r in caplog.records) == 1
+
+
+def test_truncated_member_in_the_middle_loses_only_that_record(crawl_dir):
+    path = crawl_dir / "m.warc.gz"
+    offsets = write_warc(path, html_pages(5))
+    data = path.read_bytes()
+    # the 2nd response's member cut short (as a resumed download that lost bytes), then the
+    # following members intact
+    d = zlib.decompressobj(wbits=31)
+    d.decompress(data[offsets[1]:])
+    member_end = len(data) - len(d.unused_data)
+    path.write_bytes(data[: offsets[1] + 50] + data[member_end:])
+    docs, stats, _ = read([path])
+    assert urls(docs) == [f"http://site{i}.example/" for i in (0, 2, 3, 4)]
+    assert stats.counters["truncated_gzip"] == 1
+    # offsets of the records after the damage still point at their members
+    raw = path.read_bytes()
+    for d in docs:
+        member = zlib.decompressobj(wbits=31).decompress(raw[d.metadata["warc_record_offset"]:])
+        assert d.id.encode() in member
+
+
+def test_corrupt_bytes_in_a_member(crawl_dir):
+    path = crawl_dir / "x.warc.gz"
+    offsets = write_warc(path, html_pages(5))
+    data = bytearray(path.read_bytes())
+    for k in range(offsets[2] + 40, offsets[2] + 90):
+        data[k] ^= 0x5A
+    path.write_bytes(bytes(data))
+    docs, stats, _ = read([path])
+    assert urls(docs) == [f"http://site{i}.example/" for i in (0, 1, 3, 4)]
+    assert stats.counters["corrupt_gzip"] == 1
+    assert stats.docs_in == 4
+
+
+def test_garbage_between_and_before_members(crawl_dir):
+    path = crawl_dir / "g.warc.gz"
+    offsets = write_warc(path, html_pages(3))
+    data = path.read_bytes()
+    path.write_bytes(b"\x00junk\x1f\x8b\x08junk" * 5 + data[: offsets[1]] + b"garbage!" * 30 + data[offsets[1]:])
+    docs, stats, _ = read([path])
+    assert urls(docs) == [f"http://site{i}.example/" for i in range(3)]
+    assert sum(stats.counters.values()) >= 2
+
+
+def test_one_gzip_stream_for_the_whole_file(crawl_dir):
+    plain = crawl_dir / "p.warc"
+    write_warc(plain, html_pages(4), gz=False)
+    path = crawl_dir / "s.warc.gz"
+    path.write_bytes(gzip.compress(plain.read_bytes()))
+    docs, stats, _ = read([path])
+    assert urls(docs) == [f"http://site{i}.example/" for i in range(4)]
+    assert stats.counters["single_gzip_stream"] == 1
+    assert all(d.metadata["warc_record_offset"] is None for d in docs)  # not seekable offsets
+    # cut short: the records before the cut survive, the cut is counted
+    path.write_bytes(gzip.compress(plain.read_bytes())[:-150])
+    docs, stats, _ = read([path])
+    assert 1 <= len(docs) < 4 and urls(docs) == [f"http://site{i}.example/" for i in range(len(docs))]
+    assert stats.counters["truncated_gzip"] == 1
+    # an uncompressed WARC reads too, with real offsets
+    docs, stats, _ = read([plain])
+    assert len(docs) == 4 and not stats.counters and docs[0].metadata["warc_record_offset"] > 0
+
+
+@pytest.mark.parametrize("delta", [-25, 40, 100_000])
+def test_wrong_content_length(crawl_dir, delta):
+    path = crawl_dir / "l.warc.gz"
+    good = [raw_record(f"http://site{i}.example/", http_block(200, "text/html", page(i))) for i in range(4)]
+    bad_block = http_block(200, "text/html", page(1, "the record with the lying header"))
+    good[1] = raw_record("http://site1.example/", bad_block, length=len(bad_block) + delta)
+    write_warc(path, good)
+    docs, stats, _ = read([path])
+    assert urls(docs) == [f"http://site{i}.example/" for i in range(4)]
+    assert stats.counters["bad_content_length"] == 1
+    assert docs[1].text == page(1, "the record with the lying header").decode()  # repaired from its member
+
+
+def test_records_without_http_headers(crawl_dir, caplog):
+    path = crawl_dir / "h.warc.gz"
+    write_warc(path, [raw_record("http://nohttp.example/", page(1)),
+                      raw_record("http://plain.example/", page(2), content_type="text/html"),
+                      raw_record("http://ok.example/", http_block(200, "text/html", page(3)))])
+    with caplog.at_level(logging.WARNING, logger="pipelines.warc_reader"):
+        docs, stats, removed = read([path])
+    assert urls(docs) == ["http://ok.example/"]
+    assert stats.counters["no_http_headers"] == 2 and stats.dropped["http_status"] == 2
+    assert sum("no HTTP headers" in r.message for r in caplog.records) == 2
+
+
+def test_unreadable_file_does_not_stop_the_others(tmp_path):
+    good = tmp_path / "ok.warc.gz"
+    write_warc(good, html_pages(2))
+    docs, stats, _ = read([tmp_path / "missing.warc.gz", good])
+    assert len(docs) == 2 and stats.counters["unreadable_file"] == 1
+
+
+def test_iter_warc_documents_and_stats(tmp_path):
+    a, b = tmp_path / "a.warc.gz", tmp_path / "b.warc.gz"
+    write_warc(a, html_pages(2))
+    write_warc(b, html_pages(3, start=2) + [("http://e.example/", 500, "text/html", b"")])
+    stats = StageStats("warc_reader")
+    docs = list(iter_warc_documents([a, b], stats=stats))
+    assert all(isinstance(d, Document) for d in docs) and len(docs) == 5
+    assert stats.docs_in == 6 and stats.docs_out == 5 and stats.dropped["http_status"] == 1
+
+
+def test_sample_crawl_matches_manifest(tmp_path):
+    samplecrawl = pytest.importorskip("pipelines.samplecrawl")
+    if not hasattr(samplecrawl, "generate_crawl"):
+        pytest.skip("generate_crawl not written yet")
+    import json
+    info = samplecrawl.generate_crawl(tmp_path, pages=60, seed=3, crawl=CRAWL, files=2)
+    docs, stats, removed = read(info.warc_paths)
+    manifest = [json.loads(line) for line in info.manifest_path.read_text().splitlines() if line.strip()]
+    expected_drops = {m["url"]: m["reason"] for m in manifest
+                      if m.get("fate") == "dropped" and m.get("stage") == "warc_reader"}
+    got_drops = {d.metadata["url"]: r for d, r in removed}
+    assert expected_drops and got_drops == expected_drops
+    assert stats.docs_in == len(manifest) and not stats.counters  # a clean crawl: nothing broken
+    kept = {d.metadata["url"] for d in docs}
+    assert not kept & set(expected_drops)
+    by_url = {m["url"]: m for m in manifest}
+    for d in docs:
+        m = by_url.get(d.metadata["url"])
+        if m and m.get("record_id"):
+            assert d.id == m["record_id"]
+        if m and m.get("offset") is not None:
+            assert d.metadata["warc_record_offset"] == m["offset"]
+        assert d.metadata["dump"] == CRAWL
