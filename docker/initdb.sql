@@ -1,0 +1,2 @@
+-- MLflow keeps its own database beside Dagster's.
+CREATE DATABASE mlflow;

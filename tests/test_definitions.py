@@ -1,0 +1,43 @@
+"""The code location loads, and its assets, jobs and automation follow the project's conventions."""
+from pathlib import Path
+
+import dagster as dg
+import yaml
+
+from assets.definitions import defs
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_definitions_load_and_pin_the_location_name():
+    dg.Definitions.validate_loadable(defs)
+    ws = yaml.safe_load((ROOT / "dagster_home" / "workspace.yaml").read_text())
+    assert ws["load_from"][0]["python_module"]["location_name"] == "crawl2chat"
+    inst = yaml.safe_load((ROOT / "dagster_home" / "dagster.yaml").read_text())
+    assert inst["telemetry"]["enabled"] is False and inst["nux"]["enabled"] is False
+    assert "sqlite" in inst["storage"]
+
+
+def test_every_asset_sets_group_code_version_and_kinds():
+    graph = defs.resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        assert node.group_name != "default", key
+        assert node.code_version, key
+        assert node.kinds, key
+    data = {k.to_user_string() for k in graph.get_all_asset_keys() if graph.get(k).group_name == "data"}
+    assert data == {"crawl_manifest", "warc_files", "extracted_text", "filtered_text", "deduped_text", "clean_text"}
+
+
+def test_jobs_and_stopped_automation():
+    for name in ("data_pipeline", "end_to_end", "discover_crawl"):
+        assert defs.resolve_job_def(name)
+    assert defs.resolve_schedule_def("nightly_crawl").default_status == dg.DefaultScheduleStatus.STOPPED
+    assert defs.resolve_sensor_def("new_warc_files").default_status == dg.DefaultSensorStatus.STOPPED
+
+
+def test_blocking_checks_guard_the_data_assets():
+    specs = {(s.asset_key.to_user_string(), s.name): s for a in defs.assets for s in a.check_specs}
+    for key in [("filtered_text", "language_share"), ("deduped_text", "dedup_rate_in_range"),
+                ("clean_text", "no_pii_residue"), ("extracted_text", "docs_accounted")]:
+        assert key in specs and specs[key].blocking, key
