@@ -1,0 +1,181 @@
+"""generate_crawl: plan -> captures -> WARC files, listing and ground-truth manifest.
+
+Everything random comes from RNGs seeded by `seed` (content, record ids, order) and every date
+from the crawl name, so one seed gives byte-identical files on any run.
+"""
+from __future__ import annotations
+
+import json
+import random
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from pipelines.samplecrawl import warcwriter as ww
+from pipelines.samplecrawl.content import _REASONS, Builder, Capture
+from pipelines.samplecrawl.plan import plan_counts, plan_specs
+
+USER_AGENT = "CCBot/2.0 (https://commoncrawl.org/faq/)"
+_SERVERS = ("nginx", "Apache", "cloudflare", "nginx/1.24.0", "Apache/2.4.57 (Debian)", "LiteSpeed")
+_CLD2 = {"en": ("eng", "ENGLISH"), "fr": ("fra", "FRENCH"), "de": ("deu", "GERMAN"), "es": ("spa", "SPANISH"),
+         "ru": ("rus", "RUSSIAN"), "zh": ("zho", "Chinese"), "ja": ("jpn", "Japanese")}
+
+
+@dataclass
+class CrawlInfo:
+    out_dir: Path
+    crawl: str
+    warc_paths: list[Path]
+    manifest_path: Path
+    paths_listing: Path
+    counts: dict  # planned pages per category
+    captures: int
+
+
+def _crawl_start(crawl: str) -> datetime:
+    """CC-MAIN-YYYY-WW -> Monday-ish of that week, at a fixed time (no wall clock)."""
+    try:
+        _, _, year, week = crawl.split("-")
+        return datetime(int(year), 1, 1, 3, 14, 15, tzinfo=timezone.utc) + timedelta(weeks=int(week) - 1)
+    except ValueError:
+        return datetime(2099, 1, 1, 3, 14, 15, tzinfo=timezone.utc)
+
+
+def _iso(dt: datetime) -> str:
+    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _http_date(dt: datetime) -> str:
+    return dt.strftime("%a, %d %b %Y %H:%M:%S GMT")
+
+
+def generate_crawl(out_dir, pages: int = 200, seed: int = 0, crawl: str = "CC-MAIN-2099-01",
+                   files: int = 2) -> CrawlInfo:
+    out_dir = Path(out_dir)
+    files = max(1, min(files, pages))
+    start = _crawl_start(crawl)
+    content_rng = random.Random(f"content-{seed}")
+    id_rng = random.Random(f"ids-{seed}")
+    order_rng = random.Random(f"order-{seed}")
+
+    builder = Builder(content_rng, start.year)
+    captures: list[Capture] = []
+    for spec in plan_specs(pages, random.Random(f"plan-{seed}")):
+        captures.extend(builder.build(spec))
+    order_rng.shuffle(captures)
+
+    def new_id() -> str:
+        return f"<urn:uuid:{uuid.UUID(int=id_rng.getrandbits(128), version=4)}>"
+
+    ids = [(new_id(), new_id(), new_id()) for _ in captures]  # request, response, metadata
+    _decide_duplicates(captures, [r for _, r, _ in ids])
+
+    # Layout: files spread over (at most) two segments, named as Common Crawl names them.
+    seg_base = int(start.timestamp() * 1000)
+    n_segments = 1 if files == 1 else 2
+    rel_paths = []
+    for i in range(files):
+        seg = f"{seg_base}.{(seed % 90) + i % n_segments + 1}"
+        stamp = (start + timedelta(hours=i)).strftime("%Y%m%d%H%M%S")
+        rel_paths.append(f"crawl-data/{crawl}/segments/{seg}/warc/{crawl}-{stamp}-{i:05d}.warc.gz")
+
+    manifest_path = out_dir / "manifest.jsonl"
+    manifest_path.parent.mkdir(parents=True, exist_ok=True)
+    per_file = -(-len(captures) // files)
+    when = start
+    warc_paths = []
+    with open(manifest_path, "w", encoding="utf-8") as manifest:
+        for i, rel in enumerate(rel_paths):
+            path = out_dir / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            warc_paths.append(path)
+            chunk = range(i * per_file, min(len(captures), (i + 1) * per_file))
+            with ww.WarcWriter(path) as writer:
+                info_id = new_id()
+                _write_warcinfo(writer, info_id, _iso(when), path.name, crawl)
+                for k in chunk:
+                    when += timedelta(seconds=id_rng.randint(1, 40))
+                    offset = _write_capture(writer, captures[k], ids[k], info_id, when, id_rng)
+                    manifest.write(json.dumps(_manifest_line(captures[k], rel, ids[k][1], offset),
+                                              ensure_ascii=False) + "\n")
+    listing = out_dir / "crawl-data" / crawl / "warc.paths.gz"
+    ww.gzip_lines(listing, rel_paths)
+    return CrawlInfo(out_dir, crawl, warc_paths, manifest_path, listing, plan_counts(pages), len(captures))
+
+
+def _decide_duplicates(captures: list[Capture], response_ids: list[str]) -> None:
+    """MinHash keeps the smallest id of a cluster; the others are dropped as duplicates."""
+    clusters: dict[str, list[int]] = {}
+    for i, cap in enumerate(captures):
+        if cap.dup_cluster:
+            clusters.setdefault(cap.dup_cluster, []).append(i)
+    for members in clusters.values():
+        keep = min(members, key=lambda i: response_ids[i])
+        for i in members:
+            captures[i].dup_cluster = response_ids[keep]
+            if i != keep:
+                captures[i].fate, captures[i].stage, captures[i].reason = "dropped", "minhash", "duplicate"
+
+
+def _write_warcinfo(writer, record_id, date, filename, crawl) -> None:
+    fields = [("software", "crawl2chat-samplecrawl/1.0 (Apache Nutch 1.19 style)"), ("isPartOf", crawl),
+              ("operator", "crawl2chat sample generator"),
+              ("description", f"Synthetic sample of {crawl}: real WARC records, planted ground truth"),
+              ("robots", "checked via crawler-commons 1.4 (https://github.com/crawler-commons/crawler-commons)"),
+              ("hostname", "sample-crawler.local"), ("format", "WARC File Format 1.1"),
+              ("conformsTo", "https://iipc.github.io/warc-specifications/specifications/warc-format/warc-1.1/")]
+    block = "".join(f"{k}: {v}\r\n" for k, v in fields).encode("utf-8")
+    writer.write_record("warcinfo", record_id, date, "application/warc-fields", block,
+                        [("WARC-Filename", filename)])
+
+
+def _write_capture(writer, cap: Capture, ids, info_id: str, when: datetime, rng: random.Random) -> int:
+    req_id, resp_id, meta_id = ids
+    date = _iso(when)
+    scheme_host, _, path = cap.url.partition("//")[2].partition("/")
+    host = scheme_host
+    ip = f"{rng.randint(11, 223)}.{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}"
+
+    request = ww.http_request_block("/" + path, host, USER_AGENT)
+    writer.write_record("request", req_id, date, "application/http; msgtype=request", request,
+                        [("WARC-Warcinfo-ID", info_id), ("WARC-IP-Address", ip), ("WARC-Target-URI", cap.url),
+                         ("WARC-Block-Digest", ww.sha1_b32(request))])
+
+    headers = [("Date", _http_date(when)), ("Server", rng.choice(_SERVERS))]
+    ctype = cap.content_type_header()
+    if ctype:
+        headers.append(("Content-Type", ctype))
+    if cap.location:
+        headers.append(("Location", cap.location))
+    headers += [("Content-Length", str(len(cap.body))), ("Connection", "close")]
+    if cap.status == 200 and cap.mime == "text/html":
+        headers.append(("Cache-Control", "max-age=600"))
+    response = ww.http_response_block(cap.status, _REASONS[cap.status], headers, cap.body)
+    extra = [("WARC-Warcinfo-ID", info_id), ("WARC-Concurrent-To", req_id), ("WARC-IP-Address", ip),
+             ("WARC-Target-URI", cap.url), ("WARC-Payload-Digest", ww.sha1_b32(cap.body)),
+             ("WARC-Block-Digest", ww.sha1_b32(response))]
+    if cap.mime:
+        extra.append(("WARC-Identified-Payload-Type", cap.mime))
+    if cap.truncated:
+        extra.append(("WARC-Truncated", "length"))
+    offset = writer.write_record("response", resp_id, date, "application/http; msgtype=response", response, extra)
+
+    meta = [("fetchTimeMs", str(rng.randint(40, 2500)))]
+    if cap.charset:
+        meta.append(("charset-detected", cap.charset.upper()))
+    if cap.language:
+        code3, name = _CLD2[cap.language]
+        meta.append(("languages-cld2", json.dumps({"reliable": True, "languages": [
+            {"code": cap.language, "code-iso-639-3": code3, "text-covered": 0.97, "score": 950.0, "name": name}]})))
+    block = "".join(f"{k}: {v}\r\n" for k, v in meta).encode("utf-8")
+    writer.write_record("metadata", meta_id, date, "application/warc-fields", block,
+                        [("WARC-Warcinfo-ID", info_id), ("WARC-Target-URI", cap.url), ("WARC-Concurrent-To", resp_id)])
+    return offset
+
+
+def _manifest_line(cap: Capture, warc_file: str, record_id: str, offset: int) -> dict:
+    return {"url": cap.url, "warc_file": warc_file, "record_id": record_id, "offset": offset,
+            "language": cap.language, "category": cap.category, "fate": cap.fate, "stage": cap.stage,
+            "reason": cap.reason, "dup_cluster": cap.dup_cluster, "pii": cap.pii, "status": cap.status,
+            "content_type": cap.mime, "charset": cap.charset}
