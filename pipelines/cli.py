@@ -12,6 +12,7 @@ SUBCOMMANDS = {
     "list-crawl": ("pipelines.commoncrawl", "list a crawl's WARC files from its warc.paths.gz"),
     "download": ("pipelines.commoncrawl", "download WARC files of a crawl (resumable, verified)"),
     "process": ("pipelines.process", "run the data stages over WARC files on this machine"),
+    "tokenize": ("pipelines.tokenizer_cli", "show how a text is tokenized"),
 }
 
 
