@@ -1,0 +1,86 @@
+"""Export a trained model for inference without DeepSpeed: model.safetensors + config.json + tokenizer.
+
+    from training.export import load_model
+    model = load_model("lake/models/base/<run>/export")   # GPT in eval mode
+    tok = pipelines.tokenizer.load_tokenizer(same dir)
+
+The export directory is written to a temporary sibling and renamed into place, so a killed export
+never leaves a directory that looks complete. Tied embeddings are stored once (safetensors refuses
+shared tensors); load_model re-ties them through the model constructor.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+
+from training.model import GPT, GPTConfig
+
+FORMAT = "crawl2chat-gpt"
+
+
+def gather_state_dict(engine) -> dict[str, torch.Tensor] | None:
+    """Full weights on CPU in rank 0 (None elsewhere); collective under ZeRO-3, where every rank must
+    call it. Parameters are gathered one at a time so the peak memory is one full tensor."""
+    import deepspeed
+    import torch.distributed as dist
+    module = engine.module
+    rank0 = (not dist.is_initialized()) or dist.get_rank() == 0
+    out = {}
+    for name, p in module.named_parameters(remove_duplicate=True):
+        with deepspeed.zero.GatheredParameters([p], modifier_rank=None):
+            if rank0:
+                out[name] = p.detach().to("cpu").clone()
+    # No buffers: the GPT's only buffers (RoPE tables) are non-persistent, rebuilt from the config.
+    return out if rank0 else None
+
+
+def export_state(state: dict[str, torch.Tensor], cfg: GPTConfig, out_dir: str | Path,
+                 tokenizer_dir: str | Path | None = None, extra: dict | None = None,
+                 dtype: torch.dtype | None = None) -> Path:
+    from safetensors.torch import save_file
+    from training.data import TOKENIZER_FILES
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    tensors = {}
+    for k, v in state.items():
+        if cfg.tie_embeddings and k == "lm_head.weight":
+            continue  # same tensor as wte.weight
+        v = v.to(dtype) if dtype is not None and v.is_floating_point() else v
+        tensors[k] = v.contiguous()
+    save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": FORMAT})
+    stored_dtype = str(next(iter(tensors.values())).dtype).replace("torch.", "")
+    meta = {"format": FORMAT, "model": cfg.to_dict(), "dtype": stored_dtype, **(extra or {})}
+    (tmp / "config.json").write_text(json.dumps(meta, indent=1))
+    if tokenizer_dir:
+        for name in TOKENIZER_FILES:
+            src = Path(tokenizer_dir) / name
+            if src.exists():
+                shutil.copy2(src, tmp / name)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    tmp.rename(out_dir)
+    return out_dir
+
+
+def load_model(export_dir: str | Path, device: str | torch.device = "cpu",
+               dtype: torch.dtype | None = None) -> GPT:
+    """GPT from an export directory, in eval mode; dtype defaults to the stored one."""
+    from safetensors.torch import load_file
+    export_dir = Path(export_dir)
+    meta = json.loads((export_dir / "config.json").read_text())
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{export_dir}: not a {FORMAT} export")
+    cfg = GPTConfig.from_dict(meta["model"])
+    state = load_file(str(export_dir / "model.safetensors"))
+    model = GPT(cfg)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    allowed_missing = {"lm_head.weight"} if cfg.tie_embeddings else set()
+    if set(missing) - allowed_missing or unexpected:
+        raise ValueError(f"{export_dir}: missing {sorted(set(missing) - allowed_missing)}, unexpected {unexpected}")
+    model.to(device=device, dtype=dtype or next(iter(state.values())).dtype)
+    return model.eval()

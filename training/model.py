@@ -1,0 +1,243 @@
+"""GPT model: GPT-2 shape with modern options as switches.
+
+Pre-LN transformer blocks, causal self-attention through `F.scaled_dot_product_attention(is_causal=True)`
+(flash / memory-efficient kernels on GPUs, a fused math kernel on CPU), GELU MLP, tied input/output
+embeddings. RoPE, RMSNorm, QK-norm and an untied head are config switches, not forks.
+
+Sizing math (per block, d = n_embd, bias terms ignored):
+    attention: qkv projection 3·d² + output projection d²   = 4·d²
+    MLP:       d → 4d → d                                   = 8·d²
+    block total ≈ 12·d²;  model ≈ 12·L·d² + V·d (token embedding) + T·d (learned positions)
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int = 50257
+    block_size: int = 1024      # context length T
+    n_layer: int = 12           # L
+    n_head: int = 12            # H  (head dim Q = n_embd / n_head)
+    n_embd: int = 768           # d
+    bias: bool = True           # GPT-2 has biases in Linear and LayerNorm
+    rope: bool = False          # rotary position embedding instead of a learned position table
+    rope_theta: float = 10000.0
+    rmsnorm: bool = False       # RMSNorm instead of LayerNorm
+    qk_norm: bool = False       # normalize q and k per head before attention (stabilizes large lr)
+    tie_embeddings: bool = True # lm_head shares the token embedding matrix (GPT-2)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "GPTConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# Presets. Parameter counts assume the GPT-2 vocabulary (V = 50257) unless noted; the trainer replaces
+# vocab_size with the tokenizer's, which changes only the V·d embedding term.
+PRESETS: dict[str, dict] = {
+    # CPU demo: 12·4·256² = 3.1M non-embedding + V·d (V = 8k → 2.1M) + 256·256 positions ≈ 5.3M.
+    # Head dim 64 like GPT-2; context 256 keeps attention cheap on two cores.
+    "tiny": dict(n_layer=4, n_embd=256, n_head=4, block_size=256),
+    # GPT-2 small: 12·12·768² = 84.9M + 50257·768 = 38.6M + 1024·768 = 0.8M ≈ 124M.
+    "gpt2-124m": dict(n_layer=12, n_embd=768, n_head=12, block_size=1024),
+    # GPT-2 medium: 12·24·1024² = 302M + 51.5M + 1.0M ≈ 355M.
+    "gpt2-350m": dict(n_layer=24, n_embd=1024, n_head=16, block_size=1024),
+    # GPT-2 large: 12·36·1280² = 708M + 64.3M + 1.3M ≈ 774M.
+    "gpt2-774m": dict(n_layer=36, n_embd=1280, n_head=20, block_size=1024),
+    # GPT-2 XL: 12·48·1600² = 1.47B + 80.4M + 1.6M ≈ 1.56B. bf16 Adam needs 16 bytes/param ≈ 25 GB
+    # before activations: ZeRO-1/2 on 80 GB GPUs fits it (see training-recipes.md).
+    "gpt2-1.5b": dict(n_layer=48, n_embd=1600, n_head=25, block_size=1024),
+}
+
+
+def preset(name: str, **overrides) -> GPTConfig:
+    if name not in PRESETS:
+        raise KeyError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
+    return GPTConfig(**{**PRESETS[name], **overrides})
+
+
+def _norm(cfg: GPTConfig, dim: int) -> nn.Module:
+    if cfg.rmsnorm:
+        return nn.RMSNorm(dim, eps=1e-6)
+    return nn.LayerNorm(dim, bias=cfg.bias)
+
+
+def _rope_tables(head_dim: int, length: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    inv = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+    ang = torch.outer(torch.arange(length, dtype=torch.float32), inv)  # (T, Q/2)
+    return ang.cos(), ang.sin()
+
+
+def _apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    # x: (B, H, T, Q); rotate pairs (first half, second half) as in GPT-NeoX / Llama.
+    x1, x2 = x.chunk(2, dim=-1)
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        assert cfg.n_embd % cfg.n_head == 0, "n_embd must be divisible by n_head"
+        self.n_head, self.head_dim = cfg.n_head, cfg.n_embd // cfg.n_head
+        self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)
+        self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.c_proj.residual_scale = True  # type: ignore[attr-defined]  # see GPT._init_weights
+        self.q_norm = nn.RMSNorm(self.head_dim, eps=1e-6) if cfg.qk_norm else None
+        self.k_norm = nn.RMSNorm(self.head_dim, eps=1e-6) if cfg.qk_norm else None
+
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.n_head, self.head_dim).transpose(1, 2) for t in (q, k, v))
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        if rope is not None:
+            q, k = _apply_rope(q, *rope), _apply_rope(k, *rope)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=cfg.bias)
+        self.c_proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.c_proj.residual_scale = True  # type: ignore[attr-defined]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c_proj(F.gelu(self.c_fc(x), approximate="tanh"))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.ln_1, self.attn = _norm(cfg, cfg.n_embd), CausalSelfAttention(cfg)
+        self.ln_2, self.mlp = _norm(cfg, cfg.n_embd), MLP(cfg)
+
+    def forward(self, x: torch.Tensor, rope=None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), rope)
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.config = cfg
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+        self.wpe = None if cfg.rope else nn.Embedding(cfg.block_size, cfg.n_embd)
+        self.h = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.ln_f = _norm(cfg, cfg.n_embd)
+        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.wte.weight
+        if cfg.rope:
+            cos, sin = _rope_tables(cfg.n_embd // cfg.n_head, cfg.block_size, cfg.rope_theta)
+            # Non-persistent: derived from the config, so checkpoints and exports do not carry them.
+            self.register_buffer("rope_cos", cos, persistent=False)
+            self.register_buffer("rope_sin", sin, persistent=False)
+        # Set by the trainer (not part of the exported config): recompute block activations in backward.
+        self.activation_checkpointing = False
+        self.apply(self._init_weights)
+
+    def _init_weights(self, m: nn.Module) -> None:
+        # GPT-2 init: N(0, 0.02); projections into the residual stream scaled by 1/sqrt(2L) so the
+        # residual's variance does not grow with depth (two residual adds per block).
+        if isinstance(m, nn.Linear):
+            std = 0.02 / math.sqrt(2 * self.config.n_layer) if getattr(m, "residual_scale", False) else 0.02
+            nn.init.normal_(m.weight, mean=0.0, std=std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, mean=0.0, std=0.02)
+
+    def num_params(self, non_embedding: bool = True) -> int:
+        """Parameter count; non_embedding drops the lookup tables (token and position embeddings).
+
+        With tied embeddings the lm_head is the token table, so it is dropped too; flops_per_token adds
+        its matmul back explicitly.
+        """
+        n = sum(p.numel() for p in self.parameters())  # parameters() yields a tied tensor once
+        if non_embedding:
+            n -= self.wte.weight.numel()
+            if self.wpe is not None:
+                n -= self.wpe.weight.numel()
+            # An untied lm_head is an ordinary matmul and stays counted.
+        return n
+
+    def flops_per_token(self, seq_len: int | None = None) -> float:
+        """Training FLOPs per token: 6·N + 12·L·H·Q·T (PaLM appendix B; nanoGPT/llm.c/nanochat MFU).
+
+        6·N: every weight matrix costs 2 FLOPs per parameter per token forward (multiply + add) and 4 in
+        backward (gradients w.r.t. inputs and weights). N counts every matrix that does a matmul: the
+        non-embedding parameters plus the output head (V·d), which is a real matmul even when its weight
+        is tied to the token table (a lookup costs nothing).
+        12·L·H·Q·T: attention scores QKᵀ and the weighted sum AV are 2·T·Q FLOPs each per head per token
+        forward (4·T·Q), times 3 for forward + backward, over H heads and L layers. The causal mask halves
+        the useful work, but by convention (and for comparability with published MFU) it is not halved.
+        """
+        c = self.config
+        T = seq_len or c.block_size
+        n = self.num_params(non_embedding=True)
+        if c.tie_embeddings:
+            n += c.vocab_size * c.n_embd
+        q = c.n_embd // c.n_head
+        return 6.0 * n + 12.0 * c.n_layer * c.n_head * q * T
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, reduction: str = "mean"):
+        """idx (B, T) token ids. Without targets: logits of the last position (B, 1, V) for sampling.
+        With targets: the cross-entropy loss (mean, or per token (B, T) with reduction="none")."""
+        B, T = idx.shape
+        if T > self.config.block_size:
+            raise ValueError(f"sequence of {T} tokens exceeds block_size {self.config.block_size}")
+        x = self.wte(idx)
+        rope = None
+        if self.wpe is not None:
+            x = x + self.wpe(torch.arange(T, device=idx.device))
+        else:
+            rope = (self.rope_cos[:T], self.rope_sin[:T])
+        for block in self.h:
+            if self.activation_checkpointing and self.training:
+                x = checkpoint(block, x, rope, use_reentrant=False)
+            else:
+                x = block(x, rope)
+        x = self.ln_f(x)
+        if targets is None:
+            return self.lm_head(x[:, [-1], :])
+        logits = self.lm_head(x).float()  # loss in fp32 even under bf16 autocast / bf16 weights
+        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), reduction=reduction)
+        return loss.view(B, T) if reduction == "none" else loss
+
+    @torch.no_grad()
+    def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
+                 top_k: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Append max_new_tokens sampled tokens to idx (B, T). temperature 0 means greedy.
+
+        No KV cache: the whole (cropped) context is re-run per token, which is fine for logging samples
+        and keeps the forward identical to training (and ZeRO-3 friendly: every call is a plain forward).
+        """
+        for _ in range(max_new_tokens):
+            ctx = idx[:, -self.config.block_size:]
+            logits = self(ctx)[:, -1, :].float()
+            if temperature <= 0:
+                nxt = logits.argmax(dim=-1, keepdim=True)
+            else:
+                logits = logits / temperature
+                if top_k is not None and top_k > 0:
+                    v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
+                    logits[logits < v[:, [-1]]] = -float("inf")
+                probs = F.softmax(logits, dim=-1)
+                nxt = torch.multinomial(probs, num_samples=1, generator=generator)
+            idx = torch.cat((idx, nxt), dim=1)
+        return idx
