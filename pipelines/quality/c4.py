@@ -79,8 +79,8 @@ class C4LineCleaner(_C4Settings, Stage):
             line = line.strip()
             words = line.split()
             # -1 (datatrove) or null/0 turn a line rule off
-            if self.max_word_length and self.max_word_length > 0 and any(
-                    len(w) > self.max_word_length for w in words):
+            if self.max_word_length and self.max_word_length > 0 and \
+                    max(map(len, words), default=0) > self.max_word_length:
                 removed["too_long_word"] += 1
                 continue
             if self.remove_citations:
@@ -123,7 +123,10 @@ class C4QualityFilter(_C4Settings, Filter):
     def filter(self, doc: Document):
         n_sentences = 0
         count_sentences = self.min_num_sentences is not None and self.min_num_sentences > 0
-        for line in doc.text.splitlines():
+        lines = doc.text.splitlines()
+        if count_sentences and sum(1 for line in lines if line.strip()) >= self.min_num_sentences:
+            count_sentences = False  # every non-blank line holds a sentence: the minimum is met
+        for line in lines:
             if self.filter_lorem_ipsum and "lorem ipsum" in line.lower():
                 return False, "lorem_ipsum"
             if self.filter_curly_bracket and "{" in line:

@@ -9,7 +9,7 @@ off (0 is a real threshold here).
 from __future__ import annotations
 
 from pipelines.document import Document
-from pipelines.quality.text_utils import find_duplicates, word_tokenize
+from pipelines.quality.text_utils import find_duplicates, words_of
 from pipelines.runner import Filter
 
 
@@ -53,7 +53,7 @@ class FineWebQualityFilter(Filter):
 
         n_newlines = text.count("\n")
         if self.new_line_ratio is not None and n_newlines:
-            n_words = len(word_tokenize(text))
+            n_words = len(words_of(text))
             if n_words == 0 or n_newlines / n_words > self.new_line_ratio:
                 return False, "list_ratio"
         return True

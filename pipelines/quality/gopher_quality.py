@@ -11,8 +11,10 @@ A threshold of null (or 0) turns its check off, as in datatrove.
 """
 from __future__ import annotations
 
+from collections import Counter
+
 from pipelines.document import Document
-from pipelines.quality.text_utils import is_symbol_word, word_tokenize
+from pipelines.quality.text_utils import gopher_word_counts, words_of
 from pipelines.runner import Filter
 
 DEFAULT_STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")
@@ -52,10 +54,10 @@ class GopherQualityFilter(Filter):
 
     def filter(self, doc: Document):
         text = doc.text
-        words = word_tokenize(text)
+        words = words_of(text)
         n_tokens = len(words)
-        real_words = [w for w in words if not is_symbol_word(w)]
-        n_words = len(real_words)
+        counts = Counter(words)  # each distinct token is classified once
+        n_words, word_chars, alpha_words = gopher_word_counts(words, counts)
 
         if self.min_doc_words and n_words < self.min_doc_words:
             return False, "gopher_short_doc"
@@ -64,7 +66,7 @@ class GopherQualityFilter(Filter):
         if n_words == 0:
             return True  # only reachable with min_doc_words off: no word-based rule can be computed
 
-        avg_len = sum(len(w) for w in real_words) / n_words
+        avg_len = word_chars / n_words
         if self.min_avg_word_length and avg_len < self.min_avg_word_length:
             return False, "gopher_below_avg_threshold"
         if self.max_avg_word_length and avg_len > self.max_avg_word_length:
@@ -89,15 +91,14 @@ class GopherQualityFilter(Filter):
 
         # the config value is the minimum share of words that must contain a letter
         if self.max_non_alpha_words_ratio:
-            alpha_words = sum(1 for w in words if any(c.isalpha() for c in w))
             if alpha_words / n_tokens < self.max_non_alpha_words_ratio:
                 return False, "gopher_below_alpha_threshold"
 
         if self.min_stop_words:
             if self.count_distinct_stop_words:
-                stop = len(self.stop_words.intersection(words))
+                stop = len(self.stop_words.intersection(counts))
             else:
-                stop = sum(1 for w in words if w in self.stop_words)
+                stop = sum(counts[w] for w in self.stop_words)
             if stop < self.min_stop_words:
                 return False, "gopher_enough_stop_words"
         return True

@@ -8,8 +8,7 @@ from __future__ import annotations
 import re
 
 from pipelines.document import Document
-from pipelines.quality.text_utils import (duplicated_n_gram_chars, find_duplicates, top_n_gram_chars,
-                                          word_tokenize)
+from pipelines.quality.text_utils import WordNGrams, find_duplicates, words_of
 from pipelines.runner import Filter
 
 _PARAGRAPH_SPLIT = re.compile(r"\n{2,}")
@@ -63,11 +62,15 @@ class GopherRepetitionFilter(Filter):
         if self.dup_line_char_frac and dup_chars / n_chars > self.dup_line_char_frac:
             return False, "dup_line_char_frac"
 
-        words = word_tokenize(text)
+        grams = WordNGrams(words_of(text))  # each rule's n are computed together (array operations)
+        top = grams.top_chars([n for n, threshold in self.top_n_grams if threshold])
         for n, threshold in self.top_n_grams:
-            if threshold and top_n_gram_chars(words, n) / n_chars > threshold:
+            if threshold and top[n] / n_chars > threshold:
                 return False, f"top_{n}_gram"
+        # the exact count (a sequential scan) only where a cheap upper bound crosses the threshold
+        bound = grams.duplicated_chars_bound([n for n, threshold in self.dup_n_grams if threshold])
         for n, threshold in self.dup_n_grams:
-            if threshold and duplicated_n_gram_chars(words, n) / n_chars > threshold:
+            if threshold and bound[n] / n_chars > threshold and \
+                    grams.duplicated_chars([n])[n] / n_chars > threshold:
                 return False, f"duplicated_{n}_n_grams"
         return True

@@ -1,0 +1,203 @@
+"""The `re`-based word tokenizer and the array-based n-gram statistics of pipelines.quality.text_utils
+against their references: NLTK's NLTKWordTokenizer (a dev dependency, used only here) and the
+pure-Python n-gram definitions of datatrove.
+
+Real text (CPython's help topics and module docstrings, pages of a generated crawl extracted by
+trafilatura) must give exactly NLTK's tokens; so must generated strings that mix words,
+punctuation, quotes, contractions, digits and Unicode. The only documented difference is
+characters unassigned in Python's Unicode database next to an apostrophe or after ":" / ","
+(see text_utils), which the generated strings leave out.
+"""
+from __future__ import annotations
+
+import importlib
+import re
+from collections import Counter
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pipelines.quality import text_utils as tu
+
+nltk_tokenize = pytest.importorskip("nltk.tokenize")
+
+# the sentence-final period rule as text_utils wrote it before the rewrite (look-behind first)
+_REFERENCE_SENTENCE_END = re.compile(r"(?<=\S[^\s.])\.(?=[\]\)}>\"']*(?:\s|$))")
+_NLTK = nltk_tokenize.NLTKWordTokenizer()
+
+
+def reference_tokens(text: str) -> list[str]:
+    tokens = _NLTK.tokenize(_REFERENCE_SENTENCE_END.sub(" .", text))
+    return [t.strip() for t in tokens if t.strip()]
+
+
+def assert_same_tokens(texts):
+    mismatches = []
+    for text in texts:
+        tu.words_of.cache_clear()
+        ours, ref = tu.word_tokenize(text), reference_tokens(text)
+        if ours != ref:
+            at = next((i for i, (a, b) in enumerate(zip(ours, ref)) if a != b), min(len(ours), len(ref)))
+            mismatches.append((text[:80], ours[max(0, at - 3):at + 3], ref[max(0, at - 3):at + 3]))
+    assert not mismatches, f"{len(mismatches)} of {len(texts)} texts differ, e.g. {mismatches[:3]}"
+
+
+# ---------------------------------------------------------------- corpora
+
+def _pydoc_paragraphs() -> list[str]:
+    from pydoc_data.topics import topics
+    paragraphs = [p for text in topics.values() for p in text.split("\n\n") if p.strip()]
+    return paragraphs + list(topics.values())
+
+
+_STDLIB_MODULES = ("abc", "argparse", "ast", "asyncio", "base64", "bisect", "calendar", "collections", "contextlib",
+                   "copy", "csv", "dataclasses", "datetime", "decimal", "difflib", "email", "enum", "fnmatch",
+                   "fractions", "functools", "glob", "gzip", "hashlib", "heapq", "html", "http.client", "inspect",
+                   "io", "itertools", "json", "logging", "math", "mimetypes", "operator", "os", "pathlib", "pickle",
+                   "pprint", "queue", "random", "re", "shlex", "shutil", "socket", "sqlite3", "statistics", "string",
+                   "struct", "subprocess", "tarfile", "tempfile", "textwrap", "threading", "time", "timeit",
+                   "tokenize", "typing", "unicodedata", "unittest", "urllib.parse", "uuid", "warnings", "weakref",
+                   "xml.dom.minidom", "zipfile", "zlib")
+
+
+def _module_docstrings() -> list[str]:
+    """Docstrings of some standard-library modules and of their public classes and functions."""
+    docs = []
+    for name in _STDLIB_MODULES:
+        module = importlib.import_module(name)
+        docs.append(module.__doc__ or "")
+        docs += [getattr(module, attr).__doc__ or "" for attr in sorted(vars(module)) if not attr.startswith("_")]
+    return sorted({d for d in docs if isinstance(d, str) and d.strip()})
+
+
+@pytest.fixture(scope="module")
+def crawl_texts(tmp_path_factory) -> list[str]:
+    from pipelines.extraction import trafilatura_extractor
+    from pipelines.samplecrawl import generate_crawl
+    from pipelines.warc_reader import iter_warc_documents
+
+    info = generate_crawl(tmp_path_factory.mktemp("crawl"), pages=150, seed=1, files=1)
+    extract = trafilatura_extractor()
+    texts = [extract(doc.text) for doc in iter_warc_documents(info.warc_paths)]
+    return [t for t in texts if t]
+
+
+def test_known_sentence():
+    text = ("Good muffins cost $3.88 (roughly 3,36 euros)\nin New York.  Please buy me\ntwo of them.\n"
+            "Thanks. \"Hi,\" she said; I can't--won't. 'Tis gonna be ok... J. Smith's [1] «quote»")
+    assert tu.word_tokenize(text) == reference_tokens(text)
+    assert tu.word_tokenize(text)[:12] == ["Good", "muffins", "cost", "$", "3.88", "(", "roughly", "3,36",
+                                           "euros", ")", "in", "New"]
+
+
+def test_pydoc_topics_match_nltk():
+    texts = _pydoc_paragraphs()
+    assert len(texts) > 1000
+    assert_same_tokens(texts)
+
+
+def test_module_docstrings_match_nltk():
+    texts = _module_docstrings()
+    assert len(texts) > 1000
+    assert_same_tokens(texts)
+
+
+def test_crawl_pages_match_nltk(crawl_texts):
+    assert len(crawl_texts) > 100
+    assert_same_tokens(crawl_texts)
+    assert_same_tokens(["\n".join(crawl_texts[i:i + 3]) for i in range(0, len(crawl_texts), 3)])
+
+
+# ---------------------------------------------------------------- generated strings
+
+# pieces that trigger each NLTK rule, in several cases, plus odd Unicode (combining marks, "²",
+# separators \x1c-\x1f, the case-folding oddities "İ", "ı", "ſ", circled letters, ZWJ)
+FRAGMENTS = ["the", "The", "dog", "a", "J", "U.S", "e.g", "3.88", "1,000", "12:30", " ", " ", "  ", "\n", "\t",
+             "\xa0", ".", "..", "...", ",", ":", ";", "!", "?", "'", "''", '"', "`", "``", "-", "--", "---", "*",
+             "(", ")", "[", "]", "{", "}", "<", ">", "@", "#", "$", "%", "&", "«", "»", "“", "”", "‘", "’", "„",
+             "…", "\u2012", "–", "—", "\u2015", "n't", "N'T", "'s", "'S", "'m", "'d", "'ll", "'LL", "'re", "'ve",
+             "'VE", "can", "not", "cannot", "CanNot", "gonna", "GONNA", "wanna", "gimme", "lemme", "gotta",
+             "more'n", "d'ye", "'tis", "'Twas", "'t", "is", "é", "e\u0301", "\u0301", "²", "½", "\x1c", "\x1f",
+             "\u2028", "İ", "ı", "ſ", "Ⓐ", "\u200d", "‿", "日本", "٣", "🙂"]
+_CHARS = st.characters(blacklist_categories=("Cs", "Cn"))
+_TEXT = st.lists(st.one_of(st.sampled_from(FRAGMENTS), _CHARS), max_size=40).map("".join)
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_TEXT)
+def test_generated_strings_match_nltk(text):
+    tu.words_of.cache_clear()
+    assert tu.word_tokenize(text) == reference_tokens(text)
+
+
+# ---------------------------------------------------------------- n-gram statistics
+
+def reference_top_n_gram_chars(words, n):
+    grams = [" ".join(words[i:i + n]) for i in range(len(words) - n + 1)]
+    if not grams:
+        return 0
+    gram, count = Counter(grams).most_common(1)[0]
+    return len(gram) * count
+
+
+def reference_duplicated_n_gram_chars(words, n):
+    seen, repeated, idx = set(), 0, 0
+    while idx <= len(words) - n:
+        gram = "".join(words[idx:idx + n])
+        if gram in seen:
+            repeated += len(gram)
+            idx += n
+        else:
+            seen.add(gram)
+            idx += 1
+    return repeated
+
+
+def assert_same_n_gram_stats(words):
+    grams = tu.WordNGrams(words)
+    ns = list(range(1, 12))
+    top, dup, bound = grams.top_chars(ns), grams.duplicated_chars(ns), grams.duplicated_chars_bound(ns)
+    for n in ns:
+        assert top[n] == reference_top_n_gram_chars(words, n), (n, words[:20])
+        assert dup[n] == reference_duplicated_n_gram_chars(words, n), (n, words[:20])
+        assert dup[n] <= bound[n] and (bound[n] > 0 or not _any_repeat(words, n))
+
+
+def _any_repeat(words, n):
+    grams = ["".join(words[i:i + n]) for i in range(len(words) - n + 1)]
+    return len(set(grams)) < len(grams)
+
+
+def test_n_gram_stats_on_crawl_pages(crawl_texts):
+    for text in crawl_texts:
+        assert_same_n_gram_stats(tu.words_of(text))
+
+
+# few distinct "words" whose concatenations collide ("ab" + "c" == "a" + "bc"), so that n-grams
+# repeat often, with and without the same word boundaries
+_WORDS = st.lists(st.sampled_from(["a", "b", "ab", "c", "bc", "abc", "é", "🙂", "the", "."]), max_size=60)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_WORDS)
+def test_n_gram_stats_match_reference(words):
+    assert_same_n_gram_stats(words)
+
+
+def test_n_gram_stats_large_vocabulary():
+    # more distinct words than fit 4-gram numbers in 64 bits: the renumbering path
+    words = [f"w{i % 70_000}x{i // 70_000}" for i in range(150_000)] + ["x", "y", "z", "q"] * 3
+    grams = tu.WordNGrams(words)
+    assert grams.top_chars([2, 3, 4]) == {n: reference_top_n_gram_chars(words, n) for n in (2, 3, 4)}
+
+
+# ---------------------------------------------------------------- C4 sentence count shortcut
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(["Mr", ".", "J.", " ", "word", "?", "!", '"', ")", "(", "...", "\t", "é"]),
+                min_size=1, max_size=20).map("".join))
+def test_every_non_blank_line_holds_a_sentence(line):
+    # C4QualityFilter skips punkt when a page has min_num_sentences non-blank lines
+    if line.strip():
+        assert len(tu.split_sentences(line)) >= 1
