@@ -1,14 +1,16 @@
 """The crawl2chat code location (`dagster_home/workspace.yaml` pins its name)."""
 import dagster as dg
 
-from assets.automation import data_pipeline, discover_crawl, end_to_end, new_warc_files, nightly_crawl
+from assets.automation import (data_pipeline, discover_crawl, end_to_end, new_warc_files, nightly_crawl,
+                               tokenize)
 from assets.data import data_assets
+from assets.tokens import token_assets
 from assets.lineage import MLflowTracker
 from assets.resources import CrawlSource, DataConfigResource, LakeResource, SparkResource
 
 defs = dg.Definitions(
-    assets=[*data_assets],
-    jobs=[discover_crawl, data_pipeline, end_to_end],
+    assets=[*data_assets, *token_assets],
+    jobs=[discover_crawl, data_pipeline, tokenize, end_to_end],
     sensors=[new_warc_files],
     schedules=[nightly_crawl],
     resources={

@@ -30,7 +30,7 @@ def test_every_asset_sets_group_code_version_and_kinds():
 
 
 def test_jobs_and_stopped_automation():
-    for name in ("data_pipeline", "end_to_end", "discover_crawl"):
+    for name in ("data_pipeline", "end_to_end", "discover_crawl", "tokenize"):
         assert defs.resolve_job_def(name)
     assert defs.resolve_schedule_def("nightly_crawl").default_status == dg.DefaultScheduleStatus.STOPPED
     assert defs.resolve_sensor_def("new_warc_files").default_status == dg.DefaultSensorStatus.STOPPED

@@ -1,0 +1,80 @@
+"""One way to get a SparkSession: embedded `local[*]` by default, any master URL or Spark Connect.
+
+A plain function so the Dagster resource (assets/) and the CLI wrap the same settings. The stages
+only use the DataFrame API (no SparkContext / RDDs), so the same code runs on Spark Connect.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from pyspark.sql import SparkSession
+
+# The directory holding the `pipelines` package: local Python workers get it on PYTHONPATH so an
+# un-installed checkout works too (an installed package is found either way).
+_PROJECT_ROOT = str(Path(__file__).resolve().parents[2])
+
+
+def local_defaults(master: str) -> dict:
+    """Settings for an embedded session on one machine (they are ignored by a real cluster)."""
+    cores = _local_cores(master)
+    return {
+        "spark.driver.memory": os.environ.get("CRAWL2CHAT_SPARK_DRIVER_MEMORY", "4g"),
+        # 200 shuffle partitions (the default) means 200 tiny tasks per shuffle on a laptop;
+        # a few per core is enough and AQE coalesces further.
+        "spark.sql.shuffle.partitions": str(max(2, 2 * cores)),
+        "spark.default.parallelism": str(max(2, cores)),
+        # The UI costs about a second at start and a port; the Dagster UI is where runs are watched.
+        "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
+        # Reused Python workers keep the stage modules' model caches (fastText, presidio) warm
+        # across tasks: a model loads once per worker process, never once per task.
+        "spark.python.worker.reuse": "true",
+        # Executors must run the driver's interpreter (the project venv), not whatever `python3` is.
+        "spark.pyspark.python": os.environ.get("PYSPARK_PYTHON", sys.executable),
+        "spark.pyspark.driver.python": sys.executable,
+        "spark.executorEnv.PYTHONPATH": os.pathsep.join(
+            p for p in (_PROJECT_ROOT, os.environ.get("PYTHONPATH", "")) if p),
+        # Sandboxes and laptops on VPNs often cannot resolve their own hostname.
+        "spark.driver.host": "127.0.0.1",
+        "spark.driver.bindAddress": "127.0.0.1",
+        "spark.sql.session.timeZone": "UTC",
+    }
+
+
+def _local_cores(master: str) -> int:
+    inner = master[master.find("[") + 1:master.find("]")] if "[" in master else "1"
+    if inner == "*":
+        return os.cpu_count() or 1
+    try:
+        return max(1, int(inner.split(",")[0]))
+    except ValueError:
+        return os.cpu_count() or 1
+
+
+def build_spark_session(master: str = "local[*]", remote: str | None = None,
+                        app_name: str = "crawl2chat", conf: dict | None = None) -> SparkSession:
+    """A SparkSession: Spark Connect when `remote` is given (sc://host:15002), else `master`.
+
+    `conf` entries override the defaults. Settings that size the JVM (driver memory) only apply
+    when this call starts it; a session already running in this process is reused as is.
+    """
+    if remote:
+        builder = SparkSession.builder.remote(remote).appName(app_name)
+        for key, value in (conf or {}).items():
+            builder = builder.config(key, str(value))
+        return builder.getOrCreate()
+
+    settings = local_defaults(master) if master.startswith("local") else {}
+    if master.startswith("local"):
+        # PySpark takes the workers' interpreter from this variable when the context starts
+        # (spark.pyspark.python alone does not reach SQL Python UDFs / mapInArrow).
+        os.environ.setdefault("PYSPARK_PYTHON", settings["spark.pyspark.python"])
+    settings.update({k: str(v) for k, v in (conf or {}).items()})
+    builder = SparkSession.builder.master(master).appName(app_name)
+    for key, value in settings.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel(os.environ.get("CRAWL2CHAT_SPARK_LOG_LEVEL", "WARN"))
+    return spark
