@@ -100,3 +100,53 @@ def test_mlflow_runs_exist_for_every_stage_with_upstream_inputs(materialized):
             assert any(k.endswith(".docs_out") for k in run.data.metrics)
     assert len(by_asset["filtered_text"]) == 2  # one per batch partition
     assert {r.data.tags["dagster.partition"] for r in by_asset["filtered_text"]} == set(materialized["batches"])
+
+
+def _dagster_cli(args):
+    import sys
+    from pathlib import Path
+    return [str(Path(sys.executable).parent / "dagster"), *args]
+
+
+def test_run_killed_mid_stage_then_rerun_gives_the_same_dataset(materialized, tmp_path):
+    """`dagster job execute` is SIGKILLed while extracted_text's Spark job runs; nothing half-written
+    looks complete, and running it again yields the dataset an uninterrupted run produced."""
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import time
+    from pathlib import Path
+
+    root = materialized["root"]
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(Path(__file__).resolve().parents[1] / "dagster_home" / "dagster.yaml", home)
+    lake = tmp_path / "lake"
+    env = dict(os.environ, DAGSTER_HOME=str(home), CRAWL2CHAT_LAKE=str(lake),
+               CRAWL2CHAT_CRAWL_SOURCE=str(root / "source"), CRAWL2CHAT_SPARK_MASTER="local[2]",
+               MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}",
+               CRAWL2CHAT_MLFLOW_ARTIFACTS=str(tmp_path / "mlartifacts"))
+    subprocess.run(_dagster_cli(["job", "execute", "-m", "assets.definitions", "-j", "discover_crawl"]),
+                   env=env, check=True, capture_output=True)
+    key = materialized["batches"][0]
+    run = _dagster_cli(["job", "execute", "-m", "assets.definitions", "-j", "data_pipeline",
+                        "--tags", json.dumps({"dagster/partition": key})])
+    extracted = lake / "crawls" / CRAWL / "extracted"
+    proc = subprocess.Popen(run, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(extracted.glob(".*staging*/*.parquet*")):
+        time.sleep(0.2)  # wait until executors are writing the batch's part files
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (extracted / "00000-00000").exists()  # only a hidden staging dir, never a final one
+
+    subprocess.run(run, env=env, check=True, capture_output=True)
+    batch_dir = "00000-00000"
+    again = {d.id: d.text for d in read_documents([lake / "crawls" / CRAWL / "filtered" / batch_dir])}
+    reference = {d.id: d.text for d in read_documents([root / "lake" / "crawls" / CRAWL / "filtered" / batch_dir])}
+    assert again and again == reference
+    leftovers = [p for p in extracted.iterdir() if p.name.startswith(".")]
+    assert len(leftovers) <= 1  # the killed run's staging dir is all that remains of it
