@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 HOST ?= 127.0.0.1
 DAGSTER_PORT ?= 3000
 MLFLOW_PORT ?= 5000
-DEMO_PAGES ?= 300
+DEMO_PAGES ?= 800
 DEMO_CRAWL ?= CC-MAIN-2099-01
 
 # Every CLI run, the UI and the tests share one instance, so runs show up in the UI.

@@ -5,6 +5,7 @@ import dagster as dg
 from assets.data import clean_text, crawl_manifest, deduped_text, extracted_text, filtered_text, warc_files
 from assets.partitions import warc_batches
 from assets.tokens import token_shards, tokenizer
+from assets.training import base_model
 from assets.resources import CrawlSource, LakeResource
 from pipelines.lake import uncovered_batches
 
@@ -16,11 +17,12 @@ data_pipeline = dg.define_asset_job(
     "data_pipeline", selection=dg.AssetSelection.assets(*_DATA), executor_def=dg.in_process_executor,
     description="One WARC batch (tag dagster/partition=<crawl>/<first>-<last>) through extraction and "
                 "filters, then dedup and PII over every batch of its crawl.")
+pretrain = dg.define_asset_job("pretrain", selection=[base_model], executor_def=dg.in_process_executor)
 tokenize = dg.define_asset_job("tokenize", selection=dg.AssetSelection.assets(tokenizer, token_shards),
                                executor_def=dg.in_process_executor,
                                description="Train the BPE tokenizer on clean_text, then write token shards.")
-# A batch from WARC files all the way to the newest stage (training joins as it lands).
-end_to_end = dg.define_asset_job("end_to_end", selection=dg.AssetSelection.assets(*_DATA, tokenizer, token_shards),
+# A batch from WARC files all the way to a pretrained base model.
+end_to_end = dg.define_asset_job("end_to_end", selection=dg.AssetSelection.assets(*_DATA, tokenizer, token_shards, base_model),
                                  executor_def=dg.in_process_executor)
 
 

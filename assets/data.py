@@ -9,7 +9,6 @@ funnel, samples, MLflow run). The crawl of an unpartitioned run is the CrawlSour
 the crawl of the batch that the same run processed.
 """
 
-from pathlib import Path
 
 import dagster as dg
 

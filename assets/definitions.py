@@ -2,15 +2,16 @@
 import dagster as dg
 
 from assets.automation import (data_pipeline, discover_crawl, end_to_end, new_warc_files, nightly_crawl,
-                               tokenize)
+                               pretrain, tokenize)
 from assets.data import data_assets
 from assets.tokens import token_assets
+from assets.training import TrainingLauncher, training_assets
 from assets.lineage import MLflowTracker
 from assets.resources import CrawlSource, DataConfigResource, LakeResource, SparkResource
 
 defs = dg.Definitions(
-    assets=[*data_assets, *token_assets],
-    jobs=[discover_crawl, data_pipeline, tokenize, end_to_end],
+    assets=[*data_assets, *token_assets, *training_assets],
+    jobs=[discover_crawl, data_pipeline, tokenize, pretrain, end_to_end],
     sensors=[new_warc_files],
     schedules=[nightly_crawl],
     resources={
@@ -19,5 +20,7 @@ defs = dg.Definitions(
         "spark": SparkResource(),
         "data_config": DataConfigResource(),
         "mlflow_tracker": MLflowTracker(),
+        "launcher": TrainingLauncher(),
+        "pipes_subprocess_client": dg.PipesSubprocessClient(),
     },
 )

@@ -22,10 +22,11 @@ def dagster(*args: str, env: dict) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--pages", type=int, default=300)
+    ap.add_argument("--pages", type=int, default=800)
     ap.add_argument("--files", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--crawl", default="CC-MAIN-2099-01")
+    ap.add_argument("--skip-training", action="store_true", help="stop after the token shards")
     args = ap.parse_args()
 
     from pipelines.samplecrawl import generate_crawl
@@ -38,6 +39,7 @@ def main() -> int:
 
     env = dict(os.environ, CRAWL2CHAT_LAKE=str(lake), CRAWL2CHAT_CRAWL=args.crawl,
                CRAWL2CHAT_CRAWL_SOURCE=str(source))
+    env.setdefault("CRAWL2CHAT_DATA_CONFIG", str(Path(__file__).parents[1] / "pipelines" / "configs" / "demo.yaml"))
     env.setdefault("DAGSTER_HOME", str(Path("dagster_home").absolute()))
     dagster("job", "execute", "-m", "assets.definitions", "-j", "discover_crawl", env=env)
     listing = json.loads((lake / "crawls" / args.crawl / "listing.json").read_text())["paths"]
@@ -45,12 +47,18 @@ def main() -> int:
     for batch in plan_batches(args.crawl, listing, files_per_batch=4):
         dagster("job", "execute", "-m", "assets.definitions", "-j", "data_pipeline",
                 "--tags", json.dumps({"dagster/partition": batch.key}), env=env)
+    dagster("job", "execute", "-m", "assets.definitions", "-j", "tokenize", env=env)
+    if not args.skip_training:
+        dagster("job", "execute", "-m", "assets.definitions", "-j", "pretrain", env=env)
 
     crawl_dir = lake / "crawls" / args.crawl
     print(f"""
 Done in {time.time() - t0:.0f}s.
   kept, PII-scrubbed text: {crawl_dir / 'clean'}
   every removed document and why: {crawl_dir / 'removed'}
+  tokenizer and token shards: {lake / 'tokenizer'}  {lake / 'tokens'}
+  base model (safetensors, samples, metrics): {lake / 'models' / 'base'}
+  try the tokenizer:       .venv/bin/crawl2chat tokenize "Hello world, this is crawl2chat"
   runs, funnels, samples:  make ui   ->  Dagster http://127.0.0.1:3000  (Runs, Assets > data)
                                           MLflow  http://127.0.0.1:5000/#/experiments?workflowType=machine_learning
 """)

@@ -27,8 +27,9 @@ from pathlib import Path
 import pyarrow as pa
 from pyspark.sql import SparkSession
 
-from pipelines.io import ParquetSink, RemovedWriter, replace_dir, staging_dir
-from pipelines.runner import RunStats, Stage, run_stages
+from pipelines.io import read_documents, replace_dir, staging_dir
+from pipelines.process import run_to_parquet  # the CLI's own writer: one mechanism for both
+from pipelines.runner import RunStats, Stage
 
 # One killable extraction child per task keeps the per-document timeout (a stuck lxml call is
 # killed, not the executor) and was no slower than inline in our local[1]/local[2] runs; it is
@@ -72,7 +73,6 @@ def process_part(path, part: int, out_dir, removed_dir, cfg: dict, dump: str | N
                  step: str = "all") -> dict:
     """Run one input file through the stages of `step`; returns its RunStats as a dict. The input
     is a WARC file ("all", "extract") or a Parquet part of extracted text ("filter")."""
-    from pipelines.io import read_documents
     from pipelines.warc_reader import WarcReader
     name = f"part-{part:05d}"
     if step == "filter":
@@ -80,18 +80,7 @@ def process_part(path, part: int, out_dir, removed_dir, cfg: dict, dump: str | N
     else:
         reader = WarcReader([path], dump=dump, **cfg.get("warc_reader", {}))
         source, stages = iter(()), [reader, *_cached_stages(cfg, step)]
-    sink = ParquetSink(Path(out_dir) / f"{name}.parquet")
-    removed = RemovedWriter(removed_dir, name)
-    try:
-        docs, stats = run_stages(source, stages, removed)
-        for doc in docs:
-            sink.write(doc)
-        sink.close()
-        removed.close()
-    except BaseException:
-        sink.abort()
-        raise
-    return stats.as_dict()
+    return run_to_parquet(source, stages, Path(out_dir) / f"{name}.parquet", Path(removed_dir), name).as_dict()
 
 
 def process_warc_file(path, part: int, out_dir, removed_dir, cfg: dict, dump: str | None = None) -> dict:

@@ -1,0 +1,142 @@
+"""The training group: pretraining launched through Dagster Pipes with the `deepspeed` launcher.
+
+    token_shards + tokenizer -> base_model   lake/models/base/<run>/{checkpoints,export,samples,...}
+
+Per-step curves go to MLflow (the trainer continues this asset's MLflow run via MLFLOW_RUN_ID);
+Dagster gets the final figures through Pipes and guards them with a blocking check.
+"""
+import json
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import dagster as dg
+from pydantic import Field
+
+from assets.lineage import MLflowTracker
+from assets.resources import LakeResource
+from assets.tokens import _tokenizer_path, token_shards, tokenizer
+from pipelines.io import dir_digest
+
+ROOT = Path(__file__).resolve().parents[1]
+LOSS_FALLS = "val_loss_finite_and_falling"
+BASE_MODEL_NAME = "crawl2chat-base"
+
+
+class TrainingLauncher(dg.ConfigurableResource):
+    """How training processes start. `local`: this machine, its GPUs (or `processes` CPU ranks);
+    `hostfile`: multi-node DeepSpeed over ssh with a DeepSpeed hostfile. On Kubernetes or Slurm the
+    same command runs as the pod's or job step's entry point (see the README)."""
+
+    mode: str = "local"
+    processes: int = Field(default_factory=lambda: int(os.environ.get("CRAWL2CHAT_TRAIN_PROCESSES", "1")))
+    hostfile: Optional[str] = None
+    config_file: str = Field(default_factory=lambda: os.environ.get(
+        "CRAWL2CHAT_TRAIN_CONFIG", str(ROOT / "training" / "configs" / "tiny.yaml")))
+    overrides: list[str] = Field(default_factory=lambda: [s for s in os.environ.get(
+        "CRAWL2CHAT_TRAIN_OVERRIDES", "").split() if s])
+
+    def command(self, trainer_args: list[str]) -> list[str]:
+        launcher = str(Path(sys.executable).parent / "deepspeed")
+        if self.mode == "hostfile":
+            if not self.hostfile:
+                raise dg.Failure("TrainingLauncher(mode='hostfile') needs `hostfile`")
+            head = [launcher, "--hostfile", self.hostfile]
+        elif self.mode == "local":
+            head = [launcher, "--num_gpus", str(self.processes)]
+        else:
+            raise dg.Failure(f"unknown TrainingLauncher mode {self.mode!r} (local or hostfile)")
+        extra = [a for o in self.overrides for a in ("--set", o)]
+        return [*head, "--module", "training.pretrain", "--config", self.config_file, *trainer_args, *extra]
+
+    def env(self) -> dict:
+        # The CPU launcher counts its "devices" from LOCAL_SIZE; one thread per rank avoids
+        # oversubscribing small machines (torch defaults to every core per process).
+        return {"LOCAL_SIZE": str(self.processes), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+
+
+def _token_shards_path(context: dg.AssetExecutionContext) -> Path:
+    event = context.instance.get_latest_materialization_event(dg.AssetKey("token_shards"))
+    if event is None or event.asset_materialization is None:
+        raise dg.Failure("materialize `token_shards` first")
+    return Path(event.asset_materialization.metadata["path"].value)
+
+
+def unigram_entropy_nats(shards_root: Path) -> float:
+    """Entropy of the training tokens' unigram distribution: the loss a model that ignores context
+    would reach. A base model must get clearly below it."""
+    import numpy as np
+
+    from pipelines.shards import TokenShards
+    ts = TokenShards(shards_root, "train")
+    counts = np.bincount(ts.tokens(0, ts.num_tokens), minlength=ts.vocab_size).astype(np.float64)
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log(p)).sum())
+
+
+@dg.asset(group_name="training", code_version="1", kinds={"deepspeed", "pytorch", "mlflow"},
+          deps=[token_shards, tokenizer],
+          check_specs=[dg.AssetCheckSpec(LOSS_FALLS, asset="base_model", blocking=True,
+                                         description="final validation loss is finite and below the first")])
+def base_model(context: dg.AssetExecutionContext, lake: LakeResource, launcher: TrainingLauncher,
+               pipes_subprocess_client: dg.PipesSubprocessClient,
+               mlflow_tracker: MLflowTracker) -> dg.MaterializeResult:
+    """A GPT pretrained on the token shards with DeepSpeed ZeRO, exported as safetensors and
+    registered in MLflow as `crawl2chat-base` (alias `candidate`)."""
+    import mlflow
+
+    shards, tok_dir = _token_shards_path(context), _tokenizer_path(context, lake)
+    out = Path(lake.root) / "models" / "base" / context.run_id[:8]
+    inputs = [("token_shards", str(shards), dir_digest(shards / "manifest.json"))]
+    with mlflow_tracker.start_run(context, {"launcher": launcher.mode, "processes": launcher.processes,
+                                            "config_file": launcher.config_file,
+                                            "overrides": " ".join(launcher.overrides)}, inputs) as run:
+        cmd = launcher.command(["--data", str(shards), "--tokenizer", str(tok_dir), "--out", str(out)])
+        env = {**launcher.env(), "MLFLOW_TRACKING_URI": mlflow_tracker.tracking_uri,
+               "MLFLOW_RUN_ID": run.info.run_id, "PYTHONPATH": str(ROOT)}
+        context.log.info("launching: " + " ".join(cmd))
+        result = pipes_subprocess_client.run(command=cmd, context=context, env=env, cwd=str(ROOT)).get_materialize_result()
+        history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        vals = [h["val/loss"] for h in history if h.get("val/loss") is not None]
+        first_train = history[0]["train/loss"]
+        unigram = unigram_entropy_nats(shards)
+        mlflow.log_metrics({"unigram_entropy_nats": unigram, "first_train_loss": first_train})
+        export = out / "export"
+        version = _register(mlflow_tracker, run, export)
+    passed = bool(vals) and math.isfinite(vals[-1]) and (len(vals) == 1 or vals[-1] < vals[0])
+    check = dg.AssetCheckResult(check_name=LOSS_FALLS, passed=passed,
+                                metadata={"first_val_loss": vals[0] if vals else None,
+                                          "final_val_loss": vals[-1] if vals else None})
+    metadata = dict(result.metadata or {})
+    metadata.update({"path": dg.MetadataValue.path(str(out)), "export": dg.MetadataValue.path(str(export)),
+                     "first_train_loss": first_train, "ln_vocab": math.log(_vocab(export)),
+                     "unigram_entropy_nats": unigram, "model_version": f"{BASE_MODEL_NAME}/{version}",
+                     "mlflow_run": dg.MetadataValue.url(mlflow_tracker.run_url(run))})
+    return dg.MaterializeResult(metadata=metadata, check_results=[check],
+                                data_version=dg.DataVersion(dir_digest(export / "model.safetensors")[:32]))
+
+
+def _vocab(export: Path) -> int:
+    cfg = json.loads((export / "config.json").read_text())
+    return cfg.get("vocab_size") or cfg.get("model", {}).get("vocab_size")
+
+
+def _register(tracker: MLflowTracker, run, export: Path) -> str:
+    """Log the exported weights as run artifacts and register them as a model version."""
+    import mlflow
+    from mlflow import MlflowClient
+    mlflow.log_artifacts(str(export), artifact_path="model")
+    client = MlflowClient(tracker.tracking_uri)
+    try:
+        client.create_registered_model(BASE_MODEL_NAME, description="crawl2chat pretrained base models")
+    except mlflow.exceptions.MlflowException:
+        pass  # already registered
+    mv = client.create_model_version(BASE_MODEL_NAME, source=f"{run.info.artifact_uri}/model",
+                                     run_id=run.info.run_id, tags={"format": "safetensors"})
+    client.set_registered_model_alias(BASE_MODEL_NAME, "candidate", mv.version)  # "latest" is reserved
+    return mv.version
+
+
+training_assets = [base_model]

@@ -1,0 +1,109 @@
+"""The data pipeline through Spark vs the single-machine CLI on the same generated crawl.
+
+    python bench/spark_pipeline.py [--pages 5000] [--files 8]
+
+Runs, each on a fresh output folder: `process_warcs(workers=2)` (the `crawl2chat process` code
+path), then Spark `local[2]` and `local[1]` doing the same work (per-batch stages with one task per
+WARC file, then MinHash dedup and PII over the crawl). Spark session start is timed separately and
+excluded from docs/s. Peak RSS of the driver and of any Python worker (Spark's python workers are
+children of the JVM) is sampled with psutil. Prints one JSON object.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import psutil  # noqa: E402
+
+from pipelines.config import load_config  # noqa: E402
+from pipelines.process import process_warcs  # noqa: E402
+from pipelines.samplecrawl import generate_crawl  # noqa: E402
+
+
+class PeakRSS:
+    """Samples the RSS of this process's descendants: peak per kind (java, python worker)."""
+
+    def __init__(self, interval: float = 0.2):
+        self.interval, self.peaks, self._stop = interval, {"java": 0, "python_worker": 0}, threading.Event()
+
+    def __enter__(self):
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._t.join()
+
+    def _run(self):
+        me = psutil.Process()
+        while not self._stop.is_set():
+            for p in me.children(recursive=True):
+                try:
+                    kind = "java" if "java" in p.name() else "python_worker"
+                    self.peaks[kind] = max(self.peaks[kind], p.memory_info().rss)
+                except psutil.Error:
+                    pass
+            time.sleep(self.interval)
+
+
+def run_spark(master: str, warcs, out: Path, cfg: dict) -> dict:
+    from pipelines.spark import build_spark_session, dedup_crawl, process_batch, scrub_pii
+    t0 = time.perf_counter()
+    spark = build_spark_session(master)
+    spark.range(1).count()  # the JVM and a first job are up
+    start = time.perf_counter() - t0
+    with PeakRSS() as rss:
+        t1 = time.perf_counter()
+        batch = process_batch(spark, warcs, out / "filtered", out / "removed", cfg)
+        dedup_crawl(spark, [out / "filtered"], out / "deduped", out / "removed_dedup", cfg)
+        scrub_pii(spark, out / "deduped", out / "clean", cfg)
+        seconds = time.perf_counter() - t1
+    spark.stop()
+    records = batch["warc_reader"].docs_in
+    return {"master": master, "session_start_s": round(start, 2), "seconds": round(seconds, 2),
+            "docs_per_s": round(records / seconds, 1), "records": records,
+            "kept_after_filters": batch["fineweb_quality"].docs_out,
+            "peak_rss_mb": {k: round(v / 2**20) for k, v in rss.peaks.items()}}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--pages", type=int, default=5000)
+    ap.add_argument("--files", type=int, default=8)
+    args = ap.parse_args()
+    cfg = load_config()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        info = generate_crawl(tmp / "crawl", pages=args.pages, seed=0, files=args.files)
+        warcs = info.warc_paths
+        with PeakRSS() as rss:
+            t0 = time.perf_counter()
+            stats = process_warcs(warcs, tmp / "cli", cfg, workers=2)
+            cli_s = time.perf_counter() - t0
+        records = stats["warc_reader"].docs_in
+        cli = {"workers": 2, "seconds": round(cli_s, 2), "docs_per_s": round(records / cli_s, 1),
+               "records": records, "peak_rss_mb": {"driver": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+                                                   "worker": round(rss.peaks["python_worker"] / 2**20)}}
+        local2 = run_spark("local[2]", warcs, tmp / "spark2", cfg)
+        local1 = run_spark("local[1]", warcs, tmp / "spark1", cfg)
+    out = {"bench": "spark_pipeline", "pages": args.pages, "warc_files": args.files,
+           "cpu": f"{os.cpu_count()} cores", "load_avg_1m": round(os.getloadavg()[0], 2),
+           "single_machine_cli": cli, "spark_local2": local2, "spark_local1": local1,
+           "spark_overhead_vs_cli_pct": round(100 * (cli["docs_per_s"] / local2["docs_per_s"] - 1), 1),
+           "scaling_local1_to_local2": round(local2["docs_per_s"] / local1["docs_per_s"], 2),
+           "driver_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
