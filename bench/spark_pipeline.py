@@ -65,13 +65,17 @@ def run_spark(master: str, warcs, out: Path, cfg: dict) -> dict:
     with PeakRSS() as rss:
         t1 = time.perf_counter()
         batch = process_batch(spark, warcs, out / "filtered", out / "removed", cfg)
+        t2 = time.perf_counter()
         dedup_crawl(spark, [out / "filtered"], out / "deduped", out / "removed_dedup", cfg)
+        t3 = time.perf_counter()
         scrub_pii(spark, out / "deduped", out / "clean", cfg)
         seconds = time.perf_counter() - t1
+        phases = {"batch_s": round(t2 - t1, 2), "dedup_s": round(t3 - t2, 2),
+                  "pii_s": round(time.perf_counter() - t3, 2)}
     spark.stop()
     records = batch["warc_reader"].docs_in
     return {"master": master, "session_start_s": round(start, 2), "seconds": round(seconds, 2),
-            "docs_per_s": round(records / seconds, 1), "records": records,
+            "docs_per_s": round(records / seconds, 1), "records": records, "phases": phases,
             "kept_after_filters": batch["fineweb_quality"].docs_out,
             "peak_rss_mb": {k: round(v / 2**20) for k, v in rss.peaks.items()}}
 
