@@ -181,4 +181,4 @@ def test_long_documents_are_permuted_in_blocks(monkeypatch):
     hasher = MinHasher()
     text = random_text(random.Random(5), 777)
     np.testing.assert_array_equal(hasher.signature(text), datasketch_signature(hasher, text))
-    assert len(hasher._buf) == 100
+    assert hasher._buf.shape == (hasher.num_perm, 100)  # the scratch buffer stays one block wide
