@@ -4,9 +4,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-# FineWeb-compatible column order (fineweb-recipe.md, "Output schema"); later stages add the rest.
+# FineWeb-compatible column order (fineweb-recipe.md, "Output schema"); later stages add theirs
+# (minhash_cluster_id, minhash_cluster_size, token_count) after these.
 FINEWEB_COLUMNS = ["text", "id", "dump", "url", "date", "file_path", "language", "language_score"]
-LATER_COLUMNS = ["minhash_cluster_id", "minhash_cluster_size", "token_count"]
 
 
 @dataclass

@@ -5,7 +5,8 @@ WARC files are grouped into batches.
     <root>/crawls/<crawl>/warc/<path in the bucket>    downloaded or generated WARC files
     <root>/crawls/<crawl>/extracted/<batch>/           per batch, Parquet
     <root>/crawls/<crawl>/filtered/<batch>/
-    <root>/crawls/<crawl>/removed/<stage>/<batch>/     every dropped document with its reason
+    <root>/crawls/<crawl>/removed/<asset>/<batch>/<stage>/   every dropped document with its reason
+                                                       (per batch one folder, so it swaps atomically)
     <root>/crawls/<crawl>/deduped/  ->  clean/         per crawl
 
 A batch is a run of consecutive files of the listing, never crossing a segment, named by the

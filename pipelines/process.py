@@ -22,11 +22,6 @@ from pipelines.runner import RunStats, Stage, run_stages
 
 log = logging.getLogger(__name__)
 
-# Output columns of kept documents: FineWeb's, plus provenance and the later stages' columns.
-OUTPUT_COLUMNS = ["text", "id", "dump", "url", "date", "file_path", "language", "language_score",
-                  "warc_record_offset", "minhash_cluster_id", "minhash_cluster_size"]
-
-
 def extract_stages(cfg: dict, warc_paths=(), dump: str | None = None) -> list[Stage]:
     """WARC records -> extracted text of HTML pages whose URL passed the filter."""
     from pipelines.extraction import Extraction

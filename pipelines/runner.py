@@ -22,7 +22,6 @@ from typing import Callable, Iterable, Iterator
 
 from pipelines.document import Document
 
-KeepOrDrop = "bool | tuple[bool, str]"
 RemovedSink = Callable[[Document, str, str], None]
 
 
