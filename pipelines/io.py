@@ -148,13 +148,19 @@ class RemovedWriter:
         return [p for s in self._sinks.values() if (p := s.close()) is not None]
 
 
+def parquet_files(path) -> list[Path]:
+    """The data files of a Parquet dataset: the file itself, or the visible *.parquet files under a
+    directory in name order (hidden temporaries and Spark's _SUCCESS/_temporary skipped)."""
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    return sorted(p for p in path.rglob("*.parquet") if not _hidden(p.relative_to(path)))
+
+
 def read_documents(paths: Iterable) -> Iterable[Document]:
     """Documents from Parquet files or directories of them (hidden/temporary names skipped)."""
     for path in paths:
-        path = Path(path)
-        files = sorted(p for p in path.rglob("*.parquet") if not _hidden(p.relative_to(path))) \
-            if path.is_dir() else [path]
-        for f in files:
+        for f in parquet_files(path):
             pf = pq.ParquetFile(f)
             for batch in pf.iter_batches(batch_size=1000):
                 for row in batch.to_pylist():
@@ -185,9 +191,7 @@ def count_rows(path) -> int:
     path = Path(path)
     if not path.exists():
         return 0
-    files = [path] if path.is_file() else [p for p in path.rglob("*.parquet")
-                                           if not _hidden(p.relative_to(path))]
-    return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in parquet_files(path))
 
 
 def sample_rows(path, n: int = 3, columns=None) -> list[dict]:

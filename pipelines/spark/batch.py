@@ -27,7 +27,7 @@ from pathlib import Path
 import pyarrow as pa
 from pyspark.sql import SparkSession
 
-from pipelines.io import read_documents, replace_dir, staging_dir
+from pipelines.io import parquet_files, read_documents, replace_dir, staging_dir
 from pipelines.process import run_to_parquet  # the CLI's own writer: one mechanism for both
 from pipelines.runner import RunStats, Stage
 
@@ -155,7 +155,6 @@ def extract_batch(spark: SparkSession, warc_paths, out_dir, removed_dir, cfg: di
 
 def filter_batch(spark: SparkSession, input_dir, out_dir, removed_dir, cfg: dict) -> RunStats:
     """Language ID and quality filters over a batch's extracted Parquet parts (filtered_text)."""
-    from pipelines.spark.dedup import parquet_files
     parts = [str(Path(p).absolute()) for p in parquet_files(input_dir)]
     work = functools.partial(_part_work, parts, executor_config(cfg), None, "filter")
     return run_file_tasks(spark, len(parts), work, out_dir, removed_dir)

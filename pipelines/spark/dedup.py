@@ -21,7 +21,7 @@ import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from pipelines.io import replace_dir, staging_dir
+from pipelines.io import parquet_files, replace_dir, staging_dir
 from pipelines.runner import RunStats, StageStats
 from pipelines.spark.components import connected_components
 
@@ -84,10 +84,7 @@ def read_docs(spark: SparkSession, input_dirs) -> DataFrame | None:
 
 def _has_parquet(path) -> bool:
     path = Path(path)
-    if path.is_file():
-        return path.suffix == ".parquet"
-    return any(not any(part.startswith((".", "_")) for part in p.relative_to(path).parts)
-               for p in path.rglob("*.parquet"))
+    return path.suffix == ".parquet" if path.is_file() else bool(parquet_files(path))
 
 
 def dedup_crawl(spark: SparkSession, input_dirs, out_dir, removed_dir, cfg: dict) -> RunStats:
@@ -207,15 +204,6 @@ def _pii_work(files: list[str], pii_cfg: dict, part: int, out_dir: str, _removed
     return stats.as_dict()
 
 
-def parquet_files(path) -> list[str]:
-    """The data files of a Parquet directory (Spark's _SUCCESS and hidden temp files skipped)."""
-    path = Path(path)
-    if path.is_file():
-        return [str(path)]
-    return sorted(str(p) for p in path.rglob("*.parquet")
-                  if not any(part.startswith((".", "_")) for part in p.relative_to(path).parts))
-
-
 def scrub_pii(spark: SparkSession, input_dir, out_dir, cfg: dict) -> RunStats:
     """Scrub PII from every document under `input_dir` into `out_dir` (replaced atomically).
 
@@ -223,7 +211,7 @@ def scrub_pii(spark: SparkSession, input_dir, out_dir, cfg: dict) -> RunStats:
     """
     import functools
     from pipelines.spark.batch import run_file_tasks
-    files = parquet_files(input_dir) if Path(input_dir).exists() else []
+    files = [str(p) for p in parquet_files(input_dir)] if Path(input_dir).exists() else []
     work = functools.partial(_pii_work, files, dict(cfg.get("pii", {})))
     stats = run_file_tasks(spark, len(files), work, out_dir)
     if "pii" not in stats:
