@@ -32,7 +32,9 @@ from __future__ import annotations
 import importlib.util
 import ipaddress
 import itertools
+import os
 import re
+import sys
 from typing import Iterator
 
 from pipelines.document import Document
@@ -195,9 +197,33 @@ def _make_phone_recognizer(regions, leniency):
     return FirstRegionPhoneRecognizer(supported_regions=tuple(regions), leniency=leniency)
 
 
+def import_presidio(ner: bool = False) -> None:
+    """Import presidio without dragging in torch when no NER model runs.
+
+    presidio imports spaCy, spaCy imports thinc, and thinc imports torch whenever it is installed
+    (it is, for training): 2+ s per process, paid again by every Spark Python worker, for pattern
+    recognizers that never touch it. presidio's own CUDA probe is skipped with PRESIDIO_DEVICE;
+    thinc has no switch, so torch is blocked for the length of the import (thinc then takes its
+    no-torch branch) and unblocked right after, so a later `import torch` works as usual.
+    """
+    if "presidio_analyzer" in sys.modules:
+        return
+    os.environ.setdefault("PRESIDIO_DEVICE", "cpu")
+    block = not ner and "torch" not in sys.modules
+    if block:
+        sys.modules["torch"] = None  # an ImportError for `import torch`, nothing else
+    try:
+        import presidio_analyzer  # noqa: F401
+        import presidio_anonymizer  # noqa: F401
+    finally:
+        if block and sys.modules.get("torch", 0) is None:
+            del sys.modules["torch"]
+
+
 def build_analyzer(entities, phone_regions=("US", "GB", "DE", "FR"), phone_leniency: int = 1,
                    ner: bool = False):
     """An AnalyzerEngine with only the recognizers needed for `entities`."""
+    import_presidio(ner)
     from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
     from presidio_analyzer.predefined_recognizers import (CreditCardRecognizer, IbanRecognizer,
                                                           IpRecognizer, PhoneRecognizer)
@@ -277,9 +303,9 @@ class PIIScrubber(Stage):
 
     def _engines(self):
         if self._analyzer is None:
-            from presidio_anonymizer import AnonymizerEngine
             self._analyzer = build_analyzer(self.entities, self.phone_regions, self.phone_leniency,
-                                            self.ner)
+                                            self.ner)  # imports presidio first (no torch)
+            from presidio_anonymizer import AnonymizerEngine
             self._anonymizer = AnonymizerEngine()
             self._ops = self._operators()
         return self._analyzer, self._anonymizer

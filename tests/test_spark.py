@@ -175,6 +175,30 @@ def test_dedup_without_duplicates_and_of_nothing(spark, cfg, tmp_path):
     assert (tmp_path / "out").is_dir() and not list((tmp_path / "out").rglob("*.parquet"))
 
 
+def test_dedup_numbers_rows_per_file_and_replaces_stale_columns(spark, cfg, tmp_path):
+    # Two files repeat one id (still two documents), an empty part adds no rows, and stale
+    # minhash columns from an earlier run are replaced, not duplicated.
+    text = " ".join(f"word{i}" for i in range(60))
+    parts = tmp_path / "in"
+    for name, docs in {"part-00000": [Document(text, "same", {"minhash_cluster_id": "old"})],
+                       "part-00001": [Document(text, "same", {"minhash_cluster_id": "old"}),
+                                      Document("A different sentence entirely, about rivers.", "other", {})]}.items():
+        sink = ParquetSink(parts / f"{name}.parquet")
+        for d in docs:
+            sink.write(d)
+        sink.close()
+    pq.write_table(pq.read_table(parts / "part-00001.parquet").slice(0, 0), parts / "part-00002.parquet")
+
+    stats = dedup_crawl(spark, [parts], tmp_path / "out", tmp_path / "rm", cfg)["minhash"]
+    kept = _rows(tmp_path / "out")
+    removed = _rows(tmp_path / "rm" / "minhash")
+    assert sorted((r["id"], r["minhash_cluster_id"], r["minhash_cluster_size"]) for r in kept) == \
+        [("other", "other", 1), ("same", "same", 2)]
+    assert [(r["id"], r["reason"]) for r in removed] == [("same", "duplicate")]
+    assert (stats.docs_in, stats.docs_out, stats.counters["clusters"]) == (3, 2, 1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "out", "rm"]  # no cluster scratch left
+
+
 def test_scrub_pii_replaces_emails_and_public_ips(spark, cfg, tmp_path):
     docs = [Document("Write to jane.doe@example.org or ping 8.8.8.8 today.", "a", {}),
             Document("Nothing private here at all.", "b", {})]

@@ -5,28 +5,39 @@ signatures, same band keys, same rule: a cluster is a connected component of "sh
 its id is its smallest document id, and the document with that id is the one kept). The
 difference is where the work happens:
 
-    signatures + band keys   mapInArrow over the documents, one MinHasher per Python worker
+    signatures + band keys   one task per input Parquet file (id, text columns only), one
+                             MinHasher per Python worker; row = file index << 32 | row in file
     candidate edges          group by band key; every member -> the bucket's smallest row
     clusters                 connected components in Spark (pipelines/spark/components.py)
-    keep / drop              join the cluster of each document back; written by the executors
+    cluster of each row      written as Parquet partitioned by input file (only clustered rows)
+    keep / drop              one task per input file streams it through, with its clustered rows
 
-Nothing proportional to the crawl ever reaches the driver: it only collects counts.
+Nothing proportional to the crawl ever reaches the driver: it only collects counts. The row
+numbers come from the files themselves, so they are the same on every run and retry, and the
+documents' text is read twice (hashing, writing) but never shuffled.
 """
 from __future__ import annotations
 
+import functools
+import os
+import shutil
 import time
+import uuid
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
-from pyspark.sql import DataFrame, SparkSession, Window
+import pyarrow.parquet as pq
+from pyspark.sql import Observation, SparkSession, Window
 from pyspark.sql import functions as F
 
-from pipelines.io import parquet_files, replace_dir, staging_dir
+from pipelines.io import parquet_files, tmp_sibling
 from pipelines.runner import RunStats, StageStats
 from pipelines.spark.components import connected_components
 
 # Columns this stage writes; stale copies from an earlier dedup are replaced.
 _DEDUP_COLUMNS = ("minhash_cluster_id", "minhash_cluster_size")
+_ROW_BITS = 32  # row id = file index << 32 | row within the file
 
 _HASHERS: dict = {}  # per Python worker: MinHasher by settings (its permutations cost to build)
 
@@ -46,11 +57,11 @@ def _hasher_settings(cfg: dict) -> tuple:
     return (int(m["num_perm"]), int(m["bands"]), int(m["rows"]), int(m["shingle_words"]), int(m["seed"]))
 
 
-_BAND_SCHEMA = pa.schema([("band", pa.int64()), ("_row", pa.int64())])
+_BAND_SCHEMA = pa.schema([("band", pa.int64()), ("_row", pa.int64()), ("id", pa.string())])
 
 
-def _band_rows(settings: tuple):
-    """mapInArrow function: (_row, text) batches -> one (band key, _row) row per band.
+def _band_rows(files: list[str], settings: tuple):
+    """mapInArrow function: file indices -> one (band key, _row, id) row per band of each document.
 
     A document whose text normalizes to nothing has no signature: it gets one row with a null
     band (counted, never a duplicate), as in MinhashDedup.
@@ -58,120 +69,164 @@ def _band_rows(settings: tuple):
     def fn(batches):
         hasher = _hasher(settings)
         for batch in batches:
-            bands: list = []
-            rows: list = []
-            for row, text in zip(batch.column("_row").to_pylist(), batch.column("text").to_pylist()):
-                sig = hasher.signature(text or "")
-                if sig is None:
-                    bands.append(None)
-                    rows.append(row)
-                    continue
-                keys = hasher.band_keys(sig)
-                bands.extend(keys)
-                rows.extend([row] * len(keys))
-            yield pa.RecordBatch.from_arrays([pa.array(bands, pa.int64()), pa.array(rows, pa.int64())],
-                                             schema=_BAND_SCHEMA)
+            for part in batch.column("id").to_pylist():
+                row = part << _ROW_BITS
+                for chunk in pq.ParquetFile(files[part]).iter_batches(2048, columns=["id", "text"]):
+                    bands, rows, ids = [], [], []
+                    for doc_id, text in zip(chunk.column("id").to_pylist(), chunk.column("text").to_pylist()):
+                        sig = hasher.signature(text or "")
+                        keys = [None] if sig is None else hasher.band_keys(sig)
+                        bands.extend(keys)
+                        rows.extend([row] * len(keys))
+                        ids.extend([doc_id] * len(keys))
+                        row += 1
+                    yield pa.RecordBatch.from_arrays(
+                        [pa.array(bands, pa.int64()), pa.array(rows, pa.int64()), pa.array(ids, pa.string())],
+                        schema=_BAND_SCHEMA)
     return fn
 
 
-def read_docs(spark: SparkSession, input_dirs) -> DataFrame | None:
-    """All documents under some Parquet directories (batches may differ in optional columns)."""
-    paths = [str(p) for p in input_dirs if _has_parquet(p)]
-    if not paths:
-        return None
-    return spark.read.option("mergeSchema", "true").parquet(*paths)
-
-
-def _has_parquet(path) -> bool:
-    path = Path(path)
-    return path.suffix == ".parquet" if path.is_file() else bool(parquet_files(path))
+def _input_files(input_dirs) -> list[str]:
+    """The Parquet files of every input directory, in order (that order numbers the rows)."""
+    return [str(f.absolute()) for d in input_dirs if Path(d).exists() for f in parquet_files(d)]
 
 
 def dedup_crawl(spark: SparkSession, input_dirs, out_dir, removed_dir, cfg: dict) -> RunStats:
     """MinHash-dedup every document under `input_dirs` (the batch outputs of one crawl).
 
-    Kept documents go to `out_dir`, duplicates to `removed_dir/minhash/` (stage/reason columns);
-    both are written to staging directories and swapped in at the end, so a rerun replaces them
-    and a killed run leaves the previous outputs untouched. Returns RunStats with one stage,
-    `minhash` (counters: clusters, candidate_edges, no_signature, cc_rounds).
+    Kept documents go to `out_dir` (one part per input file), duplicates to
+    `removed_dir/minhash/` (stage/reason columns); both are written to staging directories and
+    swapped in at the end, so a rerun replaces them and a killed run leaves the previous outputs
+    untouched. Returns RunStats with one stage, `minhash` (counters: clusters, candidate_edges,
+    no_signature, cc_rounds).
     """
+    from pipelines.spark.batch import run_file_tasks
     t0 = time.perf_counter()
-    stats = StageStats("minhash")
-    out_stage, removed_stage = staging_dir(out_dir), staging_dir(removed_dir)
+    files = _input_files(input_dirs)
+    out_dir = Path(out_dir)
+    # Cluster assignments, between the Spark job that finds them and the tasks that write; beside
+    # the output so executors on a cluster see it too; removed whatever happens.
+    clusters_dir = out_dir.with_name(f".{out_dir.name}.clusters.{uuid.uuid4().hex[:8]}")
     try:
-        docs = read_docs(spark, input_dirs)
-        if docs is not None:
-            _dedup(spark, docs, out_stage, removed_stage / "minhash", cfg, stats)
-        replace_dir(out_stage, out_dir)
-        replace_dir(removed_stage, removed_dir)
-    except BaseException:
-        _discard(out_stage, removed_stage)
-        raise
-    stats.seconds = time.perf_counter() - t0
-    return RunStats({"minhash": stats})
+        counters = _find_clusters(spark, files, clusters_dir, cfg) if files else {}
+        work = functools.partial(_write_part, files, str(clusters_dir))
+        stats = run_file_tasks(spark, len(files), work, out_dir, removed_dir)
+    finally:
+        shutil.rmtree(clusters_dir, ignore_errors=True)
+    minhash = stats.get("minhash") or StageStats("minhash")
+    minhash.counters.update(counters)
+    minhash.seconds = time.perf_counter() - t0
+    return RunStats({"minhash": minhash})
 
 
-def _dedup(spark, docs: DataFrame, out_path: Path, removed_path: Path, cfg: dict, stats: StageStats):
-    docs = docs.drop(*[c for c in _DEDUP_COLUMNS if c in docs.columns])
-    doc_columns = docs.columns
-    # A unique long per document: cheaper join keys than string ids, and duplicate ids (two
-    # records with one id) stay two documents. Checkpointed, because monotonically_increasing_id
-    # is only stable for one computation of the plan and the row numbers are used twice.
-    docs = docs.withColumn("_row", F.monotonically_increasing_id()).localCheckpoint(eager=True)
-    stats.docs_in = docs.count()
-
-    bands = docs.select("_row", "text").mapInArrow(_band_rows(_hasher_settings(cfg)),
-                                                    "band long, _row long").localCheckpoint(eager=True)
-    stats.counters["no_signature"] = bands.where(F.col("band").isNull()).count()
-
+def _find_clusters(spark: SparkSession, files: list[str], clusters_dir: Path, cfg: dict) -> dict:
+    """Write (file, _row, cluster id, winner row, size) for every document in a cluster of two
+    or more under `clusters_dir` (partitioned by file); returns the counters."""
+    n = len(files)
+    signed = Observation("minhash-signatures")
+    bands = (spark.range(0, n, 1, n)
+             .mapInArrow(_band_rows(files, _hasher_settings(cfg)), "band long, _row long, id string")
+             .observe(signed, F.coalesce(F.sum(F.col("band").isNull().cast("long")), F.lit(0))
+                      .alias("no_signature")))
     # A star per bucket (members -> the bucket's smallest row) connects the bucket with
     # |bucket| - 1 edges; the window needs one shuffle by band key and no driver round trip.
-    in_bucket = bands.where(F.col("band").isNotNull()).withColumn(
-        "root", F.min("_row").over(Window.partitionBy("band")))
-    edges = (in_bucket.where(F.col("_row") != F.col("root"))
-             .select(F.col("root").alias("src"), F.col("_row").alias("dst")).distinct()
+    root = F.min(F.struct("_row", "id")).over(Window.partitionBy("band"))
+    counted = Observation("minhash-edges")
+    edges = (bands.where(F.col("band").isNotNull()).withColumn("root", root)
+             .where(F.col("_row") != F.col("root._row"))
+             .select(F.col("root._row").alias("src"), F.col("root.id").alias("src_id"),
+                     F.col("_row").alias("dst"), F.col("id").alias("dst_id"))
+             .distinct()
+             .observe(counted, F.count(F.lit(1)).alias("candidate_edges"))
              .localCheckpoint(eager=True))
-    stats.counters["candidate_edges"] = edges.count()
+    counters = {**signed.get, **counted.get, "cc_rounds": 0}
+    if not counters["candidate_edges"]:
+        return counters  # every document is a cluster of one: nothing to write
 
-    components, rounds = connected_components(edges)
-    stats.counters["cc_rounds"] = rounds
-    # Only documents with an edge need grouping; everything else is a cluster of one.
-    members = components.join(docs.select(F.col("_row").alias("node"), "id"), "node")
-    clusters = members.groupBy("label").agg(F.min(F.struct("id", "node")).alias("winner"),
-                                            F.count("*").alias("size"))
-    info = (members.join(clusters, "label")
-            .select(F.col("node").alias("_row"),
-                    F.col("winner.id").alias("_cluster_id"),
-                    F.col("winner.node").alias("_winner"),
-                    F.col("size").alias("_size"))
-            .localCheckpoint(eager=True))
-    stats.counters["clusters"] = clusters.count()
-    removed = info.where(F.col("_winner") != F.col("_row")).count()
-
-    annotated = (docs.join(info, "_row", "left")
-                 .withColumn("minhash_cluster_id", F.coalesce("_cluster_id", "id"))
-                 .withColumn("minhash_cluster_size", F.coalesce("_size", F.lit(1)).cast("long"))
-                 .withColumn("_keep", F.col("_winner").isNull() | (F.col("_winner") == F.col("_row"))))
-    columns = doc_columns + list(_DEDUP_COLUMNS)
-    _write(annotated.where("_keep").select(*columns), out_path)
-    if removed:
-        _write(annotated.where(~F.col("_keep")).select(*columns)
-               .withColumn("stage", F.lit("minhash")).withColumn("reason", F.lit("duplicate")),
-               removed_path)
-    stats.docs_out = stats.docs_in - removed
-    if removed:
-        stats.dropped["duplicate"] = removed
+    components, counters["cc_rounds"] = connected_components(edges.select("src", "dst"))
+    nodes = edges.select(F.col("src").alias("node"), F.col("src_id").alias("id")).unionByName(
+        edges.select(F.col("dst").alias("node"), F.col("dst_id").alias("id"))).distinct()
+    cluster = Window.partitionBy("label")  # one shuffle; a group-by would need a join back
+    (components.join(nodes, "node")
+     .select(F.shiftright("node", _ROW_BITS).alias("file"), F.col("node").alias("_row"),
+             F.min(F.struct("id", "node")).over(cluster).alias("winner"),
+             F.count(F.lit(1)).over(cluster).alias("size"))
+     .select("file", "_row", F.col("winner.id").alias("cluster_id"),
+             F.col("winner.node").alias("winner"), "size")
+     .repartition("file")  # one Parquet file per input file
+     .write.partitionBy("file").parquet(str(clusters_dir)))
+    return counters
 
 
-def _write(df: DataFrame, path: Path) -> None:
-    # Sorted by id so reruns on the same input write the same rows in the same order.
-    df.sortWithinPartitions("id").write.mode("overwrite").option("compression", "zstd").parquet(str(path))
+def _write_part(files: list[str], clusters_dir: str, part: int, out_dir: str, removed_dir: str) -> dict:
+    """One input file -> its kept rows (out_dir) and duplicates (removed_dir/minhash), in input
+    order, each row annotated with its cluster id and size. Streams the file by row group."""
+    info_dir = Path(clusters_dir) / f"file={part}"
+    cluster_of: dict[int, tuple] = {}
+    if info_dir.is_dir():
+        info = pq.read_table(info_dir, columns=["_row", "cluster_id", "winner", "size"]).to_pydict()
+        base = part << _ROW_BITS
+        for row, cid, winner, size in zip(info["_row"], info["cluster_id"], info["winner"], info["size"]):
+            cluster_of[row - base] = (cid, size, winner == row)
+    name = f"part-{part:05d}.parquet"
+    kept = _PartWriter(Path(out_dir) / name)
+    dropped = _PartWriter(Path(removed_dir) / "minhash" / name, stage="minhash", reason="duplicate")
+    stats = StageStats("minhash")
+    offset = 0
+    try:
+        for batch in pq.ParquetFile(files[part]).iter_batches(2048):
+            batch = pa.Table.from_batches([batch])
+            batch = batch.drop_columns([c for c in _DEDUP_COLUMNS if c in batch.column_names])
+            ids = batch.column("id").to_pylist()
+            info = [cluster_of.get(offset + i, (doc_id, 1, True)) for i, doc_id in enumerate(ids)]
+            keep = np.array([k for _, _, k in info], dtype=bool)
+            batch = (batch.append_column("minhash_cluster_id", pa.array([c for c, _, _ in info], pa.string()))
+                     .append_column("minhash_cluster_size", pa.array([s for _, s, _ in info], pa.int64())))
+            kept.write(batch.filter(keep))
+            dropped.write(batch.filter(~keep))
+            stats.docs_in += len(ids)
+            stats.counters["clusters"] += sum(1 for _, size, k in info if k and size > 1)
+            offset += len(ids)
+        kept.close()
+        dropped.close()
+    except BaseException:
+        kept.abort()
+        dropped.abort()
+        raise
+    stats.docs_out = kept.rows
+    if dropped.rows:
+        stats.dropped["duplicate"] = dropped.rows
+    return RunStats({"minhash": stats}).as_dict()
 
 
-def _discard(*dirs: Path) -> None:
-    import shutil
-    for d in dirs:
-        shutil.rmtree(d, ignore_errors=True)
+class _PartWriter:
+    """An Arrow table stream to one Parquet file, under a temporary name until close(); no rows,
+    no file. Optional constant columns (stage, reason) are appended to every batch."""
+
+    def __init__(self, path: Path, **constants):
+        self.path, self.constants, self.rows = path, constants, 0
+        self._tmp, self._writer = tmp_sibling(path), None
+
+    def write(self, table: pa.Table) -> None:
+        if not table.num_rows:
+            return
+        for name, value in self.constants.items():
+            table = table.append_column(name, pa.array([value] * table.num_rows, pa.string()))
+        if self._writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._writer = pq.ParquetWriter(self._tmp, table.schema, compression="zstd")
+        self._writer.write_table(table)
+        self.rows += table.num_rows
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            os.replace(self._tmp, self.path)
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        Path(self._tmp).unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------------------------
