@@ -18,7 +18,7 @@ import dagster as dg
 from assets.data import _crawl_of_run, clean_text
 from assets.lineage import MLflowTracker
 from assets.resources import CrawlSource, DataConfigResource, LakeResource, SparkResource
-from pipelines.io import dir_digest, read_documents, replace_dir, staging_dir
+from pipelines.io import dir_digest, read_documents, staged
 from pipelines.shards import split_of, tokens_config
 
 GROUP = "tokens"
@@ -66,16 +66,10 @@ def tokenizer(context: dg.AssetExecutionContext, source: CrawlSource, lake: Lake
     out = Path(lake.root) / "tokenizer" / version
     inputs = [("clean_text", str(crawl.clean), clean_digest)]
     with mlflow_tracker.start_run(context, {"tokenizer": settings, "crawl": crawl.crawl}, inputs) as run:
-        stage = staging_dir(out)
-        try:
+        with staged(out) as stage:
             train_tokenizer(_texts(crawl.clean, "train", tcfg["val_fraction"]), int(tcfg["vocab_size"]),
                             stage, max_chars=tcfg.get("max_chars"), max_docs=tcfg.get("max_docs"),
                             min_frequency=int(tcfg.get("min_frequency", 2)))
-            replace_dir(stage, out)
-        except BaseException:
-            import shutil
-            shutil.rmtree(stage, ignore_errors=True)
-            raise
         tok = load_tokenizer(out)
         val = bytes_per_token(tok, _texts(crawl.clean, "val", tcfg["val_fraction"], VAL_SAMPLE_DOCS))
         train = bytes_per_token(tok, _texts(crawl.clean, "train", tcfg["val_fraction"], 500))

@@ -86,7 +86,9 @@ def run_spark(master: str, warcs, out: Path, cfg: dict) -> dict:
 def run_spark_process(master: str, crawl: Path, out: Path) -> dict:
     """run_spark in a fresh interpreter (and so a fresh JVM)."""
     cmd = [sys.executable, __file__, "--spark-only", master, "--crawl", str(crawl), "--out", str(out)]
-    done = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"{master} run failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 

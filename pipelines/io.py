@@ -2,14 +2,22 @@
 
 Everything is written to a hidden temporary name beside the target and renamed into place; readers
 ignore names starting with '.' or '_' (as Spark and Hadoop do).
+
+A directory output is built in a staging directory beside it (`staged(final)`), swapped in when
+complete and removed on error. A process killed with SIGKILL runs no cleanup, so each staging
+directory is paired with a lock file its writer holds (flock: the kernel releases it when the
+process dies, however it dies); the next writer of the same output removes every staging
+directory whose lock is free. A concurrent live writer keeps its lock, and its work.
 """
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -48,11 +56,87 @@ def replace_dir(staging: Path, final: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def staging_dir(final: Path) -> Path:
-    final = Path(final)
-    d = final.with_name(f".{final.name}.staging.{uuid.uuid4().hex[:8]}")
-    d.mkdir(parents=True)
+_LOCKS: dict[Path, int] = {}  # claimed directory -> fd of its held lock file
+_CLAIM_KINDS = ("staging", "scratch")
+
+
+def _claim(final: Path, kind: str) -> Path:
+    """A new hidden directory beside `final`, locked by this process until _release()."""
+    sweep_stale(final)
+    d = final.with_name(f".{final.name}.{kind}.{uuid.uuid4().hex[:8]}")
+    d.parent.mkdir(parents=True, exist_ok=True)
+    # Lock first, directory second: a directory without a held lock is never a live one.
+    fd = os.open(f"{d}.lock", os.O_CREAT | os.O_RDWR, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    _LOCKS[d] = fd
+    d.mkdir()
     return d
+
+
+def _release(d: Path) -> None:
+    fd = _LOCKS.pop(d, None)
+    if fd is not None:
+        Path(f"{d}.lock").unlink(missing_ok=True)
+        os.close(fd)
+
+
+def sweep_stale(final: Path) -> list[Path]:
+    """Remove what killed writers of `final` left beside it: staging and scratch directories
+    whose lock nobody holds, and the previous output a swap was about to delete."""
+    final = Path(final)
+    if not final.parent.is_dir():
+        return []
+    removed = []
+    for kind in (*_CLAIM_KINDS, "old"):
+        for d in final.parent.glob(f".{final.name}.{kind}.*"):
+            if d.suffix == ".lock" or d in _LOCKS:
+                continue
+            if kind != "old" and not _lock_is_free(Path(f"{d}.lock")):
+                continue
+            shutil.rmtree(d, ignore_errors=True)
+            Path(f"{d}.lock").unlink(missing_ok=True)
+            removed.append(d)
+    return removed
+
+
+def _lock_is_free(lock: Path) -> bool:
+    try:
+        fd = os.open(lock, os.O_RDWR)
+    except FileNotFoundError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)  # closing drops the probe's lock, if it got one
+
+
+@contextmanager
+def staged(final) -> Iterator[Path]:
+    """Build the directory `final` in a staging directory: swapped into place when the block
+    ends normally, removed when it raises."""
+    final = Path(final)
+    d = _claim(final, "staging")
+    try:
+        yield d
+        replace_dir(d, final)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)  # gone already after a successful swap
+        _release(d)
+
+
+@contextmanager
+def scratch(final) -> Iterator[Path]:
+    """A temporary directory beside `final` (same filesystem, visible to a cluster's executors
+    when `final` is), removed when the block ends."""
+    d = _claim(Path(final), "scratch")
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+        _release(d)
 
 
 class ParquetSink:

@@ -213,8 +213,8 @@ def import_presidio(ner: bool = False) -> None:
     if block:
         sys.modules["torch"] = None  # an ImportError for `import torch`, nothing else
     try:
-        import presidio_analyzer  # noqa: F401
-        import presidio_anonymizer  # noqa: F401
+        importlib.import_module("presidio_analyzer")
+        importlib.import_module("presidio_anonymizer")
     finally:
         if block and sys.modules.get("torch", 0) is None:
             del sys.modules["torch"]

@@ -17,7 +17,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from pipelines.config import load_config
-from pipelines.io import ParquetSink, RemovedWriter, read_documents, replace_dir, staging_dir
+from pipelines.io import ParquetSink, RemovedWriter, read_documents, staged
 from pipelines.runner import RunStats, Stage, run_stages
 
 log = logging.getLogger(__name__)
@@ -85,31 +85,30 @@ def process_warcs(warc_paths: list, out_dir, cfg: dict | None = None, workers: i
     """The full single-machine pipeline. Writes out_dir/{filtered,removed,clean}/ and stats.json."""
     cfg = cfg or load_config()
     out_dir = Path(out_dir)
-    stage_dir = staging_dir(out_dir)
-    total = RunStats()
-    tasks = [(i, str(p), str(stage_dir), cfg, dump) for i, p in enumerate(warc_paths)]
-    bar = _progress(len(tasks), "WARC files", progress)
-    t0 = time.perf_counter()
-    if workers <= 1:
-        for t in tasks:
-            total.merge(RunStats.from_dict(process_warc_file(t)))
-            bar.update(1)
-    else:
-        with ProcessPoolExecutor(workers) as pool:
-            for stats in pool.map(process_warc_file, tasks):
-                total.merge(RunStats.from_dict(stats))
+    with staged(out_dir) as stage_dir:  # swapped in at the end of the block
+        total = RunStats()
+        tasks = [(i, str(p), str(stage_dir), cfg, dump) for i, p in enumerate(warc_paths)]
+        bar = _progress(len(tasks), "WARC files", progress)
+        t0 = time.perf_counter()
+        if workers <= 1:
+            for t in tasks:
+                total.merge(RunStats.from_dict(process_warc_file(t)))
                 bar.update(1)
-    bar.close()
-    # Per-file stats were merged in completion order; keep pipeline order for reports.
-    order = [s.name for s in build_batch_stages(cfg)]
-    total = RunStats({name: total[name] for name in order if name in total})
-    crawl = run_to_parquet(read_documents([stage_dir / "filtered"]), crawl_stages(cfg),
-                           stage_dir / "clean" / "part-00000.parquet", stage_dir / "removed", "part-00000")
-    total.update(crawl)
-    total.write_json(stage_dir / "stats.json")
-    (stage_dir / "config.json").write_text(json.dumps(cfg, indent=2, default=str))
-    log.info("processed %d WARC files in %.1fs", len(tasks), time.perf_counter() - t0)
-    replace_dir(stage_dir, out_dir)
+        else:
+            with ProcessPoolExecutor(workers) as pool:
+                for stats in pool.map(process_warc_file, tasks):
+                    total.merge(RunStats.from_dict(stats))
+                    bar.update(1)
+        bar.close()
+        # Per-file stats were merged in completion order; keep pipeline order for reports.
+        order = [s.name for s in build_batch_stages(cfg)]
+        total = RunStats({name: total[name] for name in order if name in total})
+        crawl = run_to_parquet(read_documents([stage_dir / "filtered"]), crawl_stages(cfg),
+                               stage_dir / "clean" / "part-00000.parquet", stage_dir / "removed", "part-00000")
+        total.update(crawl)
+        total.write_json(stage_dir / "stats.json")
+        (stage_dir / "config.json").write_text(json.dumps(cfg, indent=2, default=str))
+        log.info("processed %d WARC files in %.1fs", len(tasks), time.perf_counter() - t0)
     return total
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import struct
 from functools import cached_property
 from pathlib import Path
@@ -33,7 +32,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.io import atomic_write_text, replace_dir, staging_dir
+from pipelines.io import atomic_write_text, staged
 
 MAGIC = b"C2CTOKS\0"
 VERSION = 1
@@ -190,8 +189,7 @@ def write_token_shards(docs: Iterable, out_root, tokenizer, cfg: dict | None = N
     from pipelines.tokenizer import Tokenizer, load_tokenizer
     tok = tokenizer if isinstance(tokenizer, Tokenizer) else load_tokenizer(tokenizer)
     cfg = tokens_config(cfg)
-    stage = staging_dir(Path(out_root))
-    try:
+    with staged(out_root) as stage:
         writer = ShardSetWriter(stage, tok.vocab_size, tok.bos_id, tok.digest, cfg)
         counts = {"id": [], "split": [], "token_count": []}
         batch: list[tuple[str, str]] = []
@@ -215,11 +213,7 @@ def write_token_shards(docs: Iterable, out_root, tokenizer, cfg: dict | None = N
         (stage / COUNTS_DIR).mkdir()
         pq.write_table(pa.table(counts, schema=COUNTS_SCHEMA), stage / COUNTS_DIR / "part-00000.parquet")
         manifest = writer.finish()
-        replace_dir(stage, Path(out_root))
-        return manifest
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
+    return manifest
 
 
 write_shards = write_token_shards  # the name the shard contract uses

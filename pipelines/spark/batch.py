@@ -21,13 +21,13 @@ from __future__ import annotations
 import copy
 import functools
 import json
-import shutil
+from contextlib import nullcontext
 from pathlib import Path
 
 import pyarrow as pa
 from pyspark.sql import SparkSession
 
-from pipelines.io import parquet_files, read_documents, replace_dir, staging_dir
+from pipelines.io import parquet_files, read_documents, staged
 from pipelines.process import run_to_parquet  # the CLI's own writer: one mechanism for both
 from pipelines.runner import RunStats, Stage
 
@@ -106,10 +106,9 @@ def run_file_tasks(spark: SparkSession, n_tasks: int, work, out_dir, removed_dir
     """Run `work(part, out_dir, removed_dir) -> stats dict` for part in 0..n_tasks-1, one Spark
     task each, writing into staging directories that replace `out_dir` (and `removed_dir`) only
     when every task succeeded. `work` must pickle small (paths and config, never models)."""
-    out_stage = staging_dir(out_dir)
-    removed_stage = staging_dir(removed_dir) if removed_dir is not None else None
-    try:
-        stats = RunStats()
+    stats = RunStats()
+    with staged(out_dir) as out_stage, \
+            (staged(removed_dir) if removed_dir is not None else nullcontext()) as removed_stage:
         if n_tasks:
             # n rows in n partitions: spark.range splits evenly, so exactly one row per task.
             rows = (spark.range(0, n_tasks, 1, n_tasks)
@@ -118,14 +117,6 @@ def run_file_tasks(spark: SparkSession, n_tasks: int, work, out_dir, removed_dir
                     .collect())
             for row in sorted(rows, key=lambda r: r.part):
                 stats.merge(RunStats.from_dict(json.loads(row.stats)))
-        replace_dir(out_stage, out_dir)
-        if removed_stage is not None:
-            replace_dir(removed_stage, removed_dir)
-    except BaseException:
-        for d in (out_stage, removed_stage):
-            if d is not None:
-                shutil.rmtree(d, ignore_errors=True)
-        raise
     return stats
 
 

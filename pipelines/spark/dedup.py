@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import functools
 import os
-import shutil
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +29,7 @@ import pyarrow.parquet as pq
 from pyspark.sql import Observation, SparkSession, Window
 from pyspark.sql import functions as F
 
-from pipelines.io import parquet_files, tmp_sibling
+from pipelines.io import parquet_files, scratch, tmp_sibling
 from pipelines.runner import RunStats, StageStats
 from pipelines.spark.components import connected_components
 
@@ -106,13 +104,10 @@ def dedup_crawl(spark: SparkSession, input_dirs, out_dir, removed_dir, cfg: dict
     out_dir = Path(out_dir)
     # Cluster assignments, between the Spark job that finds them and the tasks that write; beside
     # the output so executors on a cluster see it too; removed whatever happens.
-    clusters_dir = out_dir.with_name(f".{out_dir.name}.clusters.{uuid.uuid4().hex[:8]}")
-    try:
-        counters = _find_clusters(spark, files, clusters_dir, cfg) if files else {}
-        work = functools.partial(_write_part, files, str(clusters_dir))
+    with scratch(out_dir) as clusters_dir:
+        counters = _find_clusters(spark, files, clusters_dir / "clusters", cfg) if files else {}
+        work = functools.partial(_write_part, files, str(clusters_dir / "clusters"))
         stats = run_file_tasks(spark, len(files), work, out_dir, removed_dir)
-    finally:
-        shutil.rmtree(clusters_dir, ignore_errors=True)
     minhash = stats.get("minhash") or StageStats("minhash")
     minhash.counters.update(counters)
     minhash.seconds = time.perf_counter() - t0

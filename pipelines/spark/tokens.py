@@ -27,10 +27,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from pipelines.io import replace_dir, staging_dir, tmp_sibling
+from pipelines.io import parquet_files, staged, tmp_sibling
 from pipelines.shards import (COUNTS_DIR, COUNTS_SCHEMA, SPLITS, ShardSetWriter, pack_documents,
                               split_of, token_dtype, tokens_config)
 
@@ -113,6 +113,13 @@ def _encode_task(tokenizer_path: str, parts_dir: str, val_fraction: float):
     return fn
 
 
+def _read_docs(spark: SparkSession, input_dirs) -> DataFrame | None:
+    """Every document under some Parquet directories or files (batches may differ in optional
+    columns, hence mergeSchema); None when there are none."""
+    files = [str(f) for d in input_dirs if Path(d).exists() for f in parquet_files(d)]
+    return spark.read.option("mergeSchema", "true").parquet(*files) if files else None
+
+
 def write_token_shards_spark(spark: SparkSession, input_dirs, out_root, tokenizer_path, cfg: dict,
                              num_partitions: int | None = None) -> dict:
     """Encode every document (columns id, text) under `input_dirs` into token shards at
@@ -120,19 +127,17 @@ def write_token_shards_spark(spark: SparkSession, input_dirs, out_root, tokenize
 
     num_partitions: encoding tasks (None: spark.sql.shuffle.partitions); never changes the output.
     """
-    from pipelines.spark.dedup import read_docs
     from pipelines.tokenizer import load_tokenizer
     t0 = time.perf_counter()
     cfg = tokens_config(cfg)
     tokenizer_path = str(Path(tokenizer_path).resolve())
     tok = load_tokenizer(tokenizer_path)
     out_root = Path(out_root)
-    stage = staging_dir(out_root)
-    try:
+    with staged(out_root) as stage:
         parts_dir = (stage / _PARTS).resolve()
         (stage / COUNTS_DIR).mkdir()
         rows = []
-        docs = read_docs(spark, input_dirs)
+        docs = _read_docs(spark, input_dirs)
         if docs is not None:
             docs = docs.select(F.col("id").cast("string"), F.col("text").cast("string"))
             ranged = (docs.repartitionByRange(num_partitions, "id") if num_partitions
@@ -151,8 +156,4 @@ def write_token_shards_spark(spark: SparkSession, input_dirs, out_root, tokenize
                 del tokens
         manifest = writer.finish()
         shutil.rmtree(stage / _PARTS, ignore_errors=True)
-        replace_dir(stage, out_root)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
     return {**manifest, "seconds": round(time.perf_counter() - t0, 3), "parts": len(rows)}
