@@ -12,6 +12,7 @@ directory whose lock is free. A concurrent live writer keeps its lock, and its w
 from __future__ import annotations
 
 import fcntl
+import glob
 import os
 import shutil
 import uuid
@@ -88,7 +89,7 @@ def sweep_stale(final: Path) -> list[Path]:
         return []
     removed = []
     for kind in (*_CLAIM_KINDS, "old"):
-        for d in final.parent.glob(f".{final.name}.{kind}.*"):
+        for d in final.parent.glob(f".{glob.escape(final.name)}.{kind}.*"):
             if d.suffix == ".lock" or d in _LOCKS:
                 continue
             if kind != "old" and not _lock_is_free(Path(f"{d}.lock")):
