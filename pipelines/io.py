@@ -115,29 +115,24 @@ def _lock_is_free(lock: Path) -> bool:
 
 
 @contextmanager
-def staged(final) -> Iterator[Path]:
-    """Build the directory `final` in a staging directory: swapped into place when the block
-    ends normally, removed when it raises."""
-    final = Path(final)
-    d = _claim(final, "staging")
+def scratch(final, kind: str = "scratch") -> Iterator[Path]:
+    """A temporary directory beside `final` (same filesystem, visible to a cluster's executors
+    when `final` is), removed when the block ends."""
+    d = _claim(Path(final), kind)
     try:
         yield d
-        replace_dir(d, final)
     finally:
-        shutil.rmtree(d, ignore_errors=True)  # gone already after a successful swap
+        shutil.rmtree(d, ignore_errors=True)  # already gone when staged() swapped it in
         _release(d)
 
 
 @contextmanager
-def scratch(final) -> Iterator[Path]:
-    """A temporary directory beside `final` (same filesystem, visible to a cluster's executors
-    when `final` is), removed when the block ends."""
-    d = _claim(Path(final), "scratch")
-    try:
+def staged(final) -> Iterator[Path]:
+    """Build the directory `final` in a staging directory: swapped into place when the block
+    ends normally, removed when it raises."""
+    with scratch(final, "staging") as d:
         yield d
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
-        _release(d)
+        replace_dir(d, Path(final))
 
 
 class ParquetSink:
@@ -162,17 +157,28 @@ class ParquetSink:
         if len(self._rows) >= self.batch_size:
             self._flush()
 
+    def write_table(self, table: pa.Table) -> None:
+        """Rows that are already Arrow (plus the sink's `extra` columns), after any buffered docs."""
+        if not table.num_rows:
+            return
+        self._flush()
+        for name, value in self.extra.items():
+            table = table.append_column(name, pa.array([value] * table.num_rows))
+        self._write(table)
+        self.count += table.num_rows
+
     def _flush(self) -> None:
         if not self._rows:
             return
-        table = pa.Table.from_pylist(self._rows)
+        self._write(pa.Table.from_pylist(self._rows))
+        self._rows = []
+
+    def _write(self, table: pa.Table) -> None:
         if self._writer is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._schema = _schema_for(table)
             self._writer = pq.ParquetWriter(self._tmp, self._schema, compression="zstd")
-        table = _conform(table, self._schema)
-        self._writer.write_table(table)
-        self._rows = []
+        self._writer.write_table(_conform(table, self._schema))
 
     def close(self) -> Path | None:
         """Finish the file and rename it into place; no rows written means no file."""
@@ -233,23 +239,25 @@ class RemovedWriter:
         return [p for s in self._sinks.values() if (p := s.close()) is not None]
 
 
-def parquet_files(path) -> list[Path]:
-    """The data files of a Parquet dataset: the file itself, or the visible *.parquet files under a
-    directory in name order (hidden temporaries and Spark's _SUCCESS/_temporary skipped)."""
-    path = Path(path)
-    if path.is_file():
-        return [path]
-    return sorted(p for p in path.rglob("*.parquet") if not _hidden(p.relative_to(path)))
+def parquet_files(*paths) -> list[Path]:
+    """The data files of Parquet datasets, in the order given: a file itself, or the visible
+    *.parquet files under a directory in name order (hidden temporaries and Spark's
+    _SUCCESS/_temporary skipped); a path that does not exist has none."""
+    files: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_file():
+            files.append(path)
+        elif path.is_dir():
+            files += sorted(p for p in path.rglob("*.parquet") if not _hidden(p.relative_to(path)))
+    return files
 
 
 def read_documents(paths: Iterable) -> Iterable[Document]:
     """Documents from Parquet files or directories of them (hidden/temporary names skipped)."""
-    for path in paths:
-        for f in parquet_files(path):
-            pf = pq.ParquetFile(f)
-            for batch in pf.iter_batches(batch_size=1000):
-                for row in batch.to_pylist():
-                    yield Document.from_row(row)
+    for f in parquet_files(*paths):
+        for batch in pq.ParquetFile(f).iter_batches(batch_size=1000):
+            for row in batch.to_pylist():
+                yield Document.from_row(row)
 
 
 def _hidden(rel: Path) -> bool:

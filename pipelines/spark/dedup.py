@@ -19,7 +19,6 @@ documents' text is read twice (hashing, writing) but never shuffled.
 from __future__ import annotations
 
 import functools
-import os
 import time
 from pathlib import Path
 
@@ -29,7 +28,7 @@ import pyarrow.parquet as pq
 from pyspark.sql import Observation, SparkSession, Window
 from pyspark.sql import functions as F
 
-from pipelines.io import parquet_files, scratch, tmp_sibling
+from pipelines.io import ParquetSink, parquet_files, scratch
 from pipelines.runner import RunStats, StageStats
 from pipelines.spark.components import connected_components
 
@@ -84,11 +83,6 @@ def _band_rows(files: list[str], settings: tuple):
     return fn
 
 
-def _input_files(input_dirs) -> list[str]:
-    """The Parquet files of every input directory, in order (that order numbers the rows)."""
-    return [str(f.absolute()) for d in input_dirs if Path(d).exists() for f in parquet_files(d)]
-
-
 def dedup_crawl(spark: SparkSession, input_dirs, out_dir, removed_dir, cfg: dict) -> RunStats:
     """MinHash-dedup every document under `input_dirs` (the batch outputs of one crawl).
 
@@ -100,13 +94,14 @@ def dedup_crawl(spark: SparkSession, input_dirs, out_dir, removed_dir, cfg: dict
     """
     from pipelines.spark.batch import run_file_tasks
     t0 = time.perf_counter()
-    files = _input_files(input_dirs)
-    out_dir = Path(out_dir)
+    files = [str(f.absolute()) for f in parquet_files(*input_dirs)]  # this order numbers the rows
     # Cluster assignments, between the Spark job that finds them and the tasks that write; beside
-    # the output so executors on a cluster see it too; removed whatever happens.
-    with scratch(out_dir) as clusters_dir:
-        counters = _find_clusters(spark, files, clusters_dir / "clusters", cfg) if files else {}
-        work = functools.partial(_write_part, files, str(clusters_dir / "clusters"))
+    # the output so executors on a cluster see it too; removed whatever happens. (A folder inside
+    # the scratch one: Spark's writer refuses to write into a directory that exists.)
+    with scratch(out_dir) as tmp:
+        clusters_dir = tmp / "clusters"
+        counters = _find_clusters(spark, files, clusters_dir, cfg) if files else {}
+        work = functools.partial(_write_part, files, str(clusters_dir))
         stats = run_file_tasks(spark, len(files), work, out_dir, removed_dir)
     minhash = stats.get("minhash") or StageStats("minhash")
     minhash.counters.update(counters)
@@ -164,8 +159,9 @@ def _write_part(files: list[str], clusters_dir: str, part: int, out_dir: str, re
         for row, cid, winner, size in zip(info["_row"], info["cluster_id"], info["winner"], info["size"]):
             cluster_of[row - base] = (cid, size, winner == row)
     name = f"part-{part:05d}.parquet"
-    kept = _PartWriter(Path(out_dir) / name)
-    dropped = _PartWriter(Path(removed_dir) / "minhash" / name, stage="minhash", reason="duplicate")
+    kept = ParquetSink(Path(out_dir) / name)
+    dropped = ParquetSink(Path(removed_dir) / "minhash" / name,
+                          extra={"stage": "minhash", "reason": "duplicate"})
     stats = StageStats("minhash")
     offset = 0
     try:
@@ -177,8 +173,8 @@ def _write_part(files: list[str], clusters_dir: str, part: int, out_dir: str, re
             keep = np.array([k for _, _, k in info], dtype=bool)
             batch = (batch.append_column("minhash_cluster_id", pa.array([c for c, _, _ in info], pa.string()))
                      .append_column("minhash_cluster_size", pa.array([s for _, s, _ in info], pa.int64())))
-            kept.write(batch.filter(keep))
-            dropped.write(batch.filter(~keep))
+            kept.write_table(batch.filter(keep))
+            dropped.write_table(batch.filter(~keep))
             stats.docs_in += len(ids)
             stats.counters["clusters"] += sum(1 for _, size, k in info if k and size > 1)
             offset += len(ids)
@@ -188,40 +184,10 @@ def _write_part(files: list[str], clusters_dir: str, part: int, out_dir: str, re
         kept.abort()
         dropped.abort()
         raise
-    stats.docs_out = kept.rows
-    if dropped.rows:
-        stats.dropped["duplicate"] = dropped.rows
+    stats.docs_out = kept.count
+    if dropped.count:
+        stats.dropped["duplicate"] = dropped.count
     return RunStats({"minhash": stats}).as_dict()
-
-
-class _PartWriter:
-    """An Arrow table stream to one Parquet file, under a temporary name until close(); no rows,
-    no file. Optional constant columns (stage, reason) are appended to every batch."""
-
-    def __init__(self, path: Path, **constants):
-        self.path, self.constants, self.rows = path, constants, 0
-        self._tmp, self._writer = tmp_sibling(path), None
-
-    def write(self, table: pa.Table) -> None:
-        if not table.num_rows:
-            return
-        for name, value in self.constants.items():
-            table = table.append_column(name, pa.array([value] * table.num_rows, pa.string()))
-        if self._writer is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._writer = pq.ParquetWriter(self._tmp, table.schema, compression="zstd")
-        self._writer.write_table(table)
-        self.rows += table.num_rows
-
-    def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            os.replace(self._tmp, self.path)
-
-    def abort(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-        Path(self._tmp).unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -240,7 +206,7 @@ def _scrubber(pii_cfg: dict):
 
 
 def _pii_work(files: list[str], pii_cfg: dict, part: int, out_dir: str, _removed_dir) -> dict:
-    from pipelines.io import ParquetSink, read_documents
+    from pipelines.io import read_documents
     from pipelines.runner import run_stages
     sink = ParquetSink(Path(out_dir) / f"part-{part:05d}.parquet")
     try:
@@ -261,7 +227,7 @@ def scrub_pii(spark: SparkSession, input_dir, out_dir, cfg: dict) -> RunStats:
     """
     import functools
     from pipelines.spark.batch import run_file_tasks
-    files = [str(p) for p in parquet_files(input_dir)] if Path(input_dir).exists() else []
+    files = [str(p) for p in parquet_files(input_dir)]
     work = functools.partial(_pii_work, files, dict(cfg.get("pii", {})))
     stats = run_file_tasks(spark, len(files), work, out_dir)
     if "pii" not in stats:

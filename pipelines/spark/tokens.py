@@ -116,7 +116,7 @@ def _encode_task(tokenizer_path: str, parts_dir: str, val_fraction: float):
 def _read_docs(spark: SparkSession, input_dirs) -> DataFrame | None:
     """Every document under some Parquet directories or files (batches may differ in optional
     columns, hence mergeSchema); None when there are none."""
-    files = [str(f) for d in input_dirs if Path(d).exists() for f in parquet_files(d)]
+    files = [str(f) for f in parquet_files(*input_dirs)]
     return spark.read.option("mergeSchema", "true").parquet(*files) if files else None
 
 
