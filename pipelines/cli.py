@@ -31,7 +31,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     mod = importlib.import_module(SUBCOMMANDS[args.command][0])
-    return int(mod.main(args) or 0)
+    from pipelines.errors import UserError
+    try:
+        return int(mod.main(args) or 0)
+    except UserError as e:  # a mistake the user can fix: one line, no traceback
+        print(f"crawl2chat: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("crawl2chat: interrupted", file=sys.stderr)
+        return 130
 
 
 def _takes_name(mod) -> bool:
