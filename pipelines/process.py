@@ -10,13 +10,18 @@ run leaves the previous output (or nothing), never a half one.
 from __future__ import annotations
 
 import argparse
+import builtins
 import json
 import logging
+import os
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
 from pathlib import Path
 
 from pipelines.config import load_config
+from pipelines.errors import ConfigError, InputError
 from pipelines.io import ParquetSink, RemovedWriter, read_documents, staged
 from pipelines.runner import RunStats, Stage, run_stages
 
@@ -80,6 +85,35 @@ def process_warc_file(args: tuple) -> dict:
     return stats.as_dict()
 
 
+# Reader counters that mean a whole input file was lost (not a record skipped inside it).
+FILE_LOST = ("unreadable_file",)
+
+
+def file_accounting(stats: dict) -> dict:
+    """One file's funnel from its per-batch stats: every response record it held is either kept or
+    dropped by a named stage and reason (responses == kept + sum(dropped)); `problems` are the
+    reader's damage counters (corrupt gzip members, oversize bodies, ...)."""
+    reader = stats.get("warc_reader", {"docs_in": 0, "counters": {}})
+    last = list(stats.values())[-1] if stats else {"docs_out": 0}
+    dropped = {f"{name}.{reason}": n for name, s in stats.items() for reason, n in s["dropped"].items()}
+    return {"responses": reader["docs_in"], "kept": last["docs_out"], "dropped": dropped,
+            "problems": dict(reader["counters"])}
+
+
+def sanity_warnings(stats: RunStats) -> list[str]:
+    """Lines worth a user's attention even when the run succeeded: a stage that dropped every
+    document it saw usually means a mistaken threshold, not bad data."""
+    out = []
+    for name, s in stats.items():
+        if s.docs_in and not s.docs_out:
+            reasons = ", ".join(f"{r}={n}" for r, n in s.dropped.most_common(3)) or "no reason recorded"
+            out.append(f"stage {name} dropped all {s.docs_in} documents ({reasons}): "
+                       f"check the '{name}' section of the config")
+    if stats and not next(iter(stats.values())).docs_in:
+        out.append("no response records were read from the input files")
+    return out
+
+
 def process_warcs(warc_paths: list, out_dir, cfg: dict | None = None, workers: int = 1,
                   dump: str | None = None, progress: bool = False) -> RunStats:
     """The full single-machine pipeline. Writes out_dir/{filtered,removed,clean}/ and stats.json."""
@@ -90,15 +124,12 @@ def process_warcs(warc_paths: list, out_dir, cfg: dict | None = None, workers: i
         tasks = [(i, str(p), str(stage_dir), cfg, dump) for i, p in enumerate(warc_paths)]
         bar = _progress(len(tasks), "WARC files", progress)
         t0 = time.perf_counter()
-        if workers <= 1:
-            for t in tasks:
-                total.merge(RunStats.from_dict(process_warc_file(t)))
+        files = {}
+        with ProcessPoolExecutor(workers) if workers > 1 else nullcontext() as pool:
+            for t, stats in zip(tasks, (pool or builtins).map(process_warc_file, tasks)):
+                total.merge(RunStats.from_dict(stats))
+                files[t[1]] = file_accounting(stats)
                 bar.update(1)
-        else:
-            with ProcessPoolExecutor(workers) as pool:
-                for stats in pool.map(process_warc_file, tasks):
-                    total.merge(RunStats.from_dict(stats))
-                    bar.update(1)
         bar.close()
         # Per-file stats were merged in completion order; keep pipeline order for reports.
         order = [s.name for s in build_batch_stages(cfg)]
@@ -106,6 +137,7 @@ def process_warcs(warc_paths: list, out_dir, cfg: dict | None = None, workers: i
         crawl = run_to_parquet(read_documents([stage_dir / "filtered"]), crawl_stages(cfg),
                                stage_dir / "clean" / "part-00000.parquet", stage_dir / "removed", "part-00000")
         total.update(crawl)
+        total.files = files
         total.write_json(stage_dir / "stats.json")
         (stage_dir / "config.json").write_text(json.dumps(cfg, indent=2, default=str))
         log.info("processed %d WARC files in %.1fs", len(tasks), time.perf_counter() - t0)
@@ -127,20 +159,65 @@ def funnel_summary(stats: RunStats, top: int = 3) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("warcs", nargs="+", type=Path, help="WARC files (.warc.gz)")
+    parser.add_argument("warcs", nargs="+", type=Path, help="WARC files (.warc.gz), or directories of them")
     parser.add_argument("--out", required=True, type=Path, help="output directory")
     parser.add_argument("--config", type=Path, help="data config YAML (default: fineweb_v1)")
     parser.add_argument("--workers", type=int, default=1, help="worker processes for the per-file stages")
     parser.add_argument("--backend", choices=["trafilatura", "resiliparse"], help="extraction backend")
     parser.add_argument("--dump", help="crawl name stored as `dump` (default: from the path)")
+    parser.add_argument("--keep-going", action="store_true",
+                        help="process what can be read: missing or unreadable inputs are reported, not fatal")
+
+
+def input_files(paths, keep_going: bool = False) -> tuple[list[Path], list[str]]:
+    """The WARC files to read: files as given, directories expanded to the *.warc.gz / *.warc files
+    under them in name order. A missing or unreadable input is an InputError before any work
+    starts, unless keep_going: then it is skipped and returned among the lines to report."""
+    files, bad = [], []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file() and f.name.endswith((".warc.gz", ".warc")))
+            files += found
+            if not found:
+                bad.append(f"{p}: no *.warc.gz or *.warc files in this directory")
+        elif not p.exists():
+            bad.append(f"{p}: not found")
+        elif not p.is_file():
+            bad.append(f"{p}: not a regular file")
+        elif not os.access(p, os.R_OK):
+            bad.append(f"{p}: not readable (permissions)")
+        else:
+            files.append(p)
+    if bad and not keep_going:
+        raise InputError(f"{len(bad)} input(s) cannot be read: " + "; ".join(bad)
+                         + " (fix them, or pass --keep-going to process the rest)")
+    if not files:
+        raise InputError("no WARC files to process" + (": " + "; ".join(bad) if bad else ""))
+    return files, [f"skipped {b}" for b in bad]
+
+
+def file_problems(files: dict[str, dict], limit: int = 20) -> list[str]:
+    """One line per (file, kind of damage), e.g. `a.warc.gz: 2 x corrupt_gzip`, at most `limit`."""
+    lines = [f"{path}: {n} x {kind}" for path, f in files.items() for kind, n in sorted(f["problems"].items())]
+    extra = len(lines) - limit
+    return lines[:limit] + ([f"... and {extra} more (per file in stats.json)"] if extra > 0 else [])
 
 
 def main(args: argparse.Namespace) -> int:
     overrides = {"extraction": {"backend": args.backend}} if args.backend else None
     cfg = load_config(args.config, overrides)
-    stats = process_warcs(args.warcs, args.out, cfg, workers=args.workers, dump=args.dump,
-                          progress=True)
+    if args.workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {args.workers}")
+    warcs, skipped = input_files(args.warcs, args.keep_going)
+    stats = process_warcs(warcs, args.out, cfg, workers=args.workers, dump=args.dump, progress=True)
     print(funnel_summary(stats))
     print(f"\nkept documents: {args.out / 'clean'}   removed: {args.out / 'removed'}   "
           f"stats: {args.out / 'stats.json'}")
+    for line in skipped + file_problems(stats.files) + sanity_warnings(stats):
+        print(f"crawl2chat: warning: {line}", file=sys.stderr)
+    lost = [p for p, f in stats.files.items() if any(f["problems"].get(k) for k in FILE_LOST)]
+    if lost and not args.keep_going:
+        raise InputError(f"{len(lost)} of {len(warcs)} input files could not be read ({lost[0]}"
+                         f"{', ...' if len(lost) > 1 else ''}); {args.out} holds the others; "
+                         f"pass --keep-going to accept a partial run")
     return 0

@@ -95,14 +95,20 @@ class Filter(Stage):
 
 
 class RunStats(dict):
-    """stage name -> StageStats, in pipeline order."""
+    """stage name -> StageStats, in pipeline order; `files` holds per-input-file accounting when the
+    run read files (input path -> its own funnel), so a user can see which file is damaged."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.files: dict[str, dict] = {}
 
     def as_dict(self) -> dict:
         return {name: s.as_dict() for name, s in self.items()}
 
     def write_json(self, path) -> None:
+        """stats.json: {"stages": {name: stats}, "files": {path: accounting}}."""
         from pipelines.io import atomic_write_text
-        atomic_write_text(path, json.dumps(self.as_dict(), indent=2))
+        atomic_write_text(path, json.dumps({"stages": self.as_dict(), "files": self.files}, indent=2))
 
     def merge(self, other: "RunStats") -> None:
         for name, s in other.items():

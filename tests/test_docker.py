@@ -35,3 +35,22 @@ def test_dockerfile_copies_what_exists_and_instance_yaml_parses():
     assert "postgres" in prod["storage"]
     ws = yaml.safe_load((ROOT / "docker" / "workspace.yaml").read_text())
     assert ws["load_from"][0]["grpc_server"]["location_name"] == "crawl2chat"
+
+
+def test_no_credentials_in_committed_files_and_image_is_not_root():
+    import re
+    import subprocess
+    compose_text = (ROOT / "docker" / "compose.yaml").read_text()
+    # every credential is an environment reference that refuses to start when unset
+    assert not re.search(r"(?im)^\s*\w*password:[ \t]*(?!\$\{)\S", compose_text)
+    assert not re.search(r"postgresql://\w+:\w+@", compose_text)
+    assert compose_text.count("${POSTGRES_PASSWORD:?") >= 2 and "${SPARK_AUTH_SECRET:?" in compose_text
+    example = (ROOT / "docker" / "env.example").read_text()
+    assert "POSTGRES_PASSWORD=" in example and "SPARK_AUTH_SECRET=" in example
+    ignored = subprocess.run(["git", "check-ignore", "-q", "docker/.env"], cwd=ROOT)
+    assert ignored.returncode == 0, "docker/.env must be git-ignored"
+    users = [line.split()[1] for line in (ROOT / "docker" / "Dockerfile").read_text().splitlines()
+             if line.startswith("USER ")]
+    assert users and users[-1] not in ("root", "0")
+    compose = yaml.safe_load(compose_text)
+    assert "spark.authenticate=true" in compose["services"]["spark-master"]["environment"]["SPARK_MASTER_OPTS"]

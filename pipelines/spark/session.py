@@ -75,6 +75,10 @@ def build_spark_session(master: str = "local[*]", remote: str | None = None,
         # PySpark takes the workers' interpreter from this variable when the context starts
         # (spark.pyspark.python alone does not reach SQL Python UDFs / mapInArrow).
         os.environ.setdefault("PYSPARK_PYTHON", settings["spark.pyspark.python"])
+    if secret := os.environ.get("SPARK_AUTH_SECRET"):
+        # A cluster started with spark.authenticate (docker/compose.yaml) admits only drivers that
+        # know its secret; it comes from the environment so it never lands in code or in logs.
+        settings.update({"spark.authenticate": "true", "spark.authenticate.secret": secret})
     settings.update({k: str(v) for k, v in (conf or {}).items()})
     builder = SparkSession.builder.master(master).appName(app_name)
     for key, value in settings.items():
