@@ -7,6 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 HOST ?= 127.0.0.1
 DAGSTER_PORT ?= 3000
 MLFLOW_PORT ?= 5000
+SERVE_PORT ?= 8000
 DEMO_PAGES ?= 800
 DEMO_CRAWL ?= CC-MAIN-2099-01
 
@@ -37,12 +38,9 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# Dagster (webserver + daemon) and the MLflow UI under one launcher: Ctrl-C stops both within seconds.
 ui: $(STAMP)
-	@echo "Dagster UI: http://$(HOST):$(DAGSTER_PORT)   MLflow UI: http://$(HOST):$(MLFLOW_PORT)/#/experiments?workflowType=machine_learning"
-	$(VENV)/bin/mlflow ui --host $(HOST) --port $(MLFLOW_PORT) --backend-store-uri $(MLFLOW_TRACKING_URI) \
-	    --default-artifact-root $(CRAWL2CHAT_MLFLOW_ARTIFACTS) & \
-	$(VENV)/bin/dagster dev -h $(HOST) -p $(DAGSTER_PORT) -w dagster_home/workspace.yaml; \
-	kill %1 2>/dev/null || true
+	$(PY) -m assets.ui --host $(HOST) --dagster-port $(DAGSTER_PORT) --mlflow-port $(MLFLOW_PORT) --serve-port $(SERVE_PORT)
 
 bench: $(STAMP)
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

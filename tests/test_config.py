@@ -77,3 +77,16 @@ def test_cli_prints_one_line_and_exits_2(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("crawl2chat: error:") and "langauge" in lines[0]
     assert "Traceback" not in r.stderr
     assert not (tmp_path / "out").exists()  # refused before any work
+
+
+def test_training_config_refuses_unknown_sections_and_keys(tmp_path):
+    from training.config import load_config as load_training_config
+    with pytest.raises(ConfigError, match=r"unknown key 'train.lrr' \(did you mean 'train.lr'\?\)"):
+        load_training_config(None, ["train.lrr=1e-3"])
+    p = tmp_path / "t.yaml"
+    p.write_text("trian:\n  steps: 5\nmodel:\n  n_layers: 2\n")
+    with pytest.raises(ConfigError, match=r"unknown key 'model.n_layers'.*unknown section 'trian'"):
+        load_training_config(p)
+    with pytest.raises(ConfigError, match="not key=value"):
+        load_training_config(None, ["train.lr"])
+    assert load_training_config(None, ["model.rope=true"])["model"]["rope"] is True

@@ -63,27 +63,29 @@ def test_launch_through_graphql_and_screenshot_asset_graph(tmp_path):
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copy(ROOT / "dagster_home" / "dagster.yaml", home)
-    port = _free_port()
+    port, mlflow_port = _free_port(), _free_port()
     env = dict(os.environ, DAGSTER_HOME=str(home), CRAWL2CHAT_LAKE=str(tmp_path / "lake"),
                CRAWL2CHAT_CRAWL_SOURCE=str(tmp_path / "source"),
                MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}",
                CRAWL2CHAT_MLFLOW_ARTIFACTS=str(tmp_path / "mlartifacts"))
-    dev = subprocess.Popen([str(Path(sys.executable).parent / "dagster"), "dev", "-h", "127.0.0.1",
-                            "-p", str(port), "-w", str(ROOT / "dagster_home" / "workspace.yaml")],
+    # `make ui` itself: dagster dev + the MLflow UI under one launcher that Ctrl-C stops promptly
+    dev = subprocess.Popen([sys.executable, "-m", "assets.ui", "--dagster-port", str(port),
+                            "--mlflow-port", str(mlflow_port), "--grace", "5"],
                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                            start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 180
-        while time.time() < deadline:
-            try:
-                if requests.get(f"{url}/server_info", timeout=2).ok:
-                    break
-            except requests.ConnectionError:
-                pass
-            time.sleep(1)
-        else:
-            pytest.fail("dagster dev did not answer within 180 s")
+        for probe in (f"{url}/server_info", f"http://127.0.0.1:{mlflow_port}/health"):
+            deadline = time.time() + 180
+            while time.time() < deadline:
+                try:
+                    if requests.get(probe, timeout=2).ok:
+                        break
+                except requests.ConnectionError:
+                    pass
+                time.sleep(1)
+            else:
+                pytest.fail(f"{probe} did not answer within 180 s")
 
         params = {"selector": {"repositoryLocationName": "crawl2chat", "repositoryName": "__repository__",
                                "jobName": "discover_crawl"}, "runConfigData": {}}
@@ -111,9 +113,17 @@ def test_launch_through_graphql_and_screenshot_asset_graph(tmp_path):
         artifacts = ROOT / "tests" / "artifacts"
         artifacts.mkdir(exist_ok=True)
         shutil.copy(shot, artifacts / "asset_graph.png")
+
+        # Ctrl-C: the launcher and every process of both UIs are gone within the grace period
+        import psutil
+        services = psutil.Process(dev.pid).children(recursive=True)
+        assert len(services) >= 3  # mlflow, dagster dev and its webserver/daemon at least
+        t0 = time.monotonic()
+        dev.send_signal(signal.SIGINT)
+        assert dev.wait(20) == 0
+        _, alive = psutil.wait_procs(services, timeout=5)
+        assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE], alive
+        assert time.monotonic() - t0 < 15
     finally:
-        os.killpg(dev.pid, signal.SIGTERM)
-        try:
-            dev.wait(30)
-        except subprocess.TimeoutExpired:
+        if dev.poll() is None:
             os.killpg(dev.pid, signal.SIGKILL)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import yaml
 
+from pipelines.errors import ConfigError
+
 DEFAULTS: dict = {
     "model": {"preset": "tiny"},          # any GPTConfig field overrides the preset (rope: true, ...)
     "train": {
@@ -67,18 +69,54 @@ def parse_override(expr: str) -> tuple[list[str], object]:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> dict:
+    """DEFAULTS < file < overrides; a misspelled section or key is a ConfigError, never ignored."""
     cfg = copy.deepcopy(DEFAULTS)
     if path:
-        text = Path(path).read_text()
-        data = json.loads(text) if str(path).endswith(".json") else yaml.safe_load(text)
+        from pipelines.config import read_yaml
+        if str(path).endswith(".json"):
+            try:
+                data = json.loads(Path(path).read_text())
+            except (OSError, ValueError) as e:
+                raise ConfigError(f"{path}: cannot read the training config ({e})") from None
+        else:
+            data = read_yaml(path)
         cfg = deep_merge(cfg, data or {})
     for expr in overrides or []:
-        keys, value = parse_override(expr)
+        try:
+            keys, value = parse_override(expr)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         node = cfg
         for k in keys[:-1]:
             node = node.setdefault(k, {})
         node[keys[-1]] = value
+    check_keys(cfg, str(path) if path else "training config")
     return cfg
+
+
+def check_keys(cfg: dict, source: str) -> None:
+    """Every section and key must be one the trainer reads (model: a preset or GPTConfig field)."""
+    import difflib
+    from dataclasses import fields
+
+    from training.model import GPTConfig
+    known = {name: set(section) for name, section in DEFAULTS.items()}
+    known["model"] = {"preset"} | {f.name for f in fields(GPTConfig)}
+    problems = []
+    for name, section in cfg.items():
+        if name not in known:
+            hint = difflib.get_close_matches(name, known, n=1)
+            problems.append(f"unknown section '{name}'" + (f" (did you mean '{hint[0]}'?)" if hint else ""))
+            continue
+        if not isinstance(section, dict):
+            problems.append(f"section '{name}' must be a mapping, got {section!r}")
+            continue
+        for key in section:
+            if key not in known[name]:
+                hint = difflib.get_close_matches(key, known[name], n=1)
+                problems.append(f"unknown key '{name}.{key}'" + (f" (did you mean '{name}.{hint[0]}'?)" if hint else ""))
+    if problems:
+        raise ConfigError(f"{source}: " + "; ".join(problems))
 
 
 def flat(cfg: dict, prefix: str = "") -> dict:

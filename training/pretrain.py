@@ -324,4 +324,9 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from pipelines.errors import UserError
+    try:
+        main()
+    except UserError as e:  # a bad config or damaged shards: one line, not a traceback per rank
+        print(f"crawl2chat: error: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)
