@@ -32,10 +32,18 @@ def _crawl_of_run(context: dg.AssetExecutionContext, source: CrawlSource) -> str
 @dg.asset(group_name=GROUP, code_version="1", kinds={"python", "commoncrawl"})
 def crawl_manifest(context: dg.AssetExecutionContext, source: CrawlSource, lake: LakeResource,
                    mlflow_tracker: MLflowTracker) -> dg.MaterializeResult:
-    """The WARC files of the crawl (from its warc.paths.gz), grouped into batch partitions."""
-    from pipelines.commoncrawl import list_warc_paths
+    """The WARC files of the crawl (from its warc.paths.gz), grouped into batch partitions.
+    Fails, registering nothing, if any entry is unsafe (a genuine listing has none)."""
+    from pipelines.commoncrawl import describe_rejected, fetch_listing, split_listing
     crawl = lake.crawl(source.crawl)
-    paths = list_warc_paths(source.crawl, source.base_url)
+    entries = fetch_listing(source.crawl, source.base_url)
+    paths, rejected = split_listing(entries, source.crawl)
+    if rejected:
+        raise dg.Failure("\n".join(describe_rejected(rejected, len(entries))), allow_retries=False,
+                         metadata={"crawl": source.crawl, "source": source.base_url,
+                                   "listed_entries": len(entries), "rejected_entries": len(rejected),
+                                   "rejected": dg.MetadataValue.json(
+                                       [{"entry": e, "reason": r} for e, r in rejected[:50]])})
     crawl.write_listing(paths, source.base_url)
     batches = plan_batches(source.crawl, paths, source.files_per_batch, limit=source.register_files)
     known = set(context.instance.get_dynamic_partitions(warc_batches.name))
@@ -49,7 +57,7 @@ def crawl_manifest(context: dg.AssetExecutionContext, source: CrawlSource, lake:
     digest = dir_digest(crawl.listing_file)
     return dg.MaterializeResult(
         metadata={"crawl": source.crawl, "source": source.base_url, "warc_files": len(paths),
-                  "batches": len(batches), "new_batches": dg.MetadataValue.json(new[:50]),
+                  "rejected_entries": 0, "batches": len(batches), "new_batches": dg.MetadataValue.json(new[:50]),
                   "listing": dg.MetadataValue.path(str(crawl.listing_file)),
                   "mlflow_run": dg.MetadataValue.url(mlflow_tracker.run_url(run))},
         data_version=dg.DataVersion(digest[:32]))
@@ -64,7 +72,7 @@ def warc_files(context: dg.AssetExecutionContext, source: CrawlSource, lake: Lak
     crawl = lake.crawl(batch.crawl)
     rel = crawl.batch_files(batch)
     source_url = _listing_source(crawl, source)
-    files = fetch_warcs(rel, source_url, crawl.warc_dir, workers=source.download_workers)
+    files = fetch_warcs(rel, source_url, crawl.warc_dir, workers=source.download_workers, crawl=batch.crawl)
     size = sum(f.stat().st_size for f in files)
     with mlflow_tracker.start_run(context, params={"source": source_url, "files": len(files)}) as run:
         import mlflow

@@ -26,10 +26,15 @@ from contextlib import contextmanager
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Iterable, Iterator
-from urllib.parse import unquote, urljoin, urlsplit
+from urllib.parse import unquote, urlsplit
 
 import requests
 import urllib3
+
+from pipelines.errors import UnsafePathError
+# check_listing_entry and safe_join are re-exported: callers find the whole client here
+from pipelines.listing import (check_crawl_name, check_listing_entry, checked_listing,  # noqa: F401
+                               describe_rejected, safe_join, same_origin_url, split_listing)
 
 log = logging.getLogger(__name__)
 
@@ -69,17 +74,18 @@ def _sleep_backoff(attempt: int, backoff: float, max_backoff: float) -> None:
     time.sleep(random.uniform(0.5, 1.0) * min(max_backoff, backoff * (2 ** attempt)))
 
 
-def list_warc_paths(crawl: str, base_url: str = DEFAULT_BASE_URL, *, retries: int = 5,
-                    backoff: float = 1.0, timeout: float = 60.0,
-                    session: requests.Session | None = None) -> list[str]:
-    """Paths (relative to base_url) of every WARC file of `crawl`, from its `warc.paths.gz`.
+def fetch_listing(crawl: str, base_url: str = DEFAULT_BASE_URL, *, retries: int = 5,
+                  backoff: float = 1.0, timeout: float = 60.0,
+                  session: requests.Session | None = None) -> list[str]:
+    """The raw entries of `crawl`'s `warc.paths.gz`, unvalidated (split_listing judges them).
 
     `base_url` may also be a local folder (or file:// URL) laid out like the bucket."""
+    check_crawl_name(crawl)
     rel = f"crawl-data/{crawl}/warc.paths.gz"
     if base_url.startswith("file://") or not re.match(r"^https?://", base_url):
         data = (Path(base_url.removeprefix("file://")) / rel).read_bytes()
     else:
-        s, url = _session(session), urljoin(_base(base_url), rel)
+        s, url = _session(session), same_origin_url(_base(base_url), rel)
         for attempt in range(retries + 1):
             try:
                 r = s.get(url, timeout=timeout)
@@ -99,6 +105,12 @@ def list_warc_paths(crawl: str, base_url: str = DEFAULT_BASE_URL, *, retries: in
     except (OSError, EOFError, zlib.error) as e:
         raise DownloadError(f"{rel} is not a valid gzip file: {e}") from e
     return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def list_warc_paths(crawl: str, base_url: str = DEFAULT_BASE_URL, **kwargs) -> list[str]:
+    """Paths (relative to base_url) of every WARC file of `crawl`, from its `warc.paths.gz`;
+    UnsafePathError if any entry is unsafe (see check_listing_entry). kwargs: fetch_listing's."""
+    return checked_listing(fetch_listing(crawl, base_url, **kwargs), crawl)
 
 
 def verify_gzip(path: Path, chunk: int = 1 << 16) -> int:
@@ -142,6 +154,8 @@ def download_file(url: str, dest: Path, *, retries: int = 5, backoff: float = 1.
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(f".{dest.name}.part")
+    if part.is_symlink():  # opening it would write wherever it points
+        raise UnsafePathError(f"{part}: is a symlink; remove it (only this downloader writes .part files)")
     s = _session(session)
     failures = 0  # tries that made no progress; a try that added bytes resets the backoff
     while True:
@@ -216,36 +230,51 @@ def _fetch_into(s: requests.Session, url: str, part: Path, offset: int, timeout,
 def download_warcs(paths: Iterable[str], dest_dir, base_url: str = DEFAULT_BASE_URL, *,
                    workers: int = 1, retries: int = 5, backoff: float = 1.0, max_backoff: float = 60.0,
                    verify: bool = True, timeout: tuple[float, float] = (10.0, 120.0),
-                   chunk_size: int = CHUNK, flat: bool = False) -> list[Path]:
+                   chunk_size: int = CHUNK, flat: bool = False, crawl: str | None = None) -> list[Path]:
     """Download each path (relative to base_url, e.g. `crawl-data/CC-MAIN-.../x.warc.gz`) to
     dest_dir/<path>, keeping the bucket layout, or with `flat` to dest_dir/<file name> (the lake's
     `crawls/<crawl>/warc/` folder; Common Crawl file names are unique within a crawl).
     Complete files are skipped. Returns the local paths in input order; raises DownloadError
-    naming every file that failed, after the others are done."""
-    paths = [p.lstrip("/") for p in paths]
+    naming every file that failed, after the others are done.
+
+    Before any request, every path must pass check_listing_entry (under crawl-data/<crawl>/ when
+    `crawl` is given) and every destination safe_join; in flat mode two different paths with one
+    file name are refused (UnsafePathError) rather than collapsed into one file."""
+    paths = checked_listing(paths, crawl)
     dest_dir = Path(dest_dir)
     base = _base(base_url)
     if not re.match(r"^https?://", base):
         base = Path(base.removeprefix("file://")).resolve().as_uri() + "/"
+    targets = {rel: safe_join(dest_dir, rel.rsplit("/", 1)[-1] if flat else rel) for rel in paths}
+    by_target: dict[Path, str] = {}
+    for rel, target in targets.items():
+        if by_target.setdefault(target, rel) != rel:
+            raise UnsafePathError(f"{by_target[target]!r} and {rel!r} would both be saved as {target}; "
+                                  "keep the bucket layout (--keep-layout, flat=False) for this listing")
     local = threading.local()
 
     def one(rel: str) -> Path:
         if not hasattr(local, "session"):
             local.session = _session(None)  # requests.Session is not thread-safe: one per worker
-        return download_file(urljoin(base, rel), dest_dir / (rel.rsplit("/", 1)[-1] if flat else rel),
+        return download_file(same_origin_url(base, rel), targets[rel],
                              retries=retries, backoff=backoff,
                              max_backoff=max_backoff, timeout=timeout, chunk_size=chunk_size,
                              verify=verify, session=local.session)
 
     results: list[Path | Exception] = []
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        futures = [pool.submit(one, rel) for rel in paths]
+        # a path listed twice is fetched once: two workers on one .part file would corrupt it
+        unique = {rel: pool.submit(one, rel) for rel in targets}
+        futures = [unique[rel] for rel in paths]
         for fut in futures:
             try:
                 results.append(fut.result())
             except Exception as e:  # noqa: BLE001 - collected and raised below
                 results.append(e)
     errors = [(rel, r) for rel, r in zip(paths, results) if isinstance(r, Exception)]
+    unsafe = next((e for _, e in errors if isinstance(e, UnsafePathError)), None)
+    if unsafe:  # the user's to fix (one line in the CLI), not a failed transfer
+        raise unsafe
     if errors:
         raise DownloadError(f"{len(errors)} of {len(paths)} downloads failed: "
                             + "; ".join(f"{rel}: {e}" for rel, e in errors))
@@ -346,35 +375,56 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     parser.add_argument("--keep-layout", action="store_true", help="keep the bucket's folder layout under --dest")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--no-verify", action="store_true", help="skip the gzip integrity check")
+    parser.add_argument("--skip-bad-entries", action="store_true",
+                        help="download the listing's safe entries even if others are rejected "
+                             "(default: a listing with any rejected entry is refused)")
+
+
+def _warn(lines: list[str]) -> None:
+    for line in lines:
+        print(f"crawl2chat: warning: {line}", file=sys.stderr)
 
 
 def main(args: argparse.Namespace) -> int:
+    # list-crawl only shows: its stdout holds nothing but accepted entries, so it exits 0 and warns
+    # on stderr. download refuses a listing with any rejected entry (a genuine one has none, so the
+    # source is broken or hostile) unless --skip-bad-entries says to take the rest anyway.
     if args.command == "list-crawl":
-        paths = list_warc_paths(args.crawl, args.base_url, retries=args.retries)
+        entries = fetch_listing(args.crawl, args.base_url, retries=args.retries)
+        paths, rejected = split_listing(entries, args.crawl)
         for p in paths[: args.limit]:
             print(p)
+        if rejected:
+            _warn(describe_rejected(rejected, len(entries)))
         log.info("%s: %d WARC files", args.crawl, len(paths))
         return 0
     if args.path:
-        paths = list(args.path)
+        entries = list(args.path)
     elif args.paths_file:
         raw = Path(args.paths_file).read_bytes()
         raw = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
-        paths = [line.strip() for line in raw.decode().splitlines() if line.strip()]
+        entries = [line.strip() for line in raw.decode().splitlines() if line.strip()]
     elif args.crawl:
-        paths = list_warc_paths(args.crawl, args.base_url, retries=args.retries)
+        entries = fetch_listing(args.crawl, args.base_url, retries=args.retries)
     else:
         print("download: give a crawl, --paths-file or --path", file=sys.stderr)
         return 2
+    # judged whole, before --skip/--limit: a poisoned listing is refused even where the slice is clean
+    _, rejected = split_listing(entries, args.crawl)
+    if rejected and not args.skip_bad_entries:
+        checked_listing(entries, args.crawl)  # raises, naming them
+    if rejected:
+        _warn(describe_rejected(rejected, len(entries)) + ["skipping them (--skip-bad-entries)"])
     end = None if args.limit is None else args.skip + args.limit
-    paths = paths[args.skip:end]
+    bad = {entry for entry, _ in rejected}
+    paths = [p for p in entries[args.skip:end] if p not in bad]  # --skip/--limit count listing lines
     dest = args.dest
     if dest is None:
         crawl = args.crawl or next((m.group(1) for p in paths if (m := re.search(r"crawl-data/([^/]+)/", p))), None)
         dest = "lake" if args.keep_layout else f"lake/crawls/{crawl or 'unknown'}/warc"
     t0 = time.perf_counter()
     files = download_warcs(paths, dest, args.base_url, workers=args.workers, retries=args.retries,
-                           verify=not args.no_verify, flat=not args.keep_layout)
+                           verify=not args.no_verify, flat=not args.keep_layout, crawl=args.crawl)
     size = sum(f.stat().st_size for f in files)
     dt = time.perf_counter() - t0
     log.info("%d files, %.1f MB in %.1f s", len(files), size / 1e6, dt)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipelines.io import atomic_write_text, tmp_sibling
+from pipelines.listing import check_crawl_name, check_listing_entry, checked_listing, safe_join
 
 _BATCH_KEY = re.compile(r"^(?P<crawl>[^/]+)/(?P<first>\d+)-(?P<last>\d+)$")
 _SEGMENT = re.compile(r"/segments/([^/]+)/")
@@ -75,6 +76,9 @@ class CrawlLake:
     root: Path
     crawl: str
 
+    def __post_init__(self):  # the name becomes a folder: a partition key like "../0-1" must not
+        check_crawl_name(self.crawl)
+
     @property
     def base(self) -> Path:
         return Path(self.root) / "crawls" / self.crawl
@@ -120,19 +124,26 @@ class CrawlLake:
         return self.read_listing()[batch.first:batch.last + 1]
 
     def local_warc(self, rel: str) -> Path:
-        return self.warc_dir / rel
+        """Where listing entry `rel` lives in the lake; UnsafePathError if the entry is unsafe or
+        the path leaves warc_dir (the stored listing.json is read back, so it is checked again)."""
+        return safe_join(self.warc_dir, check_listing_entry(rel, self.crawl))
 
 
-def fetch_warcs(rel_paths: list[str], source: str, dest_dir: Path, workers: int = 4) -> list[Path]:
+def fetch_warcs(rel_paths: list[str], source: str, dest_dir: Path, workers: int = 4,
+                crawl: str | None = None) -> list[Path]:
     """Bring WARC files into the lake: over HTTP(S) with the resumable Common Crawl client, or from
-    a local folder laid out like the bucket (a generated crawl) by hard link or copy, atomically."""
+    a local folder laid out like the bucket (a generated crawl) by hard link or copy, atomically.
+    Every path must be a safe listing entry (of `crawl` when given) and land under dest_dir, or
+    nothing is fetched (UnsafePathError)."""
+    rel_paths = checked_listing(rel_paths, crawl)
     if re.match(r"^https?://", source):
         from pipelines.commoncrawl import download_warcs
-        return download_warcs(rel_paths, dest_dir, source, workers=workers)
+        return download_warcs(rel_paths, dest_dir, source, workers=workers, crawl=crawl)
     src_root = Path(source.removeprefix("file://"))
+    dests = [safe_join(dest_dir, rel) for rel in rel_paths]  # all checked before the first link
     out = []
-    for rel in rel_paths:
-        src, dest = src_root / rel, Path(dest_dir) / rel
+    for rel, dest in zip(rel_paths, dests):
+        src = src_root / rel  # a safe entry stays under src_root; symlinks there are the user's own
         if not dest.exists():
             dest.parent.mkdir(parents=True, exist_ok=True)
             tmp = tmp_sibling(dest)

@@ -1,17 +1,22 @@
 """Common Crawl client against a local HTTP server that serves a crawl in the bucket layout:
-listing, Range resume after a dropped connection, retries, corrupt files rejected, CLI."""
+listing, Range resume after a dropped connection, retries, corrupt files rejected, CLI; and a
+hostile listing (traversal, other hosts, colliding names, symlinks) fetching and writing nothing."""
 from __future__ import annotations
 
 import gzip
 import hashlib
 import io
+import os
+import shutil
 import socket
 from pathlib import Path
 
 import pytest
 
-from pipelines.commoncrawl import (DownloadError, RangeRequestHandler, download_warcs, list_warc_paths,
-                                   serve_directory, verify_gzip)
+from pipelines.commoncrawl import (DownloadError, RangeRequestHandler, check_listing_entry, download_warcs,
+                                   list_warc_paths, safe_join, same_origin_url, serve_directory,
+                                   split_listing, verify_gzip)
+from pipelines.errors import UnsafePathError
 
 CRAWL = "CC-MAIN-2099-01"
 
@@ -244,3 +249,220 @@ def test_serve_directory_ranges(crawl):
         r = requests.get(base_url + rels[0], headers={"Range": f"bytes={size}-"})
         assert r.status_code == 416 and r.headers["Content-Range"] == f"bytes */{size}"
         assert requests.get(base_url + "nope").status_code == 404
+
+
+# ---- a hostile listing ----------------------------------------------------------------------------
+
+class CountingHandler(RangeRequestHandler):
+    """Records every request path (a fresh subclass per server, see counting_server)."""
+    requests: list
+
+    def do_GET(self):
+        type(self).requests.append(self.path)
+        super().do_GET()
+
+
+def counting_server(root):
+    handler = type("Counting", (CountingHandler,), {"requests": []})
+    return serve_directory(root, handler=handler), handler.requests
+
+
+def tree(root: Path) -> list[str]:
+    """Every path under root (symlinks listed, not followed), to compare before and after."""
+    out = []
+    for d, dirs, files in os.walk(root):
+        out += [os.path.relpath(os.path.join(d, n), root) for n in dirs + files]
+    return sorted(out)
+
+
+def traversal_entries(evil_url: str) -> dict[str, str]:
+    """Each form the issue names -> a word its rejection reason must contain."""
+    evil_host = evil_url.split("//", 1)[1]  # 127.0.0.1:port/
+    return {
+        "../../etc/x.warc.gz": "'..'",
+        "crawl-data/../../../x.warc.gz": "'..'",
+        "/etc/x.warc.gz": "absolute",
+        f"{evil_url}x.warc.gz": "scheme",
+        f"//{evil_host}x.warc.gz": "//host",
+        f"crawl-data/{CRAWL}/%2e%2e/%2e%2e/x.warc.gz": "percent",
+        f"crawl-data/{CRAWL}/..%2f..%2fx.warc.gz": "percent",
+        f"crawl-data/{CRAWL}/..\\..\\x.warc.gz": "backslash",
+        f"crawl-data/{CRAWL}/x.warc.gz\0/../../../x.warc.gz": "control",
+    }
+
+
+@pytest.fixture
+def evil(tmp_path):
+    """A second loopback host: anything listed on it must never be asked for."""
+    root = tmp_path / "evil-host"
+    root.mkdir()
+    (root / "x.warc.gz").write_bytes(gzip.compress(b"not from the crawl"))
+    server, requests = counting_server(root)
+    with server as url:
+        yield url, requests
+
+
+@pytest.fixture
+def poisoned(crawl, evil, tmp_path):
+    """A bucket whose listing has two good entries and every traversal form, with files at the
+    places a naive client would resolve them to, served on its own counting server."""
+    src, rels = crawl
+    evil_url, evil_requests = evil
+    root = tmp_path / "bucket"
+    good = rels[:2]
+    for rel in good:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src / rel, root / rel)
+    for target in ["etc/x.warc.gz", "x.warc.gz", f"crawl-data/{CRAWL}/x.warc.gz"]:
+        (root / target).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src / rels[0], root / target)
+    bad = traversal_entries(evil_url)
+    listing = [good[0], *bad, good[1]]
+    (root / "crawl-data" / CRAWL / "warc.paths.gz").write_bytes(gzip.compress("\n".join(listing).encode()))
+    server, requests = counting_server(root)
+    with server as url:
+        yield {"url": url, "requests": requests, "evil_requests": evil_requests, "good": good,
+               "bad": bad, "listing": listing}
+
+
+@pytest.mark.parametrize("entry,why", [
+    ("", "empty"), (f"crawl-data/{CRAWL}/./x.warc.gz", "normalized"),
+    (f"crawl-data/{CRAWL}//x.warc.gz", "normalized"), (f"crawl-data/{CRAWL}/x/", "normalized"),
+    ("crawl-data/OTHER/x.warc.gz", f"outside crawl-data/{CRAWL}/"), (f"crawl-data/{CRAWL}/x.txt", "not a WARC"),
+    (f"crawl-data/{CRAWL}/.x.warc.gz", "hidden"), (f"crawl-data/{CRAWL}/x.warc.gz?y", "characters"),
+    (f"crawl-data/{CRAWL}/\u2024\u2024/x.warc.gz", "characters"), (f"crawl-data/{CRAWL}/a\nb.warc.gz", "control"),
+    ("file:///etc/x.warc.gz", "scheme"), ("C:/x.warc.gz", "scheme"),
+])
+def test_check_listing_entry_rejects_with_a_reason(entry, why):
+    with pytest.raises(UnsafePathError, match="listing entry") as e:
+        check_listing_entry(entry, CRAWL)
+    assert why in str(e.value)
+    ok = f"crawl-data/{CRAWL}/segments/1.2/warc/{CRAWL}-0_1.warc.gz"
+    assert check_listing_entry(ok, CRAWL) == ok and check_listing_entry(ok[:-3]) == ok[:-3]
+
+
+def test_every_traversal_form_is_rejected_entry_by_entry(evil):
+    bad = traversal_entries(evil[0])
+    good = [f"crawl-data/{CRAWL}/segments/1/warc/a.warc.gz", f"crawl-data/{CRAWL}/segments/2/warc/b.warc"]
+    accepted, rejected = split_listing([good[0], *bad, good[1]], CRAWL)
+    assert accepted == good
+    assert [e for e, _ in rejected] == list(bad)
+    for entry, reason in rejected:
+        assert bad[entry] in reason, (entry, reason)
+    with pytest.raises(UnsafePathError, match="crawl name"):
+        split_listing(good, "../../etc")
+
+
+def test_hostile_listing_fetches_and_writes_nothing(poisoned, tmp_path):
+    dest = tmp_path / "out" / "a" / "dest"
+    before = tree(tmp_path)
+    with pytest.raises(UnsafePathError) as e:
+        download_warcs(poisoned["listing"], dest, poisoned["url"], crawl=CRAWL, backoff=0.01, retries=0)
+    for entry in poisoned["bad"]:
+        assert repr(entry) in str(e.value)
+    assert tree(tmp_path) == before
+    assert poisoned["requests"] == [] and poisoned["evil_requests"] == []
+    with pytest.raises(UnsafePathError, match=f"{len(poisoned['bad'])} of {len(poisoned['listing'])}"):
+        list_warc_paths(CRAWL, poisoned["url"])
+
+
+def test_cli_list_crawl_reports_rejected_entries(poisoned, capsys):
+    from pipelines.cli import main
+    assert main(["list-crawl", CRAWL, "--base-url", poisoned["url"]]) == 0
+    out, err = capsys.readouterr()
+    assert out.split() == poisoned["good"]  # stdout: nothing but accepted entries
+    assert f"{len(poisoned['bad'])} of {len(poisoned['listing'])} listing entries rejected" in err
+    for entry, why in poisoned["bad"].items():
+        line = next(x for x in err.splitlines() if repr(entry) in x)
+        assert line.startswith("crawl2chat: warning: rejected") and why in line
+    assert poisoned["evil_requests"] == []
+
+
+def test_cli_download_refuses_a_hostile_listing_unless_told(poisoned, tmp_path, capsys):
+    from pipelines.cli import main
+    dest = tmp_path / "out" / "a" / "dest"
+    before = tree(tmp_path)
+    argv = ["download", CRAWL, "--base-url", poisoned["url"], "--dest", str(dest), "--retries", "0"]
+    assert main(argv + ["--keep-layout"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("crawl2chat: error:") and err.count("\n") == 1 and "rejected" in err
+    assert main(argv + ["--keep-layout", "--limit", "1"]) == 2  # a clean slice of a poisoned listing too
+    capsys.readouterr()
+    assert tree(tmp_path) == before and poisoned["evil_requests"] == []
+    assert len(poisoned["requests"]) == 2  # only the listing, once per try
+    # --skip-bad-entries: the good entries arrive (flat), nothing else anywhere
+    assert main(argv + ["--skip-bad-entries"]) == 0
+    out, err = capsys.readouterr()
+    assert out.split() == [str(dest / Path(r).name) for r in poisoned["good"]]
+    assert "skipping them" in err
+    assert sorted(set(tree(tmp_path)) - set(before)) == sorted(
+        os.path.relpath(p, tmp_path) for p in [tmp_path / "out", tmp_path / "out" / "a", dest,
+                                               *(dest / Path(r).name for r in poisoned["good"])])
+    assert poisoned["evil_requests"] == []
+
+
+def test_flat_download_never_collapses_two_entries_into_one_file(crawl, tmp_path):
+    src, rels = crawl
+    root = tmp_path / "bucket"
+    same_name = [f"crawl-data/{CRAWL}/segments/{seg}/warc/{CRAWL}-00000.warc.gz" for seg in ("1", "2")]
+    for rel, content in zip(same_name, rels):
+        (root / rel).parent.mkdir(parents=True)
+        shutil.copyfile(src / content, root / rel)
+    server, requests = counting_server(root)
+    with server as url:
+        with pytest.raises(UnsafePathError) as e:
+            download_warcs(same_name, tmp_path / "flat", url, flat=True)
+        assert all(repr(r) in str(e.value) for r in same_name) and "--keep-layout" in str(e.value)
+        assert not (tmp_path / "flat").exists() and requests == []
+        files = download_warcs(same_name, tmp_path / "tree", url)  # the bucket layout keeps both
+        assert [sha(f) for f in files] == [sha(root / r) for r in same_name] and files[0] != files[1]
+        # the same entry listed twice is one file, fetched once (not two workers on one .part)
+        requests.clear()
+        twice = download_warcs([same_name[0]] * 2, tmp_path / "twice", url, flat=True, workers=2)
+        assert twice[0] == twice[1] and sha(twice[0]) == sha(root / same_name[0]) and len(requests) == 1
+
+
+def test_a_symlink_in_dest_that_points_outside_is_refused(server, tmp_path):
+    base_url, root, rels = server
+    dest, outside = tmp_path / "dest", tmp_path / "outside"
+    dest.mkdir()
+    outside.mkdir()
+    (dest / "crawl-data").symlink_to(outside)
+    with pytest.raises(UnsafePathError, match="outside"):
+        download_warcs(rels[:1], dest, base_url)
+    # a planted .part symlink must not be written through either
+    victim = outside / "victim"
+    victim.write_bytes(b"keep me")
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    (flat / f".{Path(rels[0]).name}.part").symlink_to(victim)
+    with pytest.raises(UnsafePathError, match="symlink"):
+        download_warcs(rels[:1], flat, base_url, flat=True)
+    assert tree(outside) == ["victim"] and victim.read_bytes() == b"keep me"
+    assert FaultyHandler.requests == []
+
+
+def test_safe_join(tmp_path):
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (root / "in").mkdir(parents=True)
+    outside.mkdir()
+    (root / "inner").symlink_to(root / "in")
+    (root / "out").symlink_to(outside)
+    (root / "dangling").symlink_to(outside / "nothing-yet")
+    assert safe_join(root, "a/b.warc.gz") == root / "a" / "b.warc.gz"
+    assert safe_join(root, "inner/x") == root / "inner" / "x"
+    link = tmp_path / "link"
+    link.symlink_to(root)  # the root itself may be a symlink (a lake on another disk)
+    assert safe_join(link, "a") == link / "a"
+    for rel in ["out/x", "../x", "/etc/x", "dangling", "a/../../x"]:
+        with pytest.raises(UnsafePathError, match="outside"):
+            safe_join(root, rel)
+
+
+def test_fetched_url_stays_on_the_base_host():
+    base = "http://127.0.0.1:8000/cc/"
+    assert same_origin_url(base, "crawl-data/C/x.warc.gz") == base + "crawl-data/C/x.warc.gz"
+    # rel is validated first; this is the second wall, for any join that would move the URL
+    for base, rel in [("http://127.0.0.1:8000", "@evil.example/x"), ("http://a.example/cc/", "../x")]:
+        with pytest.raises(UnsafePathError, match="not under"):
+            same_origin_url(base, rel)
