@@ -31,7 +31,7 @@ from urllib.parse import unquote, urlsplit
 import requests
 import urllib3
 
-from pipelines.errors import UnsafePathError
+from pipelines.errors import InputError, UnsafePathError
 # check_listing_entry and safe_join are re-exported: callers find the whole client here
 from pipelines.listing import (check_crawl_name, check_listing_entry, checked_listing,  # noqa: F401
                                describe_rejected, safe_join, same_origin_url, split_listing)
@@ -44,8 +44,9 @@ RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}  # data.commoncrawl.org answe
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 
 
-class DownloadError(RuntimeError):
-    pass
+class DownloadError(InputError, RuntimeError):
+    """A file or listing could not be fetched (HTTP error, retries exhausted, not gzip): the CLI
+    prints it as one line; rerunning resumes where the download stopped."""
 
 
 class _Retryable(Exception):
@@ -83,7 +84,12 @@ def fetch_listing(crawl: str, base_url: str = DEFAULT_BASE_URL, *, retries: int 
     check_crawl_name(crawl)
     rel = f"crawl-data/{crawl}/warc.paths.gz"
     if base_url.startswith("file://") or not re.match(r"^https?://", base_url):
-        data = (Path(base_url.removeprefix("file://")) / rel).read_bytes()
+        local = Path(base_url.removeprefix("file://")) / rel
+        try:
+            data = local.read_bytes()
+        except OSError as e:
+            raise DownloadError(f"{local}: cannot read the crawl listing ({e.strerror}); is {crawl!r} "
+                                f"the crawl name and {base_url} the crawl's folder?") from None
     else:
         s, url = _session(session), same_origin_url(_base(base_url), rel)
         for attempt in range(retries + 1):
