@@ -18,6 +18,7 @@ import dagster as dg
 from assets.data import _crawl_of_run, clean_text
 from assets.lineage import MLflowTracker
 from assets.resources import CrawlSource, DataConfigResource, LakeResource, SparkResource
+from pipelines.errors import UserError
 from pipelines.io import dir_digest, read_documents, staged
 from pipelines.shards import split_of, tokens_config
 
@@ -66,7 +67,7 @@ def tokenizer(context: dg.AssetExecutionContext, source: CrawlSource, lake: Lake
     out = Path(lake.root) / "tokenizer" / version
     inputs = [("clean_text", str(crawl.clean), clean_digest)]
     with mlflow_tracker.start_run(context, {"tokenizer": settings, "crawl": crawl.crawl}, inputs) as run:
-        with staged(out) as stage:
+        with staged(out, kind="tokenizer") as stage:
             train_tokenizer(_texts(crawl.clean, "train", tcfg["val_fraction"]), int(tcfg["vocab_size"]),
                             stage, max_chars=tcfg.get("max_chars"), max_docs=tcfg.get("max_docs"),
                             min_frequency=int(tcfg.get("min_frequency", 2)))
@@ -171,15 +172,13 @@ def _check_shards(out: Path, manifest: dict) -> list[dg.AssetCheckResult]:
     problems = []
     for split in manifest["splits"]:
         try:
-            ts = TokenShards(out, split)
-            if not ts.verify():
-                problems.append(f"{split}: sha256 mismatch")
+            ts = TokenShards(out, split, verify_digests=True)
             starts = ts.doc_starts()
             if len(starts) != ts.num_documents:
                 problems.append(f"{split}: index has {len(starts)} documents, manifest {ts.num_documents}")
             if len(starts) and any(ts.tokens(int(s), 1)[0] != ts.bos_id for s in starts[:1000]):
                 problems.append(f"{split}: a document does not start with BOS")
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, UserError) as e:  # InputError names the damaged file
             problems.append(f"{split}: {e}")
     train = manifest["splits"]["train"]["tokens"]
     return [dg.AssetCheckResult(check_name=SHARDS_CONSISTENT, passed=not problems,

@@ -28,3 +28,7 @@ class InputError(UserError):
 
 class UnsafePathError(UserError):
     """A listing entry or path would reach outside its root or to a host it is not listed for."""
+
+
+class OutputError(UserError):
+    """The output location cannot be written: read-only, full, not permitted, not a directory."""

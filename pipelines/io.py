@@ -1,22 +1,36 @@
-"""Atomic writes: a killed run never leaves a half output that looks complete.
+"""Atomic writes: a killed run never leaves a half output that looks complete, and an output
+replaces only what the project itself wrote there.
 
 Everything is written to a hidden temporary name beside the target and renamed into place; readers
 ignore names starting with '.' or '_' (as Spark and Hadoop do).
 
-A directory output is built in a staging directory beside it (`staged(final)`), swapped in when
-complete and removed on error. A process killed with SIGKILL runs no cleanup, so each staging
+A directory output is built in a staging directory beside it (`staged(final, kind=...)`), swapped
+in when complete and removed on error. A process killed with SIGKILL runs no cleanup, so each staging
 directory is paired with a lock file its writer holds (flock: the kernel releases it when the
 process dies, however it dies); the next writer of the same output removes every staging
 directory whose lock is free. A concurrent live writer keeps its lock, and its work.
+
+The swap writes a hidden marker (`.crawl2chat-output.json`: kind, writer version, time) into the
+output. A target may be replaced only when it is absent, an empty directory, or carries the marker
+of the same kind; anything else (a user's directory, a regular file, a symlink) is refused with
+OutputExistsError, before any work and again at the swap, unless `force=True`. Outputs written
+before markers existed are recognised by their files (LEGACY_FILES). A read-only, full or
+otherwise unwritable output location becomes an OutputError naming the path.
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import glob
+import json
+import logging
 import os
 import shutil
+import time
 import uuid
 from contextlib import contextmanager
+from fnmatch import fnmatch
+from functools import lru_cache
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -24,6 +38,26 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.document import Document
+from pipelines.errors import OutputError, OutputExistsError
+
+log = logging.getLogger(__name__)
+
+MARKER = ".crawl2chat-output.json"
+
+# Outputs written before the marker existed carry none. An unmarked directory is still taken as the
+# project's own output of `kind` (and replaced) when it holds at least one file and every file in it,
+# at any depth, matches that kind's patterns: what the previous version wrote there and nothing else.
+# A user's directory practically never consists only of these; one that does was made of our files.
+_PARQUET = ("*.parquet",)
+LEGACY_FILES: dict[str, tuple[str, ...]] = {
+    "extracted_text": _PARQUET, "filtered_text": _PARQUET, "removed": _PARQUET,
+    "deduped_text": _PARQUET, "clean_text": _PARQUET,
+    "process": (*_PARQUET, "stats.json", "config.json"),
+    "tokenizer": ("tokenizer.json", "tokenizer_meta.json", "token_bytes.npy"),
+    "token_shards": (*_PARQUET, "manifest.json", "shard_*.bin", "shard_*.idx"),
+    "export": ("model.safetensors", "config.json", "tokenizer.json", "tokenizer_meta.json",
+               "token_bytes.npy"),
+}
 
 
 def tmp_sibling(path: Path) -> Path:
@@ -46,15 +80,159 @@ def atomic_write_text(path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def replace_dir(staging: Path, final: Path) -> None:
-    """Swap a fully written staging directory into place (re-materialization replaces outputs)."""
+# ------------------------------------------------------------------------------------------------
+# What may be replaced
+
+def _marker_kind(path: Path) -> str | None:
+    """The kind recorded in a directory's output marker (None: no readable marker)."""
+    try:
+        kind = None if (path / MARKER).is_symlink() else json.loads((path / MARKER).read_text()).get("kind")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return kind if isinstance(kind, str) else None
+
+
+def _is_legacy_output(path: Path, kind: str) -> bool:
+    patterns = LEGACY_FILES.get(kind, ())
+    # os.walk lists a symlinked directory among the directories but does not descend into it.
+    entries = [Path(top, n) for top, dirs, names in os.walk(path)
+               for n in names + [d for d in dirs if os.path.islink(os.path.join(top, d))]]
+    return bool(entries) and all(not e.is_symlink() and any(fnmatch(e.name, p) for p in patterns)
+                                 for e in entries)
+
+
+def _refusal(final: Path, kind: str) -> str | None:
+    """Why `final` must not be replaced by a `kind` output without force (None: it may be)."""
+    if final.is_symlink():
+        return "is a symbolic link"
+    if not final.exists():
+        return None
+    if not final.is_dir():
+        return "is a file, not a directory crawl2chat wrote"
+    if (final / MARKER).exists():
+        written = _marker_kind(final)
+        if written == kind:
+            return None
+        if written is None:
+            return f"has an unreadable {MARKER}"
+        return f"holds a crawl2chat {written!r} output, not {kind!r}"
+    if not any(final.iterdir()) or _is_legacy_output(final, kind):
+        return None
+    return f"exists and was not written by crawl2chat (it has no {MARKER})"
+
+
+def check_output_target(final, kind: str, force: bool = False) -> None:
+    """Raise OutputExistsError unless `final` may be replaced by a `kind` output."""
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    old = final.with_name(f".{final.name}.old.{uuid.uuid4().hex[:8]}")
-    if final.exists():
-        os.replace(final, old)
-    os.replace(staging, final)
-    shutil.rmtree(old, ignore_errors=True)
+    why = None if force else _refusal(final, kind)
+    if why is not None:
+        raise OutputExistsError(f"{final} {why}; crawl2chat replaces only outputs it wrote. Move it "
+                                f"away or choose another output path, or pass --force to replace it")
+
+
+@lru_cache(maxsize=1)
+def _writer_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return f"crawl2chat {version('crawl2chat')}"
+    except PackageNotFoundError:
+        return "crawl2chat (not installed)"
+
+
+def _write_marker(directory: Path, kind: str) -> None:
+    atomic_write_text(directory / MARKER, json.dumps({
+        "kind": kind, "writer": _writer_version(),
+        "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, indent=1) + "\n")
+
+
+# ------------------------------------------------------------------------------------------------
+# Unwritable output locations
+
+_OUTPUT_ERRNOS = {
+    errno.EACCES: "choose an output location you can write to, or fix its permissions",
+    errno.EPERM: "choose an output location you can write to, or fix its permissions",
+    errno.EROFS: "choose an output location on a writable file system",
+    errno.ENOSPC: "free space on its file system or choose another output location",
+    errno.EDQUOT: "free space (your disk quota is used up) or choose another output location",
+    errno.ENOTDIR: "a part of the path is a file, not a directory: choose another output location",
+    errno.EBUSY: "it is busy (a mount point?): choose a path inside it",
+}
+
+
+def _concerns_output(name, final: Path) -> bool:
+    """Whether a path from an OSError is the output, one of its parents, or one of the hidden
+    names beside it that this module creates (staging, lock, previous output)."""
+    p = Path(os.path.abspath(os.fsdecode(name)))
+    final = Path(os.path.abspath(final))
+    if p == final or p in final.parents:
+        return True
+    ours = f".{final.name}."
+    return any(q.parent == final.parent and q.name.startswith(ours) for q in (p, *p.parents))
+
+
+def _as_output_error(e: OSError, final: Path) -> OutputError | None:
+    code, reason = e.errno, e.strerror or str(e)
+    names = [n for n in (e.filename, e.filename2) if n is not None]
+    if code == errno.EEXIST and names and not Path(os.fsdecode(names[0])).is_dir():
+        code, reason = errno.ENOTDIR, os.strerror(errno.ENOTDIR)  # mkdir where a file is
+    advice = _OUTPUT_ERRNOS.get(code)
+    if advice is None:
+        return None
+    if names:
+        if not any(_concerns_output(n, final) for n in names):
+            return None  # e.g. an unreadable input: not the output's problem
+        reason = f"{os.fsdecode(names[0])}: {reason}"
+    elif code not in (errno.ENOSPC, errno.EDQUOT):
+        return None  # a failed write() names no file; inside staged() a full disk is the output's
+    return OutputError(f"cannot write {final} ({reason}); {advice}")
+
+
+@contextmanager
+def _output_errors(final: Path) -> Iterator[None]:
+    """OSErrors about the output location become one OutputError naming it (the one place)."""
+    try:
+        yield
+    except OSError as e:
+        err = _as_output_error(e, Path(final))
+        if err is None:
+            raise
+        raise err from e
+
+
+# ------------------------------------------------------------------------------------------------
+# The swap
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def replace_dir(staging: Path, final: Path, *, kind: str, force: bool = False) -> None:
+    """Mark a fully written staging directory as a `kind` output and swap it into place. The
+    previous target is moved aside first and removed only once the new output is in place."""
+    staging, final = Path(staging), Path(final)
+    with _output_errors(final):
+        check_output_target(final, kind, force)  # again: something may have appeared meanwhile
+        _write_marker(staging, kind)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        old = final.with_name(f".{final.name}.old.{uuid.uuid4().hex[:8]}")
+        moved = os.path.lexists(final)
+        if moved:
+            os.replace(final, old)
+        try:
+            os.replace(staging, final)
+        except BaseException:
+            if moved:
+                os.replace(old, final)  # put the previous output back
+            raise
+    if moved:
+        try:
+            _remove(old)
+        except OSError as e:
+            log.warning("%s is in place, but the previous one, moved aside to %s, could not be "
+                        "removed (%s): remove it by hand", final, old, e)
 
 
 _LOCKS: dict[Path, int] = {}  # claimed directory -> fd of its held lock file
@@ -63,14 +241,19 @@ _CLAIM_KINDS = ("staging", "scratch")
 
 def _claim(final: Path, kind: str) -> Path:
     """A new hidden directory beside `final`, locked by this process until _release()."""
-    sweep_stale(final)
-    d = final.with_name(f".{final.name}.{kind}.{uuid.uuid4().hex[:8]}")
-    d.parent.mkdir(parents=True, exist_ok=True)
-    # Lock first, directory second: a directory without a held lock is never a live one.
-    fd = os.open(f"{d}.lock", os.O_CREAT | os.O_RDWR, 0o644)
-    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    _LOCKS[d] = fd
-    d.mkdir()
+    with _output_errors(final):
+        sweep_stale(final)
+        d = final.with_name(f".{final.name}.{kind}.{uuid.uuid4().hex[:8]}")
+        d.parent.mkdir(parents=True, exist_ok=True)
+        # Lock first, directory second: a directory without a held lock is never a live one.
+        fd = os.open(f"{d}.lock", os.O_CREAT | os.O_RDWR, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        _LOCKS[d] = fd
+        try:
+            d.mkdir()
+        except BaseException:
+            _release(d)
+            raise
     return d
 
 
@@ -83,7 +266,8 @@ def _release(d: Path) -> None:
 
 def sweep_stale(final: Path) -> list[Path]:
     """Remove what killed writers of `final` left beside it: staging and scratch directories
-    whose lock nobody holds, and the previous output a swap was about to delete."""
+    whose lock nobody holds, and the previous output a swap was about to delete. Only these
+    hidden names, which this module creates, are ever touched."""
     final = Path(final)
     if not final.parent.is_dir():
         return []
@@ -94,8 +278,12 @@ def sweep_stale(final: Path) -> list[Path]:
                 continue
             if kind != "old" and not _lock_is_free(Path(f"{d}.lock")):
                 continue
-            shutil.rmtree(d, ignore_errors=True)
-            Path(f"{d}.lock").unlink(missing_ok=True)
+            try:
+                _remove(d)
+                Path(f"{d}.lock").unlink(missing_ok=True)
+            except OSError as e:
+                log.warning("could not remove %s, left by an earlier writer of %s (%s)", d, final, e)
+                continue
             removed.append(d)
     return removed
 
@@ -127,12 +315,23 @@ def scratch(final, kind: str = "scratch") -> Iterator[Path]:
 
 
 @contextmanager
-def staged(final) -> Iterator[Path]:
-    """Build the directory `final` in a staging directory: swapped into place when the block
-    ends normally, removed when it raises."""
-    with scratch(final, "staging") as d:
-        yield d
-        replace_dir(d, Path(final))
+def staged(final, *, kind: str, force: bool = False) -> Iterator[Path]:
+    """Build the directory `final`, a `kind` output, in a staging directory: swapped into place
+    when the block ends normally, removed when it raises.
+
+    Refused up front (OutputExistsError), before any work, when `final` holds something crawl2chat
+    did not write (see check_output_target), unless `force`. OSErrors that say the output location
+    is unwritable or full, raised here or in the block, become an OutputError naming it."""
+    final = Path(final)
+    if final.name in ("", ".", ".."):
+        final = Path(os.path.abspath(final))
+    if not final.name:
+        raise OutputError(f"cannot write {final}: the output must be a directory below the root")
+    with _output_errors(final):
+        check_output_target(final, kind, force)  # before any work
+        with scratch(final, "staging") as d:
+            yield d
+            replace_dir(d, final, kind=kind, force=force)
 
 
 class ParquetSink:

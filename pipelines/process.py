@@ -23,6 +23,7 @@ from pathlib import Path
 from pipelines.config import load_config
 from pipelines.errors import ConfigError, InputError
 from pipelines.io import ParquetSink, RemovedWriter, read_documents, staged
+from pipelines.lifecycle import die_with_parent
 from pipelines.runner import RunStats, Stage, run_stages
 
 log = logging.getLogger(__name__)
@@ -115,17 +116,19 @@ def sanity_warnings(stats: RunStats) -> list[str]:
 
 
 def process_warcs(warc_paths: list, out_dir, cfg: dict | None = None, workers: int = 1,
-                  dump: str | None = None, progress: bool = False) -> RunStats:
-    """The full single-machine pipeline. Writes out_dir/{filtered,removed,clean}/ and stats.json."""
+                  dump: str | None = None, progress: bool = False, force: bool = False) -> RunStats:
+    """The full single-machine pipeline. Writes out_dir/{filtered,removed,clean}/ and stats.json.
+    An out_dir that crawl2chat did not write is refused before any work unless `force`."""
     cfg = cfg or load_config()
     out_dir = Path(out_dir)
-    with staged(out_dir) as stage_dir:  # swapped in at the end of the block
+    with staged(out_dir, kind="process", force=force) as stage_dir:  # swapped in at the end of the block
         total = RunStats()
         tasks = [(i, str(p), str(stage_dir), cfg, dump) for i, p in enumerate(warc_paths)]
         bar = _progress(len(tasks), "WARC files", progress)
         t0 = time.perf_counter()
         files = {}
-        with ProcessPoolExecutor(workers) if workers > 1 else nullcontext() as pool:
+        with ProcessPoolExecutor(workers, initializer=die_with_parent, initargs=(os.getpid(),)) \
+                if workers > 1 else nullcontext() as pool:
             for t, stats in zip(tasks, (pool or builtins).map(process_warc_file, tasks)):
                 total.merge(RunStats.from_dict(stats))
                 files[t[1]] = file_accounting(stats)
@@ -167,6 +170,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dump", help="crawl name stored as `dump` (default: from the path)")
     parser.add_argument("--keep-going", action="store_true",
                         help="process what can be read: missing or unreadable inputs are reported, not fatal")
+    parser.add_argument("--force", action="store_true",
+                        help="replace --out even if it holds something crawl2chat did not write")
 
 
 def input_files(paths, keep_going: bool = False) -> tuple[list[Path], list[str]]:
@@ -209,7 +214,8 @@ def main(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {args.workers}")
     warcs, skipped = input_files(args.warcs, args.keep_going)
-    stats = process_warcs(warcs, args.out, cfg, workers=args.workers, dump=args.dump, progress=True)
+    stats = process_warcs(warcs, args.out, cfg, workers=args.workers, dump=args.dump, progress=True,
+                          force=args.force)
     print(funnel_summary(stats))
     print(f"\nkept documents: {args.out / 'clean'}   removed: {args.out / 'removed'}   "
           f"stats: {args.out / 'stats.json'}")

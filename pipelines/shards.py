@@ -18,6 +18,11 @@ document keeps its split however the corpus is partitioned, re-run or grown.
 Writers: `write_token_shards(docs, out_root, tokenizer, cfg)` encodes documents in the order
 given (the Spark job, pipelines/spark/tokens.py, gives them in id order and reuses `ShardSetWriter`
 for its final concatenation). Reader: `TokenShards(root, split)`.
+
+Opening checks what is cheap (a stat per file): the manifest is there and readable, every shard it
+lists exists with the size its header and the manifest give, every index holds one offset per
+document. `verify_digests=True` (or `verify()`) also recomputes the sha256 digests. A damaged set
+raises InputError naming the file; the way out is to rebuild it (REBUILD).
 """
 from __future__ import annotations
 
@@ -32,6 +37,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipelines.errors import InputError
 from pipelines.io import atomic_write_text, staged
 
 MAGIC = b"C2CTOKS\0"
@@ -43,6 +49,7 @@ MANIFEST = "manifest.json"
 COUNTS_DIR = "token_counts"
 COUNTS_SCHEMA = pa.schema([("id", pa.string()), ("split", pa.string()), ("token_count", pa.int64())])
 DEFAULTS = {"val_fraction": 0.01, "shard_tokens": 10_000_000, "encode_batch_docs": 512}
+REBUILD = "re-materialize the `token_shards` asset to rebuild it"
 
 
 def tokens_config(cfg: dict | None) -> dict:
@@ -189,7 +196,7 @@ def write_token_shards(docs: Iterable, out_root, tokenizer, cfg: dict | None = N
     from pipelines.tokenizer import Tokenizer, load_tokenizer
     tok = tokenizer if isinstance(tokenizer, Tokenizer) else load_tokenizer(tokenizer)
     cfg = tokens_config(cfg)
-    with staged(out_root) as stage:
+    with staged(out_root, kind="token_shards") as stage:
         writer = ShardSetWriter(stage, tok.vocab_size, tok.bos_id, tok.digest, cfg)
         counts = {"id": [], "split": [], "token_count": []}
         batch: list[tuple[str, str]] = []
@@ -219,33 +226,87 @@ def write_token_shards(docs: Iterable, out_root, tokenizer, cfg: dict | None = N
 write_shards = write_token_shards  # the name the shard contract uses
 
 
-class TokenShards:
-    """Read access to one split: `tokens(start, length)` spans shard boundaries."""
+def _read_manifest(root: Path) -> dict:
+    path = root / MANIFEST
+    if not root.is_dir():
+        raise InputError(f"no token shards at {root}: {'it is not a directory' if root.exists() else 'it does not exist'}"
+                         "; materialize the `token_shards` asset, or pass the directory it wrote")
+    if not path.is_file():
+        what = "is empty" if not any(root.iterdir()) else f"has no {MANIFEST}"
+        raise InputError(f"no token shards at {root}: it {what}; materialize the `token_shards` asset, "
+                         "or pass the directory it wrote")
+    try:
+        manifest = json.loads(path.read_text())
+        if not isinstance(manifest, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as e:
+        raise InputError(f"{path} cannot be read ({e}); {REBUILD}") from e
+    if manifest.get("version") != VERSION:
+        raise InputError(f"{path}: shard format version {manifest.get('version')!r}, this code reads "
+                         f"{VERSION}; {REBUILD}")
+    return manifest
 
-    def __init__(self, root, split: str = "train"):
+
+def _check_shard(path: Path, entry: dict, itemsize: int) -> None:
+    """The shard and its index exist with the sizes the manifest implies (a stat each, no reading
+    beyond the header): a truncated copy fails here, not as a memmap error inside training."""
+    tokens, docs = int(entry["tokens"]), int(entry["documents"])
+    want = HEADER_BYTES + tokens * itemsize
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise InputError(f"{path} is missing (listed in the manifest); {REBUILD}") from None
+    if size >= _HEADER.size:
+        with open(path, "rb") as f:
+            magic, version, isize, n, n_docs = _HEADER.unpack(f.read(_HEADER.size))
+        if (magic, version, isize, n, n_docs) != (MAGIC, VERSION, itemsize, tokens, docs):
+            raise InputError(f"{path}: header ({n} tokens, {n_docs} documents, {isize}-byte tokens) "
+                             f"does not match the manifest ({tokens}, {docs}, {itemsize}); {REBUILD}")
+    if size != want:
+        raise InputError(f"{path} is {size} bytes, {want} expected ({HEADER_BYTES}-byte header + {tokens} "
+                         f"tokens of {itemsize} bytes): the file is {'truncated' if size < want else 'damaged'}; "
+                         f"{REBUILD}")
+    idx = path.with_suffix(".idx")
+    idx_size = idx.stat().st_size if idx.is_file() else None
+    if idx_size != 8 * docs:
+        found = "missing" if idx_size is None else f"{idx_size} bytes"
+        raise InputError(f"{idx} is {found}, {8 * docs} bytes expected ({docs} document offsets); {REBUILD}")
+
+
+class TokenShards:
+    """Read access to one split: `tokens(start, length)` spans shard boundaries. Sizes are
+    checked on opening, sha256 digests too with `verify_digests=True` (InputError if damaged)."""
+
+    def __init__(self, root, split: str = "train", verify_digests: bool = False):
         self.root, self.split = Path(root), split
-        self.manifest = json.loads((self.root / MANIFEST).read_text())
-        if self.manifest.get("version") != VERSION:
-            raise ValueError(f"{self.root}: unsupported shard version {self.manifest.get('version')}")
-        info = self.manifest["splits"][split]
-        self.dtype = np.dtype(self.manifest["dtype"]).newbyteorder("<")
-        self.vocab_size = int(self.manifest["vocab_size"])
-        self.bos_id = int(self.manifest["bos_id"])
-        self.num_documents = int(info["documents"])
-        self.shard_names = [s["name"] for s in info["shards"]]
-        self._maps, offsets = [], [0]
-        for s in info["shards"]:
-            path = self.root / split / f"{s['name']}.bin"
-            with open(path, "rb") as f:
-                magic, version, itemsize, n, _docs = _HEADER.unpack(f.read(_HEADER.size))
-            if magic != MAGIC or version != VERSION or itemsize != self.dtype.itemsize or n != s["tokens"]:
-                raise ValueError(f"{path}: header does not match the manifest")
-            self._maps.append(np.memmap(path, dtype=self.dtype, mode="r", offset=HEADER_BYTES, shape=(n,)))
-            offsets.append(offsets[-1] + n)
+        self.manifest = _read_manifest(self.root)
+        splits = self.manifest.get("splits") or {}
+        if split not in splits:
+            raise InputError(f"{self.root / MANIFEST} has no {split!r} split (it has "
+                             f"{', '.join(map(repr, splits)) or 'none'}); {REBUILD}")
+        info = splits[split]
+        try:
+            self.dtype = np.dtype(self.manifest["dtype"]).newbyteorder("<")
+            self.vocab_size = int(self.manifest["vocab_size"])
+            self.bos_id = int(self.manifest["bos_id"])
+            self.num_documents = int(info["documents"])
+            self.shard_names = [s["name"] for s in info["shards"]]
+            self._maps, offsets = [], [0]
+            for s in info["shards"]:
+                path = self.root / split / f"{s['name']}.bin"
+                _check_shard(path, s, self.dtype.itemsize)
+                n = int(s["tokens"])
+                self._maps.append(np.memmap(path, dtype=self.dtype, mode="r", offset=HEADER_BYTES, shape=(n,)))
+                offsets.append(offsets[-1] + n)
+        except (KeyError, TypeError, ValueError) as e:
+            raise InputError(f"{self.root / MANIFEST} is malformed ({type(e).__name__}: {e}); {REBUILD}") from e
         self._offsets = np.asarray(offsets, dtype=np.int64)
         self.num_tokens = int(self._offsets[-1])
         if self.num_tokens != info["tokens"]:
-            raise ValueError(f"{self.root}/{split}: shard tokens do not add up to the manifest")
+            raise InputError(f"{self.root / MANIFEST}: the {split} shards hold {self.num_tokens} tokens, "
+                             f"the split total says {info['tokens']}; {REBUILD}")
+        if verify_digests:
+            self.verify()
 
     def __len__(self) -> int:
         return self.num_tokens
@@ -294,8 +355,12 @@ class TokenShards:
         return self.tokens(start, seq_len + 1)
 
     def verify(self) -> bool:
-        """Recompute every shard's sha256 against the manifest."""
+        """Recompute every shard's and index's sha256 against the manifest: True, or InputError
+        naming the first file that differs."""
         for s in self.manifest["splits"][self.split]["shards"]:
-            if _sha256(self.root / self.split / f"{s['name']}.bin") != s["sha256"]:
-                return False
+            for suffix, key in ((".bin", "sha256"), (".idx", "idx_sha256")):
+                path = self.root / self.split / f"{s['name']}{suffix}"
+                if key in s and (got := _sha256(path)) != s[key]:
+                    raise InputError(f"{path}: sha256 {got[:16]}... differs from the manifest's "
+                                     f"{s[key][:16]}...: the file is damaged; {REBUILD}")
         return True

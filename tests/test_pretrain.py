@@ -145,10 +145,11 @@ def test_partial_checkpoint_is_never_loaded(stage_runs, corpus, tmp_path):
     res = run(corpus, out, "train.steps=4", "train.zero_stage=1", "checkpoint.every=3", "eval.every=0",
               resume=True)
     assert res["resumed_from"] == "step_00000003" and [r["step"] for r in res["history"]] == [4]
-    # The save at step 4 replaced the corrupt tag and pruned the stale partial one (keep=2).
+    # The resume quarantined the corrupt tag (kept for inspection), the save wrote step 4 afresh.
     assert ckpt.latest_complete(out / "checkpoints") == (4, "step_00000004")
-    names = sorted(p.name for p in (out / "checkpoints").iterdir() if p.is_dir())
+    names = sorted(p.name for p in (out / "checkpoints").iterdir() if p.is_dir() and p.name[0] != ".")
     assert names == ["step_00000003", "step_00000004", "step_00000005"]  # 5 > newest complete: untouched
+    assert [p.name[:13] for p in (out / "checkpoints" / ckpt.QUARANTINE).iterdir()] == ["step_00000004"]
 
 
 def _subprocess_env(**extra):

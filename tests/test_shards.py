@@ -195,3 +195,86 @@ def test_spark_output_independent_of_partitioning(spark, tok, clean_dirs, tmp_pa
     ts = TokenShards(b, "val")
     val = sorted(d for d in _docs() if split_of(d[0], 0.1) == "val")
     assert [tok.decode(ts.document(i)) for i in range(ts.num_documents)] == [t for _, t in val]
+
+
+# ------------------------------------------------------------------------------------------
+# Damaged or missing shard sets: one InputError naming the file and what to do
+
+def _copy(shards, tmp_path) -> Path:
+    import shutil
+    root, _ = shards
+    dst = tmp_path / "tokens"
+    shutil.copytree(root, dst)
+    return dst
+
+
+def test_missing_or_empty_directory(tmp_path):
+    from pipelines.errors import InputError
+    with pytest.raises(InputError, match=f"{tmp_path / 'nope'}.*does not exist.*token_shards"):
+        TokenShards(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match=f"{tmp_path / 'empty'}: it is empty"):
+        TokenShards(tmp_path / "empty")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("x")
+    with pytest.raises(InputError, match="has no manifest.json"):
+        TokenShards(tmp_path / "other")
+
+
+def test_truncated_shard_names_the_file(shards, tmp_path):
+    from pipelines.errors import InputError
+    root = _copy(shards, tmp_path)
+    shard = root / "train" / "shard_00001.bin"
+    data = shard.read_bytes()
+    shard.write_bytes(data[:-100])  # a copy that stopped early
+    with pytest.raises(InputError, match=f"{shard} is {len(data) - 100} bytes, {len(data)} expected"
+                                         r".*truncated.*re-materialize the `token_shards` asset"):
+        TokenShards(root, "train")
+    TokenShards(root, "val")  # the other split is fine
+    shard.unlink()
+    with pytest.raises(InputError, match=f"{shard} is missing"):
+        TokenShards(root, "train")
+
+
+def test_truncated_index_and_bad_header(shards, tmp_path):
+    from pipelines.errors import InputError
+    root = _copy(shards, tmp_path)
+    idx = root / "train" / "shard_00000.idx"
+    idx.write_bytes(idx.read_bytes()[:-8])
+    with pytest.raises(InputError, match=f"{idx} is"):
+        TokenShards(root, "train")
+    shard = root / "val" / "shard_00000.bin"
+    raw = bytearray(shard.read_bytes())
+    raw[:8] = b"NOTTOKS\0"
+    shard.write_bytes(bytes(raw))
+    with pytest.raises(InputError, match=f"{shard}: header"):
+        TokenShards(root, "val")
+
+
+def test_corrupt_byte_caught_by_digest_on_request(shards, tmp_path):
+    from pipelines.errors import InputError
+    root = _copy(shards, tmp_path)
+    shard = root / "train" / "shard_00002.bin"
+    raw = bytearray(shard.read_bytes())
+    raw[HEADER_BYTES + 10] ^= 0xFF  # same size: only the digest can tell
+    shard.write_bytes(bytes(raw))
+    ts = TokenShards(root, "train")  # sizes are right: opening alone does not read every byte
+    with pytest.raises(InputError, match=f"{shard}: sha256 .* differs from the manifest"):
+        ts.verify()
+    with pytest.raises(InputError, match=str(shard)):
+        TokenShards(root, "train", verify_digests=True)
+    assert TokenShards(root, "val", verify_digests=True).verify()
+
+
+def test_damaged_manifest(shards, tmp_path):
+    from pipelines.errors import InputError
+    root = _copy(shards, tmp_path)
+    manifest = root / "manifest.json"
+    manifest.write_text(manifest.read_text()[:50])
+    with pytest.raises(InputError, match=f"{manifest} cannot be read"):
+        TokenShards(root)
+    manifest.write_text(json.dumps({"version": 1, "splits": {"train": {}}}))
+    with pytest.raises(InputError, match="malformed"):
+        TokenShards(root)
+    with pytest.raises(InputError, match="no 'test' split"):
+        TokenShards(root, "test")

@@ -8,16 +8,26 @@ process killed mid-save leaves a tag directory that looks like any other. We cal
 save_latest=False, wait for every rank to return from it, fsync the files, and only then rank 0 writes
 COMPLETE.json atomically (temp file + rename). A tag without that marker is never loaded and is deleted
 by the next successful save.
+
+A tag whose marker is there but whose files no longer match it (truncated or lost after the save: a
+full disk, a bad copy) is damaged, not unfinished: the resume skips it and moves it to
+<out>/checkpoints/.quarantine/<tag>-<time> with a warning, where nothing lists it and the user can
+inspect it; it is never deleted by us.
 """
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
+import time
 from pathlib import Path
 
+log = logging.getLogger(__name__)
+
 MARKER = "COMPLETE.json"
+QUARANTINE = ".quarantine"
 _TAG = re.compile(r"^step_(\d{8})$")
 
 
@@ -32,23 +42,48 @@ def _tags(ckpt_dir: Path) -> list[tuple[int, Path]]:
     return sorted(out)
 
 
-def is_complete(tag_dir: Path) -> bool:
-    """Marker present and every file it lists still there with its recorded size."""
+def damage(tag_dir: Path) -> str | None:
+    """What is wrong with a tag that has a marker: a file it lists missing or of another size, or
+    the marker unreadable. None when the files match it, or when there is no marker (unfinished)."""
+    if not (tag_dir / MARKER).exists():
+        return None
     try:
         marker = json.loads((tag_dir / MARKER).read_text())
-    except (OSError, ValueError):
-        return False
-    for rel, size in marker.get("files", {}).items():
-        f = tag_dir / rel
-        if not f.is_file() or f.stat().st_size != size:
-            return False
-    return True
+        for rel, size in marker.get("files", {}).items():
+            f = tag_dir / rel
+            if not f.is_file():
+                return f"{rel} is missing"
+            if f.stat().st_size != size:
+                return f"{rel} is {f.stat().st_size} bytes, {size} when it was saved"
+    except (OSError, ValueError, AttributeError) as e:  # also: another rank moved it meanwhile
+        return f"{MARKER} cannot be read ({e})"
+    return None
+
+
+def is_complete(tag_dir: Path) -> bool:
+    """Marker present and every file it lists still there with its recorded size."""
+    return (tag_dir / MARKER).is_file() and damage(tag_dir) is None
+
+
+def quarantine(tag_dir: Path, why: str) -> Path | None:
+    """Move a damaged tag to <ckpt_dir>/.quarantine/<tag>-<time> (None if another rank did)."""
+    dest = tag_dir.parent / QUARANTINE / f"{tag_dir.name}-{time.strftime('%Y%m%dT%H%M%S')}"
+    dest.parent.mkdir(exist_ok=True)
+    try:
+        os.rename(tag_dir, dest)
+    except FileNotFoundError:
+        return None  # every rank looks; the first one moves it
+    log.warning("checkpoint %s is damaged (%s): skipped, and moved to %s for inspection", tag_dir, why, dest)
+    return dest
 
 
 def latest_complete(ckpt_dir: str | Path) -> tuple[int, str] | None:
-    """(step, tag) of the newest complete checkpoint, or None."""
+    """(step, tag) of the newest complete checkpoint, or None. Damaged tags on the way are
+    quarantined; unfinished ones (no marker) are left to prune()."""
     for step, path in reversed(_tags(Path(ckpt_dir))):
-        if is_complete(path):
+        if (why := damage(path)) is not None:
+            quarantine(path, why)
+        elif is_complete(path):
             return step, path.name
     return None
 

@@ -4,8 +4,9 @@
     model = load_model("lake/models/base/<run>/export")   # GPT in eval mode
     tok = pipelines.tokenizer.load_tokenizer(same dir)
 
-The export directory is written to a temporary sibling and renamed into place, so a killed export
-never leaves a directory that looks complete. Tied embeddings are stored once (safetensors refuses
+The export directory is staged like every directory output (pipelines/io.py, kind "export"): built
+beside its target and swapped in whole, so a killed export never leaves a directory that looks
+complete, and a directory crawl2chat did not write is never replaced. Tied embeddings are stored once (safetensors refuses
 shared tensors); load_model re-ties them through the model constructor.
 """
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from pipelines.io import staged
 from training.model import GPT, GPTConfig
 
 FORMAT = "crawl2chat-gpt"
@@ -43,27 +45,22 @@ def export_state(state: dict[str, torch.Tensor], cfg: GPTConfig, out_dir: str | 
     from safetensors.torch import save_file
     from training.data import TOKENIZER_FILES
     out_dir = Path(out_dir)
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     tensors = {}
     for k, v in state.items():
         if cfg.tie_embeddings and k == "lm_head.weight":
             continue  # same tensor as wte.weight
         v = v.to(dtype) if dtype is not None and v.is_floating_point() else v
         tensors[k] = v.contiguous()
-    save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": FORMAT})
-    stored_dtype = str(next(iter(tensors.values())).dtype).replace("torch.", "")
-    meta = {"format": FORMAT, "model": cfg.to_dict(), "dtype": stored_dtype, **(extra or {})}
-    (tmp / "config.json").write_text(json.dumps(meta, indent=1))
-    if tokenizer_dir:
-        for name in TOKENIZER_FILES:
-            src = Path(tokenizer_dir) / name
-            if src.exists():
-                shutil.copy2(src, tmp / name)
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    tmp.rename(out_dir)
+    with staged(out_dir, kind="export") as tmp:
+        save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": FORMAT})
+        stored_dtype = str(next(iter(tensors.values())).dtype).replace("torch.", "")
+        meta = {"format": FORMAT, "model": cfg.to_dict(), "dtype": stored_dtype, **(extra or {})}
+        (tmp / "config.json").write_text(json.dumps(meta, indent=1))
+        if tokenizer_dir:
+            for name in TOKENIZER_FILES:
+                src = Path(tokenizer_dir) / name
+                if src.exists():
+                    shutil.copy2(src, tmp / name)
     return out_dir
 
 

@@ -102,13 +102,15 @@ def _file_tasks(work, out_dir: str, removed_dir: str | None):
     return fn
 
 
-def run_file_tasks(spark: SparkSession, n_tasks: int, work, out_dir, removed_dir=None) -> RunStats:
+def run_file_tasks(spark: SparkSession, n_tasks: int, work, out_dir, removed_dir=None, *,
+                   kind: str) -> RunStats:
     """Run `work(part, out_dir, removed_dir) -> stats dict` for part in 0..n_tasks-1, one Spark
-    task each, writing into staging directories that replace `out_dir` (and `removed_dir`) only
-    when every task succeeded. `work` must pickle small (paths and config, never models)."""
+    task each, writing into staging directories that replace `out_dir` (a `kind` output) and
+    `removed_dir` only when every task succeeded. `work` must pickle small (paths and config,
+    never models)."""
     stats = RunStats()
-    with staged(out_dir) as out_stage, \
-            (staged(removed_dir) if removed_dir is not None else nullcontext()) as removed_stage:
+    with staged(out_dir, kind=kind) as out_stage, \
+            (staged(removed_dir, kind="removed") if removed_dir is not None else nullcontext()) as removed_stage:
         if n_tasks:
             # n rows in n partitions: spark.range splits evenly, so exactly one row per task.
             rows = (spark.range(0, n_tasks, 1, n_tasks)
@@ -135,7 +137,11 @@ def process_batch(spark: SparkSession, warc_paths, out_dir, removed_dir, cfg: di
     """
     paths = [str(Path(p).absolute()) for p in warc_paths]
     work = functools.partial(_part_work, paths, executor_config(cfg, extraction_workers), dump, step)
-    return run_file_tasks(spark, len(paths), work, out_dir, removed_dir)
+    return run_file_tasks(spark, len(paths), work, out_dir, removed_dir, kind=_STEP_KINDS[step])
+
+
+# What a step's kept documents are (the output kind staged() marks them with).
+_STEP_KINDS = {"all": "filtered_text", "extract": "extracted_text", "filter": "filtered_text"}
 
 
 def extract_batch(spark: SparkSession, warc_paths, out_dir, removed_dir, cfg: dict,
@@ -148,4 +154,4 @@ def filter_batch(spark: SparkSession, input_dir, out_dir, removed_dir, cfg: dict
     """Language ID and quality filters over a batch's extracted Parquet parts (filtered_text)."""
     parts = [str(Path(p).absolute()) for p in parquet_files(input_dir)]
     work = functools.partial(_part_work, parts, executor_config(cfg), None, "filter")
-    return run_file_tasks(spark, len(parts), work, out_dir, removed_dir)
+    return run_file_tasks(spark, len(parts), work, out_dir, removed_dir, kind="filtered_text")

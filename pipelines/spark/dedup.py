@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 from pyspark.sql import Observation, SparkSession, Window
 from pyspark.sql import functions as F
 
-from pipelines.io import ParquetSink, parquet_files, scratch
+from pipelines.io import ParquetSink, check_output_target, parquet_files, scratch
 from pipelines.runner import RunStats, StageStats
 from pipelines.spark.components import connected_components
 
@@ -94,6 +94,9 @@ def dedup_crawl(spark: SparkSession, input_dirs, out_dir, removed_dir, cfg: dict
     """
     from pipelines.spark.batch import run_file_tasks
     t0 = time.perf_counter()
+    check_output_target(out_dir, "deduped_text")  # now, not after the clustering
+    if removed_dir is not None:
+        check_output_target(removed_dir, "removed")
     files = [str(f.absolute()) for f in parquet_files(*input_dirs)]  # this order numbers the rows
     # Cluster assignments, between the Spark job that finds them and the tasks that write; beside
     # the output so executors on a cluster see it too; removed whatever happens. (A folder inside
@@ -102,7 +105,7 @@ def dedup_crawl(spark: SparkSession, input_dirs, out_dir, removed_dir, cfg: dict
         clusters_dir = tmp / "clusters"
         counters = _find_clusters(spark, files, clusters_dir, cfg) if files else {}
         work = functools.partial(_write_part, files, str(clusters_dir))
-        stats = run_file_tasks(spark, len(files), work, out_dir, removed_dir)
+        stats = run_file_tasks(spark, len(files), work, out_dir, removed_dir, kind="deduped_text")
     minhash = stats.get("minhash") or StageStats("minhash")
     minhash.counters.update(counters)
     minhash.seconds = time.perf_counter() - t0
@@ -229,7 +232,7 @@ def scrub_pii(spark: SparkSession, input_dir, out_dir, cfg: dict) -> RunStats:
     from pipelines.spark.batch import run_file_tasks
     files = [str(p) for p in parquet_files(input_dir)]
     work = functools.partial(_pii_work, files, dict(cfg.get("pii", {})))
-    stats = run_file_tasks(spark, len(files), work, out_dir)
+    stats = run_file_tasks(spark, len(files), work, out_dir, kind="clean_text")
     if "pii" not in stats:
         stats = RunStats({"pii": StageStats("pii")})
     return stats

@@ -133,7 +133,7 @@ def write_token_shards_spark(spark: SparkSession, input_dirs, out_root, tokenize
     tokenizer_path = str(Path(tokenizer_path).resolve())
     tok = load_tokenizer(tokenizer_path)
     out_root = Path(out_root)
-    with staged(out_root) as stage:
+    with staged(out_root, kind="token_shards") as stage:
         parts_dir = (stage / _PARTS).resolve()
         (stage / COUNTS_DIR).mkdir()
         rows = []
