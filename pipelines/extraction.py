@@ -13,13 +13,15 @@ Throughput: `workers` processes run concurrently. Documents are dealt to workers
 the input order and every worker sees the same sequence of documents on every run; this matters
 because trafilatura's `deduplicate=True` keeps a per-process cache of text segments it has seen.
 `workers: 0` runs the extractor inline with no timeout (for a Spark executor, where the executor
-itself is the disposable process).
+itself is the disposable process). Workers die with the process that forked them, however it dies
+(`pipelines/lifecycle.py`).
 """
 from __future__ import annotations
 
 import importlib
 import multiprocessing
 import multiprocessing.connection
+import os
 import re
 import signal
 import time
@@ -27,6 +29,7 @@ from collections import deque
 from typing import Callable
 
 from pipelines.document import Document
+from pipelines.lifecycle import die_with_parent
 from pipelines.runner import Stage
 
 Extractor = Callable[[str], "str | None"]
@@ -90,8 +93,9 @@ def resolve_callable(spec: str | Callable) -> Callable:
     return getattr(importlib.import_module(module), attr)
 
 
-def _serve(conn, extract: Extractor) -> None:
+def _serve(conn, extract: Extractor, parent_pid: int) -> None:
     """Worker loop: receive HTML, send back ("ok", text) or ("error", message); None stops it."""
+    die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     while True:
         try:
@@ -123,7 +127,7 @@ class _Worker:
 
     def _start(self) -> None:
         parent, child = self._mp.Pipe()
-        self.proc = self._mp.Process(target=_serve, args=(child, self._extract), daemon=True,
+        self.proc = self._mp.Process(target=_serve, args=(child, self._extract, os.getpid()), daemon=True,
                                      name="c2c-extraction")
         self.proc.start()
         child.close()

@@ -3,7 +3,15 @@
 Built on fastwarc's ArchiveIterator (C++; streaming). Keeps `response` records with a 2xx status
 and an HTML MIME type, decodes the body to text (the HTML, extraction comes later) and keeps
 provenance: id = WARC-Record-ID, url, date (WARC-Date), dump (crawl name), file_path and the
-record's byte offset. Drops, with reason: `http_status`, `non_html`, `undecodable`.
+record's byte offset. Drops, with reason: `http_status`, `non_html`, `undecodable`,
+`oversize_body`.
+
+Memory stays bounded whatever the input. A body is read up to `max_body_bytes` + 1 (fastwarc
+inflates and de-chunks lazily), so a longer one, a decompression bomb among them (a few MB of gzip
+holding GBs), is dropped having cost the cap. The reader then resumes at the next gzip member
+rather than let fastwarc inflate the rest to skip it (it still does for a file's first record,
+before the layout is known: at several GB/s, in bounded memory). Every member this module inflates
+itself, to check or to resynchronise, is inflated in pieces and given up on past cap + headers.
 
 Broken input must neither crash a run nor cost the rest of a file. fastwarc stops at the first
 bad gzip member, sometimes with an OSError and sometimes silently (a truncated last member), and a
@@ -15,7 +23,8 @@ wrong Content-Length makes it read into the next record. So the reader:
   that decompresses cleanly and starts with `WARC/` (the next `WARC/1.` line in plain files) and
   restarts the iterator there;
 - counts each event (`truncated_gzip`, `corrupt_gzip`, `bad_content_length`, `invalid_record`,
-  `single_gzip_stream`, `no_http_headers`, ...) with ctx.count and logs one line for it.
+  `single_gzip_stream`, `no_http_headers`, ...) with ctx.count and logs one line for it; files
+  that hold no document at all are counted too (`empty_file`, `no_response_records`).
 """
 from __future__ import annotations
 
@@ -31,11 +40,17 @@ from typing import Iterable, Iterator
 from fastwarc.warc import ArchiveIterator, WarcRecordType
 
 from pipelines.document import Document
+from pipelines.errors import ConfigError
 from pipelines.runner import Stage, StageContext, StageStats
 
 log = logging.getLogger(__name__)
 
 GZIP_MAGIC = b"\x1f\x8b\x08"
+DEFAULT_MAX_BODY_BYTES = 4 << 20
+# Room for the WARC and HTTP headers (and chunked framing) on top of a body: a gzip member that
+# inflates past max_body_bytes + this cannot hold a body within the cap.
+_HEADER_SLACK = 1 << 20
+_PIECE = 1 << 20  # the most one zlib call may produce: 64 KiB of bomb would otherwise be 64 MiB at once
 # the bucket layout (crawl-data/<crawl>/segments/...) or the lake's (crawls/<crawl>/warc/...)
 _CRAWL_IN_PATH = re.compile(r"(?:crawl-data|crawls)/([^/]+)/")
 _META_CHARSET = re.compile(rb"""<meta[^>]{0,200}?charset\s*=\s*["']?\s*([A-Za-z0-9_.:\-]{1,40})""", re.I)
@@ -115,9 +130,10 @@ class _Rec:
     mime: str | None = None
     charset: str | None = None
     body: bytes | None = None
+    oversize: bool = False   # the body is longer than the cap: not kept, dropped as oversize_body
 
 
-def _materialize(rec, pos: int | None, want_body) -> _Rec:
+def _materialize(rec, pos: int | None, want_body, max_body: int) -> _Rec:
     """Copy what we need out of a fastwarc record (its reader dies when the iterator moves on)."""
     if rec.record_type != WarcRecordType.response:
         return _Rec(pos, False)
@@ -134,44 +150,65 @@ def _materialize(rec, pos: int | None, want_body) -> _Rec:
         r.mime = ct.split(";")[0].strip().lower() if ct else None
         r.charset = rec.http_charset
     if want_body(r):
-        r.body = rec.reader.read()
+        # at most cap + 1 bytes (fastwarc inflates and de-chunks lazily): one more tells "longer"
+        body = rec.reader.read(max_body + 1)
+        if len(body) > max_body:
+            r.oversize = True
+        else:
+            r.body = body
     return r
 
 
-def _member_at(fd: int, pos: int, size: int, max_bytes: int = 1 << 30) -> tuple[bytes, int] | None:
-    """Decompress the single gzip member starting at `pos`: (data, end offset), or None if it is
-    not one complete, CRC-valid member."""
+def _inflate(fd: int, start: int, stop: int, limit: float = float("inf"),
+             keep: bool = False) -> tuple[str, bytes, int]:
+    """Inflate the gzip member at `start`, reading no further than `stop`, in pieces of at most
+    _PIECE bytes, and not past `limit` bytes of output. Returns (state, data, end): state "ok" (a
+    complete, CRC-valid member ending at `end`), "over_limit" (given up on: a bomb costs the time
+    and memory of `limit` bytes, not of its size), "truncated" (it runs into `stop`) or "corrupt";
+    data is what was inflated when `keep`, else b""."""
+    d = zlib.decompressobj(wbits=31)
+    out, n, off = [], 0, start
+    while not d.eof:
+        data = os.pread(fd, min(1 << 16, stop - off), off) if off < stop else b""
+        if not data:
+            return "truncated", b"".join(out), off
+        off += len(data)
+        while data and not d.eof:
+            try:
+                piece = d.decompress(data, _PIECE)
+            except zlib.error:
+                return "corrupt", b"".join(out), off
+            data = d.unconsumed_tail
+            n += len(piece)
+            if keep:
+                out.append(piece)
+            if n > limit:
+                return "over_limit", b"".join(out), off
+    return "ok", b"".join(out), off - len(d.unused_data)
+
+
+def _member_at(fd: int, pos: int, size: int, max_bytes: int) -> tuple[bytes, int | None] | None:
+    """The single gzip member starting at `pos`: (data, end offset) when it is one complete,
+    CRC-valid member; (its first ~max_bytes of data, None) when it inflates past max_bytes (not
+    followed to its end: checking a bomb would cost its whole size); None when it is broken."""
     if pos >= size or os.pread(fd, 3, pos) != GZIP_MAGIC:
         return None
-    d = zlib.decompressobj(wbits=31)
-    out, off = [], pos
-    while not d.eof:
-        chunk = os.pread(fd, 1 << 16, off)
-        if not chunk:
-            return None  # ran out of file: truncated
-        try:
-            out.append(d.decompress(chunk))
-        except zlib.error:
-            return None
-        off += len(chunk)
-        if sum(map(len, out)) > max_bytes:
-            return None
-    return b"".join(out), off - len(d.unused_data)
+    state, data, end = _inflate(fd, pos, size, max_bytes, keep=True)
+    if state == "ok":
+        return data, end
+    return (data, None) if state == "over_limit" else None
 
 
 def _classify(fd: int, start: int, end: int) -> str:
     """Why [start, end) could not be read: a member cut short, or damaged / foreign bytes."""
-    d = zlib.decompressobj(wbits=31)
-    try:
-        d.decompress(os.pread(fd, min(end - start, 64 << 20), start), 1 << 20)
-    except zlib.error:
-        return "corrupt_gzip"
-    return "truncated_gzip" if not d.eof else "corrupt_gzip"
+    state = _inflate(fd, start, end, limit=1 << 20)[0]  # the first MiB of output tells
+    return "truncated_gzip" if state in ("truncated", "over_limit") else "corrupt_gzip"
 
 
-def _next_member(fd: int, start: int, size: int, gz: bool) -> int | None:
+def _next_member(fd: int, start: int, size: int, gz: bool, max_bytes: int) -> int | None:
     """First offset >= start where a readable record begins (a clean gzip member whose data starts
-    with `WARC/`; in plain files a `WARC/1.` line start)."""
+    with `WARC/`, or one too big to check past its first max_bytes; in plain files a `WARC/1.` line
+    start)."""
     needle = GZIP_MAGIC if gz else b"WARC/1."
     off = start
     while off < size:
@@ -180,7 +217,7 @@ def _next_member(fd: int, start: int, size: int, gz: bool) -> int | None:
         while i >= 0:
             cand = off + i
             if gz:
-                m = _member_at(fd, cand, size)
+                m = _member_at(fd, cand, size, max_bytes)
                 if m is not None and m[0].startswith(b"WARC/"):
                     return cand
             elif cand == 0 or os.pread(fd, 1, cand - 1) == b"\n":
@@ -192,7 +229,7 @@ def _next_member(fd: int, start: int, size: int, gz: bool) -> int | None:
     return None
 
 
-def _repair_length(rec: _Rec, member: bytes, want_body) -> _Rec | None:
+def _repair_length(rec: _Rec, member: bytes, want_body, max_body: int) -> _Rec | None:
     """Re-read a record from its own member with the true block length (None if that fails)."""
     head_end = member.find(b"\r\n\r\n")
     if head_end < 0:
@@ -204,17 +241,24 @@ def _repair_length(rec: _Rec, member: bytes, want_body) -> _Rec | None:
     try:
         for r in ArchiveIterator(io.BytesIO(head + b"\r\n\r\n" + block + b"\r\n\r\n"),
                                  auto_decode="all"):
-            return _materialize(r, rec.pos, want_body)
+            return _materialize(r, rec.pos, want_body, max_body)
     except Exception:  # noqa: BLE001 - unreadable even with the right length: caller drops it
         return None
     return None
 
 
-def iter_records(path, count, want_body=lambda r: True) -> Iterator[_Rec]:
+def iter_records(path, count, want_body=lambda r: True,
+                 max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> Iterator[_Rec]:
     """Every record of one WARC file that can be read, surviving damage (see module doc).
-    `count(key)` receives the damage counters."""
+    `count(key)` receives the damage counters. Bodies longer than max_body_bytes are not read:
+    such records come with oversize=True and no body."""
     path = Path(path)
     size = path.stat().st_size
+    if size == 0:
+        count("empty_file")
+        log.warning("%s: empty file (0 bytes): no records", path)
+        return
+    max_member = max_body_bytes + _HEADER_SLACK
     with open(path, "rb") as f:
         fd = f.fileno()
         gz = os.pread(fd, 2, 0) == GZIP_MAGIC[:2]
@@ -236,11 +280,16 @@ def iter_records(path, count, want_body=lambda r: True) -> Iterator[_Rec]:
                             count("single_gzip_stream")
                             log.warning("%s: gzipped as one stream, not one member per record: record "
                                         "offsets are not seekable and damage loses the rest", path)
-                    r = _materialize(rec, last_pos if per_member or not gz else None, want_body)
+                    r = _materialize(rec, last_pos if per_member or not gz else None, want_body,
+                                     max_body_bytes)
                     if pending is not None:
                         yield pending
                         produced += 1
                     pending = r
+                    if r.oversize and per_member and checked_layout:
+                        # to skip the rest of its body fastwarc would inflate all of it (a bomb:
+                        # GBs); resume past its member below instead
+                        break
             except Exception as e:  # noqa: BLE001 - fastwarc raises OSError; anything else is damage too
                 error = e
 
@@ -259,10 +308,10 @@ def iter_records(path, count, want_body=lambda r: True) -> Iterator[_Rec]:
                     yield pending
                 reason = "corrupt_gzip" if gz else "corrupt_record"
                 count(reason)
-                nxt = _next_member(fd, last_pos + 1, size, gz)
+                nxt = _next_member(fd, last_pos + 1, size, gz, max_member)
                 if nxt is None and not gz:
                     # junk in front of a gzipped file hid its gzip magic: look for members
-                    nxt = _next_member(fd, last_pos + 1, size, True)
+                    nxt = _next_member(fd, last_pos + 1, size, True, max_member)
                     if nxt is not None:
                         gz = per_member = True
                         checked_layout = False
@@ -276,10 +325,20 @@ def iter_records(path, count, want_body=lambda r: True) -> Iterator[_Rec]:
             # one member per record: check the held-back record against its own member
             resume = start
             if pending is not None:
-                m = _member_at(fd, pending.pos, size)
+                m = _member_at(fd, pending.pos, size, max_member)
                 if m is None:
                     resume = pending.pos  # its own member is broken: it goes with the damage
                     pending = None
+                elif m[1] is None:
+                    # it inflates past cap + headers, so its body is over the cap whatever its header
+                    # says; rather than inflate it to its end, scan for the next member (the bytes
+                    # up to it are this record's, not damage)
+                    pending.oversize, pending.body = True, None
+                    yield pending
+                    start = _next_member(fd, pending.pos + 1, size, gz, max_member)
+                    if start is None:
+                        return
+                    continue
                 else:
                     data, resume = m
                     block_len = _block_length(data)
@@ -288,19 +347,21 @@ def iter_records(path, count, want_body=lambda r: True) -> Iterator[_Rec]:
                         log.warning("%s: record at byte %d says Content-Length %d, its block has %d bytes; "
                                     "re-read from its gzip member", path, pending.pos,
                                     pending.declared_length, block_len)
-                        pending = _repair_length(pending, data, want_body)
+                        pending = _repair_length(pending, data, want_body, max_body_bytes)
                 if pending is not None:
                     yield pending
                     produced += 1
             if error is None and resume >= size:
                 return
-            nxt = _next_member(fd, resume, size, gz)
+            nxt = _next_member(fd, resume, size, gz, max_member)
             if nxt == start and produced == 0:
                 # a clean member that fastwarc cannot parse (bad WARC header...): skip just it
-                end = _member_at(fd, start, size)[1]
+                end = _member_at(fd, start, size, max_member)[1]
                 count("invalid_record")
                 log.warning("%s: unparseable record at byte %d (%s); skipped", path, start, error)
-                resume, nxt = end, _next_member(fd, end, size, gz)
+                nxt = _next_member(fd, start + 1 if end is None else end, size, gz, max_member)
+                # one too big to inflate to its end was passed by scanning: no gap after it
+                resume = end if end is not None else (size if nxt is None else nxt)
             gap_end = size if nxt is None else nxt
             if gap_end > resume:
                 reason = _classify(fd, resume, gap_end)
@@ -324,17 +385,7 @@ def _block_length(member: bytes) -> int | None:
 
 def _stream_complete(fd: int, size: int) -> bool:
     """Does a one-stream gzip file end cleanly? (only run on such files: they are rare)."""
-    d, off = zlib.decompressobj(wbits=31), 0
-    try:
-        while off < size and not d.eof:
-            chunk = os.pread(fd, 1 << 20, off)
-            off += len(chunk)
-            d.decompress(chunk, 1 << 16)
-            while d.unconsumed_tail and not d.eof:
-                d.decompress(d.unconsumed_tail, 1 << 16)
-    except zlib.error:
-        return False
-    return d.eof
+    return _inflate(fd, 0, size)[0] == "ok"
 
 
 # ---- the stage ----------------------------------------------------------------------------------
@@ -349,15 +400,20 @@ class WarcReader(Stage):
     is_source = True  # counts its own docs_in: response records seen
 
     def __init__(self, paths: Iterable = (), mime_types=("text/html", "application/xhtml+xml"),
-                 only_http_ok: bool = True, dump: str | None = None):
+                 only_http_ok: bool = True, dump: str | None = None,
+                 max_body_bytes: int = DEFAULT_MAX_BODY_BYTES):
         self.paths = [Path(p) for p in paths]
         self.mime_types = tuple(m.lower() for m in mime_types)
         self.only_http_ok = only_http_ok
         self.dump = dump
+        self.max_body_bytes = int(max_body_bytes)
+        if self.max_body_bytes <= 0:
+            raise ConfigError(f"warc_reader.max_body_bytes must be a positive number of bytes, "
+                              f"got {max_body_bytes!r}")
 
     def config(self) -> dict:
         return {"mime_types": list(self.mime_types), "only_http_ok": self.only_http_ok,
-                "dump": self.dump, "n_files": len(self.paths)}
+                "dump": self.dump, "max_body_bytes": self.max_body_bytes, "n_files": len(self.paths)}
 
     def _wanted(self, r: _Rec) -> bool:
         """Read the body only of records that will be kept (drops stay cheap)."""
@@ -375,11 +431,13 @@ class WarcReader(Stage):
 
     def read_file(self, path, ctx: StageContext) -> Iterator[Document]:
         dump = self.dump or crawl_from_path(path)
+        n_records = n_responses = 0
         try:
-            records = iter_records(path, ctx.count, self._wanted)
-            for r in records:
+            for r in iter_records(path, ctx.count, self._wanted, self.max_body_bytes):
+                n_records += 1
                 if not r.is_response:
                     continue
+                n_responses += 1
                 ctx.stats.docs_in += 1
                 meta = {"url": r.url, "date": r.date, "dump": dump, "file_path": str(path),
                         "warc_record_offset": r.pos}
@@ -393,12 +451,19 @@ class WarcReader(Stage):
                         doc.text = decoded[0]
                 if reason is not None:
                     meta["http_status"], meta["content_type"] = r.status, r.mime
+                    if reason == "oversize_body":
+                        log.warning("%s: record at byte %s (%s) has a body over max_body_bytes=%d; "
+                                    "dropped", path, r.pos, r.url, self.max_body_bytes)
                     ctx.drop(doc, reason)
                     continue
                 yield doc
         except OSError as e:  # unreadable file (missing, permissions): log, count, next file
             ctx.count("unreadable_file")
             log.error("%s: cannot read: %s", path, e)
+            return
+        if n_records and not n_responses:
+            ctx.count("no_response_records")
+            log.warning("%s: %d records, none of them a response: no documents", path, n_records)
 
     def _reason(self, r: _Rec, ctx: StageContext, path) -> str | None:
         if not r.http:
@@ -406,12 +471,11 @@ class WarcReader(Stage):
             log.warning("%s: response record %s (%s) has no HTTP headers", path, r.record_id, r.url)
             if self.only_http_ok:
                 return "http_status"  # no status line, so no 2xx
-            return None if r.body is not None else "non_html"
-        if self.only_http_ok and not (200 <= r.status < 300):
+        elif self.only_http_ok and not (200 <= r.status < 300):
             return "http_status"
-        if r.mime not in self.mime_types:
+        elif r.mime not in self.mime_types:
             return "non_html"
-        return None
+        return "oversize_body" if r.oversize else None
 
 
 def iter_warc_documents(paths: Iterable, dump: str | None = None, stats: StageStats | None = None,

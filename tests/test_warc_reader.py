@@ -3,10 +3,14 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import logging
 import os
 import re
+import subprocess
+import sys
 import zlib
+from pathlib import Path
 
 import pytest
 from warcio.statusandheaders import StatusAndHeaders
@@ -299,3 +303,141 @@ def test_sample_crawl_matches_manifest(tmp_path):
         if m and m.get("offset") is not None:
             assert d.metadata["warc_record_offset"] == m["offset"]
         assert d.metadata["dump"] == CRAWL
+
+
+# ---- bounded memory, and files that hold no document ----------------------------------------------
+
+BOMB_BYTES = 1 << 30  # inflated size of the bomb's HTTP body; ~4.7 MB on disk
+
+
+def bomb_member(url: str, inflated: int = BOMB_BYTES) -> bytes:
+    """One gzip member: a 200 text/html response whose body is b"<html>" and `inflated` spaces,
+    compressed chunk by chunk so building it never holds the inflated body."""
+    http = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\r\n<html>"
+    c = zlib.compressobj(1, zlib.DEFLATED, 31)
+    out = [c.compress(raw_record(url, b"", length=len(http) + inflated)[:-4] + http)]
+    chunk = b" " * (1 << 20)
+    for _ in range(inflated // len(chunk)):
+        out.append(c.compress(chunk))
+    out += [c.compress(b" " * (inflated % len(chunk)) + b"\r\n\r\n"), c.flush()]
+    return b"".join(out)
+
+
+@pytest.fixture(scope="module")
+def bomb():
+    return bomb_member("http://bomb.example/")
+
+
+# Reads a file in a fresh process and reports what it kept and dropped, and its peak RSS above the
+# one it had before reading (the bomb lives in that process alone, so its peak is the reader's).
+_READ_IN_CHILD = """
+import json, resource, sys, time
+from pipelines.runner import run_stages
+from pipelines.warc_reader import WarcReader
+removed = []
+docs, stats = run_stages(iter(()), [WarcReader([sys.argv[1]])], sink=lambda d, s, r: removed.append((d.metadata["url"], r, len(d.text))))
+before, t0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.perf_counter()
+kept = [(d.metadata["url"], len(d.text)) for d in docs]
+s = stats["warc_reader"]
+print(json.dumps({"kept": kept, "removed": removed, "dropped": dict(s.dropped), "counters": dict(s.counters),
+                  "rss_mb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024,
+                  "seconds": time.perf_counter() - t0}))
+"""
+
+
+def test_decompression_bomb_is_dropped_in_bounded_memory(tmp_path, bomb):
+    """1 GiB of HTML inflated from ~5 MB: dropped as oversize_body, the pages around it kept, and the
+    reading process grows by a few MB (the reader that read bodies whole grew by 4 GB, took 22 s,
+    kept two bombs as documents and counted the other two as damage on this file). The bomb comes
+    first (fastwarc skips it), after a page (the reader resumes past its member) and last (its member
+    is checked without inflating it whole), and once more after damage (resynchronised onto it)."""
+    path = tmp_path / "bomb.warc.gz"
+    pages = [gzip.compress(raw_record(f"http://site{i}.example/", http_block(200, "text/html", page(i))))
+             for i in range(3)]
+    path.write_bytes(bomb + pages[0] + bomb + pages[1] + b"garbage!" * 8 + bomb + pages[2] + bomb)
+    out = subprocess.run([sys.executable, "-c", _READ_IN_CHILD, str(path)], capture_output=True, text=True,
+                         timeout=120, cwd=Path(__file__).resolve().parents[1])
+    assert out.returncode == 0, out.stderr[-3000:]
+    got = json.loads(out.stdout)
+    assert [u for u, _ in got["kept"]] == [f"http://site{i}.example/" for i in range(3)]
+    assert got["dropped"] == {"oversize_body": 4}
+    assert {tuple(r) for r in got["removed"]} == {("http://bomb.example/", "oversize_body", 0)}
+    assert got["counters"] == {"corrupt_gzip": 1}  # the garbage, not the bombs
+    assert got["rss_mb"] < 200, f"the reader grew by {got['rss_mb']:.0f} MB on a bomb"
+
+
+def test_bomb_member_is_not_inflated_whole(tmp_path, bomb):
+    """The checks on a member (kept-record check, resync candidates) give up past cap + headers."""
+    from pipelines.warc_reader import _member_at, _next_member
+    path = tmp_path / "b.warc.gz"
+    path.write_bytes(b"junk" + bomb)
+    cap = 1 << 20
+    with open(path, "rb") as f:
+        data, end = _member_at(f.fileno(), 4, path.stat().st_size, cap)
+        assert end is None and data.startswith(b"WARC/1.0") and len(data) <= 3 * cap
+        assert _next_member(f.fileno(), 0, path.stat().st_size, True, cap) == 4  # still a record start
+
+
+@pytest.mark.parametrize("layout", ["members", "one_stream", "plain"])
+def test_oversize_body_is_dropped_and_the_file_goes_on(crawl_dir, layout):
+    path = crawl_dir / f"o-{layout}.warc{'' if layout == 'plain' else '.gz'}"
+    big = page(1, "x" * 3000)
+    write_warc(path, html_pages(1) + [("http://big.example/", 200, "text/html", big)] + html_pages(2, start=2),
+               gz=layout == "members")
+    if layout == "one_stream":
+        path.write_bytes(gzip.compress(path.read_bytes()))
+    docs, stats, removed = read([path], max_body_bytes=2000)
+    assert urls(docs) == ["http://site0.example/", "http://site2.example/", "http://site3.example/"]
+    assert dict(stats.dropped) == {"oversize_body": 1}
+    (doc, reason), = removed
+    assert reason == "oversize_body" and doc.text == "" and doc.metadata["url"] == "http://big.example/"
+    assert (doc.metadata["warc_record_offset"] is None) == (layout == "one_stream")
+    # a body exactly at the cap is kept
+    docs, stats, _ = read([path], max_body_bytes=len(big))
+    assert len(docs) == 4 and not stats.dropped
+
+
+def test_cap_applies_to_the_decoded_body(crawl_dir):
+    """Content-Encoding: gzip is decoded by fastwarc: the cap counts what it inflates to."""
+    path = crawl_dir / "ce.warc.gz"
+    body = b"<html>" + b" " * 100_000 + b"</html>"
+    block = (b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Encoding: gzip\r\n\r\n"
+             + gzip.compress(body))
+    write_warc(path, [raw_record("http://ce.example/", block),
+                      raw_record("http://ok.example/", http_block(200, "text/html", page(1)))])
+    docs, stats, _ = read([path], max_body_bytes=50_000)
+    assert urls(docs) == ["http://ok.example/"] and dict(stats.dropped) == {"oversize_body": 1}
+    docs, stats, _ = read([path])
+    assert len(docs) == 2 and len(docs[0].text) == len(body)
+
+
+def test_max_body_bytes_comes_from_the_config():
+    from pipelines.config import load_config
+    from pipelines.errors import ConfigError
+    cfg = load_config()["warc_reader"]
+    assert cfg["max_body_bytes"] == 4 << 20
+    assert WarcReader([], **cfg).config()["max_body_bytes"] == 4 << 20
+    with pytest.raises(ConfigError, match="max_body_bytes"):
+        WarcReader([], max_body_bytes=0)
+
+
+def test_empty_and_request_only_files_are_counted(crawl_dir, caplog):
+    empty = crawl_dir / "empty.warc.gz"
+    empty.parent.mkdir(parents=True, exist_ok=True)
+    empty.write_bytes(b"")
+    requests_only = crawl_dir / "requests.warc.gz"
+    buf = io.BytesIO()
+    w = WARCWriter(buf, gzip=True)
+    for i in range(3):
+        w.write_record(w.create_warc_record(f"http://site{i}.example/", "request",
+                                            payload=io.BytesIO(b"GET / HTTP/1.1\r\n\r\n")))
+    requests_only.write_bytes(buf.getvalue())
+    good = crawl_dir / "good.warc.gz"
+    write_warc(good, html_pages(2))
+    with caplog.at_level(logging.WARNING, logger="pipelines.warc_reader"):
+        docs, stats, _ = read([empty, requests_only, good])
+    assert len(docs) == 2 and stats.docs_in == 2
+    assert dict(stats.counters) == {"empty_file": 1, "no_response_records": 1}
+    warnings = [r.getMessage() for r in caplog.records]
+    assert any(str(empty) in m and "empty" in m for m in warnings)
+    assert any(str(requests_only) in m and "3 records, none of them a response" in m for m in warnings)
