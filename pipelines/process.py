@@ -88,17 +88,22 @@ def process_warc_file(args: tuple) -> dict:
 
 # Reader counters that mean a whole input file was lost (not a record skipped inside it).
 FILE_LOST = ("unreadable_file",)
+# Reader counters that count records rather than report damage.
+RECORD_COUNTS = ("records", "other_records")
 
 
 def file_accounting(stats: dict) -> dict:
-    """One file's funnel from its per-batch stats: every response record it held is either kept or
-    dropped by a named stage and reason (responses == kept + sum(dropped)); `problems` are the
-    reader's damage counters (corrupt gzip members, oversize bodies, ...)."""
+    """One file's funnel from its per-batch stats. Every record read is a response or another
+    type (records == responses + other_records); every response is kept or dropped by a named
+    stage and reason (responses == kept + sum(dropped)); `problems` are the reader's damage
+    counters (corrupt gzip members, oversize bodies, an empty file, ...)."""
     reader = stats.get("warc_reader", {"docs_in": 0, "counters": {}})
     last = list(stats.values())[-1] if stats else {"docs_out": 0}
     dropped = {f"{name}.{reason}": n for name, s in stats.items() for reason, n in s["dropped"].items()}
-    return {"responses": reader["docs_in"], "kept": last["docs_out"], "dropped": dropped,
-            "problems": dict(reader["counters"])}
+    counters = reader["counters"]
+    return {"records": counters.get("records", 0), "other_records": counters.get("other_records", 0),
+            "responses": reader["docs_in"], "kept": last["docs_out"], "dropped": dropped,
+            "problems": {k: n for k, n in counters.items() if k not in RECORD_COUNTS}}
 
 
 def sanity_warnings(stats: RunStats) -> list[str]:
@@ -181,10 +186,12 @@ def input_files(paths, keep_going: bool = False) -> tuple[list[Path], list[str]]
     files, bad = [], []
     for p in map(Path, paths):
         if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file() and f.name.endswith((".warc.gz", ".warc")))
-            files += found
+            found = sorted(f for f in p.rglob("*") if f.name.endswith((".warc.gz", ".warc")) and not f.is_dir())
             if not found:
                 bad.append(f"{p}: no *.warc.gz or *.warc files in this directory")
+            for f in found:  # a dangling link or a FIFO named like a WARC is reported, not ignored
+                (files.append(f) if f.is_file() and os.access(f, os.R_OK)
+                 else bad.append(f"{f}: not a readable regular file"))
         elif not p.exists():
             bad.append(f"{p}: not found")
         elif not p.is_file():

@@ -461,6 +461,11 @@ class WarcReader(Stage):
             ctx.count("unreadable_file")
             log.error("%s: cannot read: %s", path, e)
             return
+        finally:
+            # Every record read is accounted for: responses are docs_in (each kept or dropped with a
+            # reason), the rest (warcinfo, request, metadata, ...) are counted here.
+            ctx.count("records", n_records)
+            ctx.count("other_records", n_records - n_responses)
         if n_records and not n_responses:
             ctx.count("no_response_records")
             log.warning("%s: %d records, none of them a response: no documents", path, n_records)
