@@ -88,8 +88,6 @@ def process_warc_file(args: tuple) -> dict:
 
 # Reader counters that mean a whole input file was lost (not a record skipped inside it).
 FILE_LOST = ("unreadable_file",)
-# Reader counters that count records rather than report damage.
-RECORD_COUNTS = ("records", "other_records")
 
 
 def file_accounting(stats: dict) -> dict:
@@ -100,6 +98,7 @@ def file_accounting(stats: dict) -> dict:
     reader = stats.get("warc_reader", {"docs_in": 0, "counters": {}})
     last = list(stats.values())[-1] if stats else {"docs_out": 0}
     dropped = {f"{name}.{reason}": n for name, s in stats.items() for reason, n in s["dropped"].items()}
+    from pipelines.warc_reader import RECORD_COUNTS
     counters = reader["counters"]
     return {"records": counters.get("records", 0), "other_records": counters.get("other_records", 0),
             "responses": reader["docs_in"], "kept": last["docs_out"], "dropped": dropped,

@@ -46,6 +46,8 @@ from pipelines.runner import Stage, StageContext, StageStats
 log = logging.getLogger(__name__)
 
 GZIP_MAGIC = b"\x1f\x8b\x08"
+# Counters that count records rather than report damage (every other reader counter is damage).
+RECORD_COUNTS = ("records", "other_records")
 DEFAULT_MAX_BODY_BYTES = 4 << 20
 # Room for the WARC and HTTP headers (and chunked framing) on top of a body: a gzip member that
 # inflates past max_body_bytes + this cannot hold a body within the cap.
