@@ -4,6 +4,10 @@ Pre-LN transformer blocks, causal self-attention through `F.scaled_dot_product_a
 (flash / memory-efficient kernels on GPUs, a fused math kernel on CPU), GELU MLP, tied input/output
 embeddings. RoPE, RMSNorm, QK-norm and an untied head are config switches, not forks.
 
+Inference passes a `KVCache` to forward: keys and values of earlier positions are kept, so each new
+token costs one position's forward instead of the whole context's. Without a cache, forward is the
+training forward, unchanged.
+
 Sizing math (per block, d = n_embd, bias terms ignored):
     attention: qkv projection 3·d² + output projection d²   = 4·d²
     MLP:       d → 4d → d                                   = 8·d²
@@ -86,10 +90,59 @@ def _apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.
     return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
 
 
+class KVCache:
+    """Keys and values of every layer for incremental decoding, preallocated (B, H, capacity, Q).
+
+    Rows of a batch are left-padded to one length: row b's first `pad[b]` slots are padding, never
+    attended to, and its positions (RoPE angle or learned position index) count from its first real
+    token, so a row decodes exactly as it would alone. `length` slots are filled; forward(idx, kv_cache)
+    appends idx's T positions and advances it.
+    """
+
+    def __init__(self, cfg: GPTConfig, batch: int, capacity: int, pad: torch.Tensor | None = None,
+                 device: torch.device | str | None = None, dtype: torch.dtype = torch.float32):
+        head_dim = cfg.n_embd // cfg.n_head
+        shape = (cfg.n_layer, batch, cfg.n_head, capacity, head_dim)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.pad = (torch.zeros(batch, dtype=torch.long) if pad is None else pad).to(device)
+        self.min_pad = int(self.pad.min())  # the longest row bounds the positions (checked without a sync)
+        self.capacity, self.length = capacity, 0
+
+    def positions(self, T: int) -> torch.Tensor:
+        """(B, T) position of each new slot within its row (0 on padding)."""
+        slots = torch.arange(self.length, self.length + T, device=self.pad.device)
+        return (slots[None, :] - self.pad[:, None]).clamp(min=0)
+
+    def mask(self, T: int) -> torch.Tensor:
+        """(B, 1, T, length + T) bool, True = attend: causal, real keys only. A padding query attends to
+        itself alone, so no softmax row is empty (an empty one gives NaN, and NaN values would leak
+        through the zero weights of later rows)."""
+        q = torch.arange(self.length, self.length + T, device=self.pad.device)[:, None]
+        k = torch.arange(self.length + T, device=self.pad.device)[None, :]
+        real = k[None] >= self.pad[:, None, None]
+        return ((real & (k <= q)[None]) | (k == q)[None])[:, None]
+
+    def store(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write the new positions' keys/values; return all filled ones of this layer."""
+        end = self.length + k.size(2)
+        if end > self.capacity:
+            raise ValueError(f"KV cache full: {end} positions, capacity {self.capacity}")
+        self.k[layer, :, :, self.length:end] = k
+        self.v[layer, :, :, self.length:end] = v
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+    def keep(self, rows: torch.Tensor) -> None:
+        """Drop the rows not in `rows` (finished ones), so later steps compute only live rows."""
+        self.k, self.v, self.pad = self.k[:, rows], self.v[:, rows], self.pad[rows]
+        self.min_pad = int(self.pad.min())
+
+
 class CausalSelfAttention(nn.Module):
-    def __init__(self, cfg: GPTConfig):
+    def __init__(self, cfg: GPTConfig, layer: int = 0):
         super().__init__()
         assert cfg.n_embd % cfg.n_head == 0, "n_embd must be divisible by n_head"
+        self.layer = layer  # index into a KVCache
         self.n_head, self.head_dim = cfg.n_head, cfg.n_embd // cfg.n_head
         self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)
         self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
@@ -97,7 +150,8 @@ class CausalSelfAttention(nn.Module):
         self.q_norm = nn.RMSNorm(self.head_dim, eps=1e-6) if cfg.qk_norm else None
         self.k_norm = nn.RMSNorm(self.head_dim, eps=1e-6) if cfg.qk_norm else None
 
-    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None,
+                kv_cache: KVCache | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, self.head_dim).transpose(1, 2) for t in (q, k, v))
@@ -105,7 +159,11 @@ class CausalSelfAttention(nn.Module):
             q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:
             q, k = _apply_rope(q, *rope), _apply_rope(k, *rope)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        if kv_cache is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            k, v = kv_cache.store(self.layer, k, v)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C))
 
 
@@ -121,13 +179,14 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, cfg: GPTConfig):
+    def __init__(self, cfg: GPTConfig, layer: int = 0):
         super().__init__()
-        self.ln_1, self.attn = _norm(cfg, cfg.n_embd), CausalSelfAttention(cfg)
+        self.ln_1, self.attn = _norm(cfg, cfg.n_embd), CausalSelfAttention(cfg, layer)
         self.ln_2, self.mlp = _norm(cfg, cfg.n_embd), MLP(cfg)
 
-    def forward(self, x: torch.Tensor, rope=None) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), rope)
+    def forward(self, x: torch.Tensor, rope=None, kv_cache: KVCache | None = None,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), rope, kv_cache, mask)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -137,7 +196,7 @@ class GPT(nn.Module):
         self.config = cfg
         self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
         self.wpe = None if cfg.rope else nn.Embedding(cfg.block_size, cfg.n_embd)
-        self.h = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.h = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer))
         self.ln_f = _norm(cfg, cfg.n_embd)
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
@@ -195,23 +254,36 @@ class GPT(nn.Module):
         q = c.n_embd // c.n_head
         return 6.0 * n + 12.0 * c.n_layer * c.n_head * q * T
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, reduction: str = "mean"):
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, reduction: str = "mean",
+                kv_cache: KVCache | None = None):
         """idx (B, T) token ids. Without targets: logits of the last position (B, 1, V) for sampling.
-        With targets: the cross-entropy loss (mean, or per token (B, T) with reduction="none")."""
+        With targets: the cross-entropy loss (mean, or per token (B, T) with reduction="none").
+        With kv_cache: idx continues the cached positions (inference; the cache advances by T)."""
         B, T = idx.shape
-        if T > self.config.block_size:
-            raise ValueError(f"sequence of {T} tokens exceeds block_size {self.config.block_size}")
-        x = self.wte(idx)
-        rope = None
-        if self.wpe is not None:
-            x = x + self.wpe(torch.arange(T, device=idx.device))
+        x, rope, mask = self.wte(idx), None, None
+        if kv_cache is None:
+            if T > self.config.block_size:
+                raise ValueError(f"sequence of {T} tokens exceeds block_size {self.config.block_size}")
+            if self.wpe is not None:
+                x = x + self.wpe(torch.arange(T, device=idx.device))
+            else:
+                rope = (self.rope_cos[:T], self.rope_sin[:T])
         else:
-            rope = (self.rope_cos[:T], self.rope_sin[:T])
+            if kv_cache.length + T - kv_cache.min_pad > self.config.block_size:
+                raise ValueError(f"{kv_cache.length + T - kv_cache.min_pad} positions exceed block_size "
+                                 f"{self.config.block_size}")
+            pos, mask = kv_cache.positions(T), kv_cache.mask(T)
+            if self.wpe is not None:
+                x = x + self.wpe(pos)
+            else:  # per-row positions (B, T) -> tables (B, 1, T, Q/2), broadcast over heads
+                rope = (self.rope_cos[pos][:, None], self.rope_sin[pos][:, None])
         for block in self.h:
             if self.activation_checkpointing and self.training:
                 x = checkpoint(block, x, rope, use_reentrant=False)
             else:
-                x = block(x, rope)
+                x = block(x, rope, kv_cache, mask)
+        if kv_cache is not None:
+            kv_cache.length += T
         x = self.ln_f(x)
         if targets is None:
             return self.lm_head(x[:, [-1], :])

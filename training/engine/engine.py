@@ -1,0 +1,332 @@
+"""Inference engine: an exported GPT, decoded with a KV cache, several rows at once, tools in the loop.
+
+    engine = Engine.load("lake/models/base/run1/export")     # or "crawl2chat-base@candidate" (MLflow)
+    prompt = render_for_completion(engine.tokenizer, [{"role": "user", "content": "6*7?"}])
+    [c] = engine.generate([prompt], SamplingParams(temperature=0.8, top_k=50, seed=1))
+    c.text, c.tokens, c.sampled, c.finish_reason
+    for ev in engine.stream(prompt, SamplingParams()): print(ev.text, end="")
+
+Decoding: one prefill forward over the (left-padded) prompts fills the cache, then one forward of one
+token per live row per step. Rows are independent: a row's positions start at its first real token
+and its padding is masked (training.model.KVCache), it samples with its own generator (seed + i), it
+stops alone (<|im_end|> / <|endoftext|>, its max_tokens, or the context), and a finished row leaves the
+batch. So a row's tokens do not depend on what else is in the batch.
+
+Tools are a per-row state machine over the sampled tokens:
+    <|tool_start|>NAME<|im_sep|>ARGS<|tool_end|>   sampled by the model
+    <|output_start|>RESULT<|output_end|>          forced by the engine, one token per step
+after which the model samples again in the same turn. Forced tokens are marked sampled=False, so SFT
+and RL can leave them out of the loss. Tools of one step run concurrently; a tool never raises (see
+tools.run_tool). bf16 on CUDA, fp32 on CPU; attention through SDPA in both.
+"""
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+from pipelines.errors import ConfigError, InputError
+from pipelines.tokenizer import Tokenizer, load_tokenizer
+from training.engine.tools import Tool, default_tools, run_tool
+from training.model import GPT, KVCache
+
+
+@dataclass
+class SamplingParams:
+    max_tokens: int = 256
+    temperature: float = 1.0      # 0 = greedy
+    top_k: int | None = None
+    top_p: float | None = None
+    seed: int | None = 0          # same seed -> same text; row i of a batch uses seed + i unless seeds= given
+
+    def validate(self) -> None:
+        if self.max_tokens < 0:
+            raise ConfigError(f"max_tokens must be >= 0, got {self.max_tokens}")
+        if self.temperature < 0:
+            raise ConfigError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
+        if self.top_k is not None and self.top_k < 1:
+            raise ConfigError(f"top_k must be >= 1 or unset, got {self.top_k}")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise ConfigError(f"top_p must be in (0, 1] or unset, got {self.top_p}")
+
+
+@dataclass
+class Completion:
+    tokens: list[int]             # generated tokens after the prompt, forced tool outputs included
+    sampled: list[bool]           # per token: True = sampled by the model, False = forced (tool output)
+    finish_reason: str            # "stop" (<|im_end|> / <|endoftext|>) | "length" | "cancelled" (stop_event)
+    text: str                     # tokens decoded (special tokens kept as their strings)
+
+
+@dataclass
+class TokenEvent:                 # what stream() yields, one per generated token
+    token: int
+    text: str                     # this token's text ("" mid UTF-8 sequence; stream decodes incrementally)
+    forced: bool                  # True for tool-output tokens forced by the engine
+    finish_reason: str | None = None   # set on the last event only
+
+
+class _Row:
+    """One row's output so far, its tool-call parser state and the tool output still to force."""
+
+    def __init__(self, limit: int, generator: torch.Generator):
+        self.limit, self.generator = limit, generator
+        self.tokens: list[int] = []
+        self.sampled: list[bool] = []
+        self.forced: deque[int] = deque()
+        self.finish: str | None = None if limit > 0 else "length"
+        self.state, self.name, self.args = "text", [], []   # text | name | args
+
+    def parse(self, token: int, sp: dict[str, int]) -> tuple[list[int], list[int]] | None:
+        """Advance the tool-call state machine on a sampled token; (name, args) ids when a call ends."""
+        if self.state == "text":
+            if token == sp["tool_start"]:
+                self.state, self.name, self.args = "name", [], []
+        elif token == sp["tool_end"]:
+            self.state = "text"
+            return self.name, self.args
+        elif self.state == "name" and token == sp["im_sep"]:
+            self.state = "args"
+        else:
+            (self.name if self.state == "name" else self.args).append(token)
+        return None
+
+
+class Engine:
+    def __init__(self, model: GPT, tokenizer: Tokenizer, tools: dict[str, Tool] | None = None,
+                 device: str | None = None):
+        """tools: name -> Tool; None gives default_tools() (the sandboxed python), {} none at all.
+        The model is moved to the device (bf16 on CUDA, fp32 on CPU) and set to eval mode."""
+        self.device = _pick_device(device)
+        dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        self.model = model.to(device=self.device, dtype=dtype).eval()
+        self.tokenizer = tokenizer
+        self.tools = default_tools() if tools is None else dict(tools)
+        self.model_name = "crawl2chat"
+        if tokenizer.vocab_size != model.config.vocab_size:
+            raise InputError(f"tokenizer has {tokenizer.vocab_size} tokens, the model {model.config.vocab_size}: "
+                             "load the tokenizer the model was trained with (the export directory's)")
+        names = ("im_end", "endoftext", "tool_start", "im_sep", "tool_end", "output_start", "output_end")
+        self._sp = {n: tokenizer.special(n) for n in names}
+        self._stop_ids = {self._sp["im_end"], self._sp["endoftext"]}
+
+    @classmethod
+    def load(cls, source: str | Path, tools: dict[str, Tool] | None = None,
+             device: str | None = None) -> "Engine":
+        """source: an export dir (model.safetensors + config.json + tokenizer files), or a registered MLflow
+        model 'NAME@ALIAS' / 'NAME/VERSION' / 'models:/NAME@ALIAS' (artifact path 'model' of the version's
+        run, downloaded once into $CRAWL2CHAT_MODEL_CACHE, default ~/.cache/crawl2chat/models)."""
+        from training.export import load_model
+        path = Path(source)
+        if path.is_dir():
+            export_dir = path
+            name = path.resolve().parent.name if path.resolve().name == "export" else path.resolve().name
+        elif _MODEL_URI.match(str(source)):
+            export_dir, name = _download_registered(str(source))
+        else:
+            raise InputError(f"{source}: neither an export directory (model.safetensors + config.json + "
+                             "tokenizer) nor a registered model 'NAME@ALIAS', 'NAME/VERSION' or 'models:/NAME@ALIAS'")
+        for f in ("config.json", "model.safetensors", "tokenizer.json"):
+            if not (export_dir / f).exists():
+                raise InputError(f"{export_dir}: no {f}; an export directory holds model.safetensors, "
+                                 "config.json and the tokenizer files (training.export.export_state)")
+        dev = _pick_device(device)
+        try:
+            model = load_model(export_dir, device=dev)
+        except ValueError as e:
+            raise InputError(str(e)) from e
+        engine = cls(model, load_tokenizer(export_dir), tools=tools, device=str(dev))
+        engine.model_name = name
+        return engine
+
+    # ---- generation ---------------------------------------------------------------------------
+
+    def generate(self, prompts: list[list[int]], params: SamplingParams, seeds: list[int] | None = None,
+                 stop_event: threading.Event | None = None) -> list[Completion]:
+        rows: list[_Row] = []
+        for _ in self._decode(prompts, params, seeds, stop_event, rows):
+            pass
+        return [Completion(r.tokens, r.sampled, r.finish or "cancelled", self.tokenizer.decode(r.tokens))
+                for r in rows]
+
+    def stream(self, prompt: list[int], params: SamplingParams,
+               stop_event: threading.Event | None = None) -> Iterator[TokenEvent]:
+        ids: list[int] = []
+        start = done = 0  # ids[start:done] is decoded text already yielded (a UTF-8 boundary at start)
+        for [(_, token, forced, finish)] in self._decode([prompt], params, None, stop_event, []):
+            ids.append(token)
+            before, after = self.tokenizer.decode(ids[start:done]), self.tokenizer.decode(ids[start:])
+            if finish is None and (after.endswith("\ufffd") or len(after) <= len(before)):
+                text = ""  # mid character: hold it until the sequence completes
+            else:
+                text, start, done = after[len(before):], done, len(ids)
+            yield TokenEvent(token, text, forced, finish)
+
+    def _decode(self, prompts: list[list[int]], params: SamplingParams, seeds: list[int] | None,
+                stop_event: threading.Event | None, rows: list[_Row]) -> Iterator[list[tuple]]:
+        """Fill `rows` (one per prompt) and yield each step's (row, token, forced, finish_reason)s."""
+        params.validate()
+        self._check_prompts(prompts)
+        if seeds is not None and len(seeds) != len(prompts):
+            raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts")
+        if seeds is None:
+            seeds = [None if params.seed is None else params.seed + i for i in range(len(prompts))]
+        block = self.model.config.block_size
+        rows.extend(_Row(min(params.max_tokens, block - len(p)), self._generator(s))
+                    for p, s in zip(prompts, seeds))
+        live = [i for i, r in enumerate(rows) if r.finish is None]
+        if not live:
+            return
+        width = max(len(prompts[i]) for i in live)
+        pad = [width - len(prompts[i]) for i in live]
+        cache = KVCache(self.model.config, len(live), width + max(rows[i].limit for i in live),
+                        pad=torch.tensor(pad), device=self.device, dtype=next(self.model.parameters()).dtype)
+        idx = torch.tensor([[0] * p + prompts[i] for p, i in zip(pad, live)], device=self.device)
+        logits = self._forward(idx, cache)
+        while True:
+            if stop_event is not None and stop_event.is_set():
+                for i in live:
+                    rows[i].finish = "cancelled"
+                return
+            chosen = self._choose(logits, [rows[i] for i in live], params)
+            events, calls = [], []
+            for i, (token, forced) in zip(live, chosen):
+                r = rows[i]
+                r.tokens.append(token)
+                r.sampled.append(not forced)
+                if not forced:
+                    if token in self._stop_ids:
+                        r.finish = "stop"
+                    elif (call := r.parse(token, self._sp)) is not None:
+                        calls.append((r, call))
+                if r.finish is None and len(r.tokens) >= r.limit:
+                    r.finish = "length"
+                events.append((i, token, forced, r.finish))
+            yield events  # before the tools run: a stream shows the call while it runs
+            self._run_tools([(r, c) for r, c in calls if r.finish is None])
+            keep = [j for j, i in enumerate(live) if rows[i].finish is None]
+            if not keep:
+                return
+            if len(keep) < len(live):
+                cache.keep(torch.tensor(keep, device=self.device))
+                live = [live[j] for j in keep]
+            logits = self._forward(torch.tensor([[rows[i].tokens[-1]] for i in live], device=self.device), cache)
+
+    @torch.inference_mode()
+    def _forward(self, idx: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        return self.model(idx, kv_cache=cache)[:, -1, :].float()
+
+    def _choose(self, logits: torch.Tensor, rows: list[_Row], params: SamplingParams) -> list[tuple[int, bool]]:
+        """Each live row's next token: its forced tool output if any is queued, else a sample. The ops
+        match GPT.generate's (temperature, top-k, softmax, multinomial with the row's generator), so
+        the same seed gives the same tokens; a forced token draws nothing from the generator."""
+        out: list[tuple[int, bool] | None] = [(r.forced.popleft(), True) if r.forced else None for r in rows]
+        todo = [j for j, o in enumerate(out) if o is None]
+        if not todo:
+            return out
+        x = logits[todo]
+        if params.temperature <= 0:
+            picks = x.argmax(dim=-1).tolist()
+        else:
+            x = x / params.temperature
+            if params.top_k is not None:
+                v, _ = torch.topk(x, min(params.top_k, x.size(-1)))
+                x[x < v[:, [-1]]] = -float("inf")
+            if params.top_p is not None and params.top_p < 1:
+                # keep the smallest set of most likely tokens whose probability reaches top_p
+                sorted_x, order = torch.sort(x, descending=True)
+                p = torch.softmax(sorted_x, dim=-1)
+                drop = (p.cumsum(dim=-1) - p) >= params.top_p
+                x = x.scatter(-1, order, sorted_x.masked_fill(drop, -float("inf")))
+            probs = torch.softmax(x, dim=-1)
+            picks = [int(torch.multinomial(probs[[k]], 1, generator=rows[j].generator))
+                     for k, j in enumerate(todo)]
+        for j, t in zip(todo, picks):
+            out[j] = (int(t), False)
+        return out
+
+    def _run_tools(self, calls: list[tuple[_Row, tuple[list[int], list[int]]]]) -> None:
+        if not calls:
+            return
+        dec = self.tokenizer.decode
+
+        def call(item):
+            name, args = item[1]
+            return run_tool(self.tools, dec(name).strip(), dec(args))
+        if len(calls) == 1:
+            results = [call(calls[0])]
+        else:
+            with ThreadPoolExecutor(max_workers=len(calls)) as pool:
+                results = list(pool.map(call, calls))
+        for (r, _), result in zip(calls, results):
+            # encode() never yields special ids: a result cannot close the output or the turn itself
+            r.forced.extend([self._sp["output_start"], *self.tokenizer.encode(result), self._sp["output_end"]])
+
+    def _check_prompts(self, prompts: list[list[int]]) -> None:
+        block, vocab = self.model.config.block_size, self.model.config.vocab_size
+        for i, p in enumerate(prompts):
+            if not p:
+                raise InputError(f"prompt {i} is empty: give at least one token (e.g. render_for_completion)")
+            if len(p) >= block:
+                raise InputError(f"prompt {i} has {len(p)} tokens; the model's context is {block}: "
+                                 "shorten the conversation")
+            bad = [t for t in p if not 0 <= t < vocab]
+            if bad:
+                raise InputError(f"prompt {i} has token ids outside the vocabulary [0, {vocab}): {bad[:5]}")
+
+    def _generator(self, seed: int | None) -> torch.Generator:
+        g = torch.Generator(device=self.device)
+        if seed is None:
+            g.seed()
+        else:
+            g.manual_seed(seed)
+        return g
+
+
+def _pick_device(device: str | torch.device | None) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+# ---- registered models ----------------------------------------------------------------------
+
+_MODEL_URI = re.compile(r"^(?:models:/)?(?P<name>[^@/]+)(?:@(?P<alias>[^/@]+)|/(?P<version>\d+))$")
+
+
+def _download_registered(spec: str) -> tuple[Path, str]:
+    """Resolve 'NAME@ALIAS' / 'NAME/VERSION' in the MLflow registry and download the version's run
+    artifacts 'model' into the local cache (once: a version's artifacts do not change)."""
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+    m = _MODEL_URI.match(spec)
+    name, alias, version = m["name"], m["alias"], m["version"]
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or \
+        f"sqlite:///{Path(os.environ.get('DAGSTER_HOME') or Path.cwd() / 'dagster_home') / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    try:
+        mv = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
+    except MlflowException as e:
+        raise InputError(f"registered model {spec!r} not found in MLflow at {uri} ({e.message.splitlines()[0]}); "
+                         "set MLFLOW_TRACKING_URI or check the name, alias and version") from e
+    cache = Path(os.environ.get("CRAWL2CHAT_MODEL_CACHE") or Path.home() / ".cache/crawl2chat/models")
+    dest = cache / f"{name}-v{mv.version}-{mv.run_id[:12]}"
+    if not (dest / "model" / "model.safetensors").exists():
+        tmp = dest.with_name(dest.name + f".tmp{os.getpid()}")
+        tmp.mkdir(parents=True, exist_ok=True)
+        mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path="model", dst_path=str(tmp),
+                                            tracking_uri=uri)
+        try:
+            tmp.rename(dest)
+        except OSError:  # another process finished first: use its copy
+            import shutil
+            shutil.rmtree(tmp, ignore_errors=True)
+    return dest / "model", spec.removeprefix("models:/")
