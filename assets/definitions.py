@@ -7,11 +7,12 @@ from assets.data import data_assets
 from assets.tokens import token_assets
 from assets.training import TrainingLauncher, training_assets
 from assets.lineage import MLflowTracker
-from assets.resources import CrawlSource, DataConfigResource, LakeResource, SparkResource
+from assets.resources import ChatModel, CrawlSource, DataConfigResource, LakeResource, SparkResource
+from assets.serving import search_job, serving_assets
 
 defs = dg.Definitions(
-    assets=[*data_assets, *token_assets, *training_assets],
-    jobs=[discover_crawl, data_pipeline, tokenize, pretrain, end_to_end],
+    assets=[*data_assets, *token_assets, *training_assets, *serving_assets],
+    jobs=[discover_crawl, data_pipeline, tokenize, pretrain, end_to_end, search_job],
     sensors=[new_warc_files],
     schedules=[nightly_crawl],
     resources={
@@ -22,5 +23,6 @@ defs = dg.Definitions(
         "mlflow_tracker": MLflowTracker(),
         "launcher": TrainingLauncher(),
         "pipes_subprocess_client": dg.PipesSubprocessClient(),
+        "chat_model": ChatModel(),
     },
 )

@@ -1,5 +1,5 @@
 """Small typed resources: where the lake is, which crawl to read, how to reach Spark, which data
-config to apply. MLflow lineage lives in assets/lineage.py."""
+config to apply, which model serves chat. MLflow lineage lives in assets/lineage.py."""
 from __future__ import annotations
 
 import os
@@ -11,6 +11,7 @@ import dagster as dg
 from pydantic import Field, PrivateAttr
 
 from pipelines.lake import CrawlLake
+from training.engine.chat_cli import DEFAULT_MODEL as DEFAULT_CHAT_MODEL, DEFAULT_SYSTEM, SAMPLING_DEFAULTS
 
 
 class LakeResource(dg.ConfigurableResource):
@@ -70,3 +71,32 @@ class SparkResource(dg.ConfigurableResource):
             if self._session is not None:
                 self._session.stop()
                 self._session = None
+
+
+class ChatModel(dg.ConfigurableResource):
+    """The model that serves chat and its sampling defaults. `model` is a registered MLflow model
+    (NAME@ALIAS, NAME/VERSION: moving the alias to a new version changes what serves, with no code
+    or config change) or an export directory. The registry is MLFLOW_TRACKING_URI, by default the
+    same SQLite file the assets' lineage writes to."""
+
+    model: str = Field(default_factory=lambda: os.environ.get("CRAWL2CHAT_CHAT_MODEL", DEFAULT_CHAT_MODEL))
+    system_prompt: str = DEFAULT_SYSTEM
+    temperature: float = SAMPLING_DEFAULTS["temperature"]
+    top_k: Optional[int] = SAMPLING_DEFAULTS["top_k"]
+    top_p: Optional[float] = SAMPLING_DEFAULTS["top_p"]
+    max_tokens: int = SAMPLING_DEFAULTS["max_tokens"]
+    seed: Optional[int] = SAMPLING_DEFAULTS["seed"]
+    device: Optional[str] = None   # None: cuda if available, else cpu
+
+    def sampling(self):
+        from training.engine.engine import SamplingParams
+        params = SamplingParams(max_tokens=self.max_tokens, temperature=self.temperature, top_k=self.top_k,
+                                top_p=self.top_p, seed=self.seed)
+        params.validate()
+        return params
+
+    def load(self, search_index: Optional[str] = None, tools: bool = True):
+        """An Engine for `model` with the python tool, and search over `search_index` when given."""
+        from training.engine.chat_cli import load_engine
+        from training.engine.tools import default_tools
+        return load_engine(self.model, default_tools(search_index) if tools else {}, self.device)

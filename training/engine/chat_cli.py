@@ -1,0 +1,249 @@
+"""`crawl2chat chat`: talk to a model in the terminal.
+
+    crawl2chat chat                                    # crawl2chat-base@candidate from the MLflow registry
+    crawl2chat chat --model lake/models/base/<run>/export --temperature 0.7 --top-k 50
+    crawl2chat chat --base                             # a base model continues documents
+    printf 'Hi\\n/reset\\nWhat is 6*7?\\n' | crawl2chat chat --model DIR   # scripted: one message per line
+
+Replies stream token by token. Tool calls and their outputs show inline, dimmed (ANSI colour only
+when stdout is a terminal): `[python] CODE`, then `[output] RESULT`. The conversation is rendered
+with `render_for_completion`, the same code that renders the training conversations, so what the
+model sees here is what it was trained on. When the history outgrows the model's context the
+oldest turns are dropped (the system prompt stays) and the CLI says so.
+
+--base is raw continuation: a pretrained base model is a document completer, not an assistant.
+Each line is the start of a new document (after <|endoftext|>, as in pretraining) and the model
+writes what might follow; there is no history and there are no tools.
+"""
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+
+from pipelines.errors import InputError
+
+DEFAULT_MODEL = "crawl2chat-base@candidate"
+DEFAULT_SYSTEM = "You are crawl2chat, a helpful assistant. Answer briefly and truthfully."
+# Sampling defaults for chat (the ChatModel Dagster resource shares them).
+SAMPLING_DEFAULTS = {"temperature": 0.8, "top_k": 50, "top_p": None, "max_tokens": 256, "seed": 0}
+HELP = "/reset starts over, /quit ends; Ctrl-C stops a reply, Ctrl-D quits"
+BASE_NOTE = ("base mode: a base model is a document completer, not an assistant. It does not answer: it "
+             "continues the text you type as if it were the start of a web page. Each line starts a new document.")
+MIN_REPLY_TOKENS = 64   # history is trimmed so that at least this much (or --max-tokens) is left to reply
+_REGISTERED = re.compile(r"^(?:models:/)?[^@/]+(?:@[^/@]+|/\d+)$")   # NAME@ALIAS, NAME/VERSION
+
+
+def add_arguments(p) -> None:
+    d = SAMPLING_DEFAULTS
+    p.add_argument("--model", default=DEFAULT_MODEL,
+                   help="export directory, or a registered model NAME@ALIAS / NAME/VERSION (default %(default)s)")
+    p.add_argument("--system", default=DEFAULT_SYSTEM, help="system prompt ('' for none)")
+    p.add_argument("--temperature", type=float, default=d["temperature"], help="0 = greedy (default %(default)s)")
+    p.add_argument("--top-k", type=int, default=d["top_k"], help="sample among the k most likely tokens (0 = all)")
+    p.add_argument("--top-p", type=float, default=d["top_p"], help="nucleus sampling: smallest set with this mass")
+    p.add_argument("--max-tokens", type=int, default=d["max_tokens"], help="most tokens per reply (default %(default)s)")
+    p.add_argument("--seed", type=int, default=d["seed"], help="same seed and input -> same reply (default %(default)s)")
+    p.add_argument("--base", action="store_true", help="continue raw text (a base model completes documents)")
+    p.add_argument("--no-tools", action="store_true", help="no python or search tool")
+    p.add_argument("--search-index", type=Path, default=None,
+                   help="index.sqlite for the search tool (default: the newest under the lake's search/)")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+
+
+class Display:
+    """Writes a reply's token events: text as it comes, tool calls and outputs as dimmed lines
+    `[NAME] ARGS` / `[output] RESULT`, end-of-turn tokens not at all, any other special token as its
+    name, dimmed."""
+
+    def __init__(self, tokenizer, out=None, color: bool | None = None):
+        self.out = out or sys.stdout
+        self.color = (self.out.isatty() and not os.environ.get("NO_COLOR")) if color is None else color
+        sp = tokenizer.special
+        self.ids = {sp(n): n for n in ("im_end", "endoftext", "tool_start", "im_sep", "tool_end",
+                                       "output_start", "output_end")}
+        self.specials = set(tokenizer.special_ids.values())
+        self.state = "text"   # text | name | args | output
+
+    def feed(self, token: int, text: str, forced: bool = False) -> None:
+        kind, state = self.ids.get(token), self.state
+        if kind in ("im_end", "endoftext"):
+            return
+        if kind == "tool_start":
+            self.state, shown = "name", "\n["
+        elif kind == "im_sep" and state == "name":
+            self.state, shown = "args", "] "
+        elif kind == "tool_end" and state == "args":
+            self.state, shown = "text", "\n"
+        elif kind == "output_start" and forced:   # only the engine opens an output (never the model)
+            self.state, shown = "output", "[output] "
+        elif kind == "output_end" and state == "output":
+            self.state, shown = "text", "\n"
+        else:
+            shown = text
+            if state == "text" and token not in self.specials:
+                self.write(shown)
+                return
+        self.write(shown, dim=True)
+
+    def write(self, text: str, dim: bool = False) -> None:
+        if text:
+            self.out.write(f"\033[2m{text}\033[0m" if dim and self.color else text)
+            self.out.flush()
+
+
+def note(text: str) -> None:
+    print(f"crawl2chat: {text}", file=sys.stderr, flush=True)
+
+
+def resolve_search_index(arg: Path | None) -> Path | None:
+    """--search-index must exist; without it, the newest index under the lake (or none)."""
+    from training.engine.search import SearchIndex, latest_index
+    if arg is not None:
+        SearchIndex(arg)   # InputError naming the path when it is not an index
+        return arg
+    return latest_index(os.environ.get("CRAWL2CHAT_LAKE") or Path.cwd() / "lake")
+
+
+def _registry_db(ref: str) -> Path | None:
+    """The SQLite file of the MLflow registry a NAME@ALIAS would be looked up in (None: not SQLite),
+    the same default the engine and the Dagster assets use."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or \
+        f"sqlite:///{Path(os.environ.get('DAGSTER_HOME') or Path.cwd() / 'dagster_home') / 'mlflow.db'}"
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+def load_engine(ref: str, tools: dict, device: str | None):
+    from training.engine.engine import Engine
+    registered = not Path(ref).exists() and bool(_REGISTERED.match(ref))
+    hint = "`make demo` trains and registers crawl2chat-base, or pass --model EXPORT_DIR"
+    if registered and (db := _registry_db(ref)) is not None and not db.is_file():
+        # Checked first: MLflow would create an empty registry there and then not find the model.
+        raise InputError(f"no MLflow registry at {db} to look up {ref!r}: {hint} (or set MLFLOW_TRACKING_URI)")
+    try:
+        return Engine.load(ref, tools=tools, device=device)
+    except InputError as e:
+        if registered:
+            raise InputError(f"{e}; {hint}") from None
+        raise
+
+
+def fit_history(tok, messages: list[dict], context: int, reserve: int) -> tuple[list[int], int]:
+    """The prompt for `messages`, dropping the oldest turns (never the system prompt or the newest
+    user message) until `reserve` tokens are left for the reply; returns (prompt, turns dropped)."""
+    from training.conversations.render import render_for_completion
+    head = 1 if messages and messages[0]["role"] == "system" else 0
+    dropped = 0
+    while True:
+        prompt = render_for_completion(tok, messages)
+        if len(prompt) + reserve <= context or len(messages) - head <= 1:
+            return prompt, dropped
+        del messages[head]                      # a user message, then its assistant reply(ies)
+        while len(messages) - head > 1 and messages[head]["role"] != "user":
+            del messages[head]
+        dropped += 1
+
+
+def stream_reply(engine, prompt: list[int], params, display: Display) -> tuple[list[int], list[bool], str]:
+    """Stream one reply to the display; Ctrl-C stops it and keeps what came so far."""
+    tokens, sampled, finish = [], [], "cancelled"
+    display.state = "text"   # a reply cut off inside a tool call does not dim the next one
+    try:
+        for ev in engine.stream(prompt, params):
+            display.feed(ev.token, ev.text, ev.forced)
+            tokens.append(ev.token)
+            sampled.append(not ev.forced)
+            finish = ev.finish_reason or finish
+    except KeyboardInterrupt:
+        display.write(" [stopped]", dim=True)
+    display.write("\n")
+    return tokens, sampled, finish
+
+
+def read_lines(interactive: bool):
+    """User input, one message per line: a prompt with line editing on a terminal, else stdin lines."""
+    if interactive:
+        import readline  # noqa: F401 - line editing and history for input()
+        while True:
+            try:
+                yield input("you> ")
+            except EOFError:
+                print()
+                return
+    else:
+        while line := sys.stdin.readline():
+            yield line.rstrip("\r\n")
+
+
+def main(args) -> int:
+    from training.engine.engine import SamplingParams
+    from training.engine.tools import default_tools
+    params = SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature,
+                            top_k=args.top_k or None, top_p=args.top_p, seed=args.seed)
+    params.validate()
+    index = None if args.base or args.no_tools else resolve_search_index(args.search_index)
+    tools = {} if args.base or args.no_tools else default_tools(index)
+    engine = load_engine(args.model, tools, args.device)
+    context = engine.model.config.block_size
+    interactive = sys.stdin.isatty()
+    if interactive:
+        shown = ", ".join(sorted(tools)) or "none"
+        note(f"{engine.model_name} on {engine.device} (context {context} tokens); tools: {shown}"
+             + (f" (search: {index})" if index else ""))
+        note(HELP)
+    if args.base:
+        note(BASE_NOTE)
+        return _base_loop(engine, params, read_lines(interactive))
+    if re.match(r"^(?:models:/)?[^@/]*-base\b", args.model):
+        note(f"{args.model} is a pretrained base model: it has not been post-trained to chat, so expect it "
+             "to continue text rather than answer (--base shows what it does best)")
+    return _chat_loop(engine, params, args.system, read_lines(interactive), context)
+
+
+def _chat_loop(engine, params, system: str, lines, context: int) -> int:
+    from training.conversations.render import parse_assistant
+    tok, display = engine.tokenizer, Display(engine.tokenizer)
+    start = [{"role": "system", "content": system}] if system else []
+    messages = list(start)
+    reserve = min(params.max_tokens, MIN_REPLY_TOKENS)
+    for line in lines:
+        command = line.strip()
+        if command in ("/quit", "/exit"):
+            break
+        if command == "/reset":
+            messages = list(start)
+            note("conversation reset")
+            continue
+        if command.startswith("/") or not command:
+            if command:
+                note(f"unknown command {command}: {HELP}")
+            continue
+        messages.append({"role": "user", "content": line})
+        prompt, dropped = fit_history(tok, messages, context, reserve)
+        if dropped:
+            note(f"dropped the {dropped} oldest turn(s): the conversation outgrew the model's context "
+                 f"of {context} tokens")
+        if len(prompt) >= context:
+            note(f"that message is {len(prompt)} tokens with the system prompt; the model's context is "
+                 f"{context}: say it shorter")
+            messages.pop()
+            continue
+        tokens, sampled, _ = stream_reply(engine, prompt, params, display)
+        messages.append({"role": "assistant", "content": parse_assistant(tok, tokens, sampled)})
+    return 0
+
+
+def _base_loop(engine, params, lines) -> int:
+    tok, display = engine.tokenizer, Display(engine.tokenizer)
+    context = engine.model.config.block_size
+    for line in lines:
+        if line.strip() in ("/quit", "/exit"):
+            break
+        if not line.strip() or line.strip() == "/reset":
+            continue
+        text = tok.encode(line)
+        keep = max(1, context - 1 - min(params.max_tokens, MIN_REPLY_TOKENS))
+        display.write(line, dim=True)   # the document so far, then what the model adds
+        stream_reply(engine, [tok.bos_id, *text[-keep:]], params, display)
+    return 0
