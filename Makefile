@@ -8,6 +8,7 @@ HOST ?= 127.0.0.1
 DAGSTER_PORT ?= 3000
 MLFLOW_PORT ?= 5000
 SERVE_PORT ?= 8000
+MODEL ?= crawl2chat-base@candidate
 DEMO_PAGES ?= 800
 DEMO_CRAWL ?= CC-MAIN-2099-01
 
@@ -18,7 +19,7 @@ export CRAWL2CHAT_MLFLOW_ARTIFACTS ?= $(CURDIR)/dagster_home/mlartifacts
 export CRAWL2CHAT_LAKE ?= $(CURDIR)/lake
 export PYSPARK_PYTHON := $(CURDIR)/$(PY)
 
-.PHONY: install demo test test-all ui bench clean
+.PHONY: install demo test test-all ui chat serve bench clean
 
 install: $(STAMP)
 
@@ -41,6 +42,13 @@ test: $(STAMP)
 # Dagster (webserver + daemon) and the MLflow UI under one launcher: Ctrl-C stops both within seconds.
 ui: $(STAMP)
 	$(PY) -m assets.ui --host $(HOST) --dagster-port $(DAGSTER_PORT) --mlflow-port $(MLFLOW_PORT) --serve-port $(SERVE_PORT)
+
+# Talk to a model: a registered MLflow model (NAME@ALIAS, NAME/VERSION) or an export directory.
+chat: $(STAMP)
+	$(VENV)/bin/crawl2chat chat --model $(MODEL)
+
+serve: $(STAMP)
+	$(VENV)/bin/crawl2chat serve --model $(MODEL) --host $(HOST) --port $(SERVE_PORT)
 
 bench: $(STAMP)
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -13,6 +13,7 @@ SUBCOMMANDS = {
     "download": ("pipelines.commoncrawl", "download WARC files of a crawl (resumable, verified)"),
     "process": ("pipelines.process", "run the data stages over WARC files on this machine"),
     "tokenize": ("pipelines.tokenizer_cli", "show how a text is tokenized"),
+    "serve": ("training.engine.server", "web chat and OpenAI-compatible API for a model (loopback by default)"),
     "chat": ("training.engine.chat_cli", "chat with a model in the terminal (streaming, tools inline, --base)"),
 }
 
