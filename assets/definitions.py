@@ -9,10 +9,11 @@ from assets.training import TrainingLauncher, training_assets
 from assets.lineage import MLflowTracker
 from assets.resources import ChatModel, CrawlSource, DataConfigResource, LakeResource, SparkResource
 from assets.serving import search_job, serving_assets
+from assets.post_training import PostTrainingConfig, post_training_assets, post_training_data
 
 defs = dg.Definitions(
-    assets=[*data_assets, *token_assets, *training_assets, *serving_assets],
-    jobs=[discover_crawl, data_pipeline, tokenize, pretrain, end_to_end, search_job],
+    assets=[*data_assets, *token_assets, *training_assets, *serving_assets, *post_training_assets],
+    jobs=[discover_crawl, data_pipeline, tokenize, pretrain, end_to_end, search_job, post_training_data],
     sensors=[new_warc_files],
     schedules=[nightly_crawl],
     resources={
@@ -24,5 +25,6 @@ defs = dg.Definitions(
         "launcher": TrainingLauncher(),
         "pipes_subprocess_client": dg.PipesSubprocessClient(),
         "chat_model": ChatModel(),
+        "post_training": PostTrainingConfig(),
     },
 )
