@@ -97,3 +97,24 @@ def test_completion_needs_a_turn_to_answer_and_errors_are_user_errors(tiny_tok):
     with pytest.raises(ConversationError, match=r"chat\[1\].role: the conversation ends with the assistant"):
         render_for_completion(tiny_tok, TOOL_TURN[1:], where="chat")
     assert issubclass(ConversationError, UserError)
+
+
+@pytest.mark.parametrize("messages, what", [
+    ([{"role": "user", "content": "a"}, {"role": "user", "content": "b"},
+      {"role": "assistant", "content": "c"}], r"messages\[1\].role: expected 'assistant'"),
+    ([{"role": "assistant", "content": "hi"}], r"messages\[0\].role: expected 'user'"),
+    ([{"role": "system", "content": "s"}, {"role": "user", "content": "q"},
+      {"role": "assistant", "content": "  "}], r"messages\[2\].content: empty assistant message"),
+    ([{"role": "user", "content": "q"}], "no assistant message"),
+])
+def test_training_conversations_must_take_turns_and_say_something(tiny_tok, messages, what):
+    with pytest.raises(ConversationError, match=what):
+        render_conversation(tiny_tok, messages)
+
+
+def test_too_long_for_the_context_is_named(tiny_tok):
+    messages = [{"role": "user", "content": "word " * 200}, {"role": "assistant", "content": "ok"}]
+    ids, _ = render_conversation(tiny_tok, messages)
+    with pytest.raises(ConversationError, match=rf"{len(ids)} tokens, more than the 64"):
+        render_conversation(tiny_tok, messages, where="conv[7].messages", max_tokens=64)
+    assert render_conversation(tiny_tok, messages, max_tokens=len(ids)) == (ids, _)

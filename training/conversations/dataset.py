@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 
 from pipelines.errors import InputError
 from pipelines.io import ParquetSink, parquet_files, staged
-from training.conversations.render import ConversationError, validate
+from training.conversations.render import validate
 
 KIND = "conversations"
 ROWS_PER_PART = 50_000
@@ -38,15 +38,9 @@ def content_id(prefix: str, messages: list[dict]) -> str:
 
 
 def check_trainable(messages, where: str = "messages") -> None:
-    """The renderer's validation, plus what SFT needs: an assistant turn to learn from, and no
-    empty message (an empty user turn or an empty answer teaches nothing but noise)."""
-    validate(messages, where)
-    if not any(m["role"] == "assistant" for m in messages):
-        raise ConversationError(f"{where}: no assistant message, so nothing to train on")
-    for i, m in enumerate(messages):
-        parts = [{"text": m["content"]}] if isinstance(m["content"], str) else m["content"]
-        if not any((p.get("text") or p.get("arguments") or "").strip() for p in parts):
-            raise ConversationError(f"{where}[{i}].content: empty {m['role']} message")
+    """What SFT needs (render.validate with training=True): well-formed turns, an assistant turn to
+    learn from, no empty message (an empty user turn or answer teaches nothing but noise)."""
+    validate(messages, where, training=True)
 
 
 def write_conversations(rows: Iterable[dict], out_dir, rows_per_part: int = ROWS_PER_PART) -> dict:

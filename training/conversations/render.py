@@ -37,15 +37,24 @@ def render_for_completion(tokenizer, messages: list[dict], where: str = "message
     return ids + _header(tokenizer, "assistant")
 
 
-def validate(messages: list[dict], where: str = "messages") -> None:
-    """ConversationError naming the message and field unless `messages` is a conversation we can render."""
+def validate(messages: list[dict], where: str = "messages", training: bool = False) -> None:
+    """ConversationError naming the message and field unless `messages` is a conversation we can
+    render; with training=True also one SFT can learn from (_check_order)."""
     _check(messages, where)
+    if training:
+        _check_order(messages, where)
 
 
-def render_conversation(tokenizer, messages: list[dict], where: str = "messages") -> tuple[list[int], list[int]]:
-    """(ids, loss mask): mask 1 on the tokens the assistant writes (text, tool calls, its <|im_end|>)."""
-    _check(messages, where)
-    return _render(tokenizer, messages, where)
+def render_conversation(tokenizer, messages: list[dict], where: str = "messages",
+                        max_tokens: int | None = None) -> tuple[list[int], list[int]]:
+    """(ids, loss mask): mask 1 on the tokens the assistant writes (text, tool calls, its <|im_end|>).
+    A training conversation must be well formed (see _check_order) and, with max_tokens, fit."""
+    validate(messages, where, training=True)
+    ids, mask = _render(tokenizer, messages, where)
+    if max_tokens is not None and len(ids) > max_tokens:
+        raise ConversationError(f"{where}: {len(ids)} tokens, more than the {max_tokens} the model's context "
+                                "holds; shorten or split the conversation")
+    return ids, mask
 
 
 def parse_assistant(tokenizer, tokens: list[int], sampled: list[bool]) -> list[dict]:
@@ -128,6 +137,24 @@ def _render(tok, messages: list[dict], where: str) -> tuple[list[int], list[int]
                 add([tok.special("output_start"), *tok.encode(part["text"]), tok.special("output_end")], False)
         add([tok.special("im_end")], assistant)
     return ids, mask
+
+
+def _check_order(messages: list[dict], where: str) -> None:
+    """Training conversations: an optional system message, then user and assistant turns taking
+    turns from a user message, at least one assistant turn, and no empty message."""
+    first = 1 if messages[0]["role"] == "system" else 0
+    for i, m in enumerate(messages[first:], start=first):
+        want = "user" if (i - first) % 2 == 0 else "assistant"
+        if m["role"] != want:
+            raise ConversationError(f"{where}[{i}].role: expected {want!r} here (after an optional system "
+                                    f"message, user and assistant take turns), got {m['role']!r}")
+        content = m["content"]
+        texts = [content] if isinstance(content, str) else [p.get("text") or p.get("arguments") or ""
+                                                            for p in content]
+        if not any(t.strip() for t in texts):
+            raise ConversationError(f"{where}[{i}].content: empty {m['role']} message")
+    if len(messages) - first < 2:
+        raise ConversationError(f"{where}: no assistant message, so nothing to train on")
 
 
 def _check(messages, where: str) -> None:
