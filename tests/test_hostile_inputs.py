@@ -4,7 +4,6 @@ in stats.json, memory bounded by the body cap (a gzip bomb inside), and nothing 
 written or removed."""
 import gzip
 import hashlib
-import io
 import json
 import os
 import subprocess
@@ -12,10 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from warcio.warcwriter import WARCWriter
 
 from pipelines.samplecrawl import generate_crawl
-from test_warc_reader import bomb_member, html_pages, write_warc
+from test_warc_reader import bomb_member, html_pages, write_requests_only, write_warc
 
 pytestmark = pytest.mark.slow
 
@@ -49,15 +47,6 @@ def snapshot(root: Path, skip: Path) -> dict[str, tuple]:
     return out
 
 
-def requests_only(path: Path) -> None:
-    buf = io.BytesIO()
-    w = WARCWriter(buf, gzip=True)
-    for i in range(3):
-        w.write_record(w.create_warc_record(f"http://r{i}.example/", "request",
-                                            payload=io.BytesIO(b"GET / HTTP/1.1\r\n\r\n")))
-    path.write_bytes(buf.getvalue())
-
-
 @pytest.fixture(scope="module")
 def hostile(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("hostile")
@@ -73,7 +62,7 @@ def hostile(tmp_path_factory) -> Path:
         flipped[k] ^= 0xFF
     (d / "flipped.warc.gz").write_bytes(bytes(flipped))
     (d / "empty.warc.gz").write_bytes(b"")
-    requests_only(d / "requests.warc.gz")
+    write_requests_only(d / "requests.warc.gz", 3)
     (d / "notes.warc").write_text("this is not a WARC file at all\n" * 50)
     write_warc(root / "before.warc.gz", html_pages(1))
     write_warc(root / "after.warc.gz", html_pages(1, start=1))

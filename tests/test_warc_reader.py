@@ -428,17 +428,22 @@ def test_max_body_bytes_comes_from_the_config():
         WarcReader([], max_body_bytes=0)
 
 
+def write_requests_only(path, n: int) -> None:
+    """A WARC file of n request records and no response."""
+    buf = io.BytesIO()
+    w = WARCWriter(buf, gzip=True)
+    for i in range(n):
+        w.write_record(w.create_warc_record(f"http://site{i}.example/", "request",
+                                            payload=io.BytesIO(b"GET / HTTP/1.1\r\n\r\n")))
+    path.write_bytes(buf.getvalue())
+
+
 def test_empty_and_request_only_files_are_counted(crawl_dir, caplog):
     empty = crawl_dir / "empty.warc.gz"
     empty.parent.mkdir(parents=True, exist_ok=True)
     empty.write_bytes(b"")
     requests_only = crawl_dir / "requests.warc.gz"
-    buf = io.BytesIO()
-    w = WARCWriter(buf, gzip=True)
-    for i in range(3):
-        w.write_record(w.create_warc_record(f"http://site{i}.example/", "request",
-                                            payload=io.BytesIO(b"GET / HTTP/1.1\r\n\r\n")))
-    requests_only.write_bytes(buf.getvalue())
+    write_requests_only(requests_only, 3)
     good = crawl_dir / "good.warc.gz"
     write_warc(good, html_pages(2))
     with caplog.at_level(logging.WARNING, logger="pipelines.warc_reader"):
