@@ -102,8 +102,11 @@ def extracted_text(context: dg.AssetExecutionContext, lake: LakeResource, spark:
     out, removed = crawl.extracted(batch), crawl.removed("extracted", batch)
     inputs = [("warc_files", str(crawl.warc_dir), batch.key)]
     with mlflow_tracker.start_run(context, stage_configs(extract_stages(cfg)), inputs) as run:
-        stats = extract_batch(spark.session(), warcs, out, removed, cfg, dump=batch.crawl).as_dict()
-        return data_result(context, mlflow_tracker, run, stats, out, removed, checks=checks.common(stats))
+        result = extract_batch(spark.session(), warcs, out, removed, cfg, dump=batch.crawl)
+        stats = result.as_dict()
+        # per WARC file: records, responses, kept, dropped by reason, problems (which file is damaged)
+        return data_result(context, mlflow_tracker, run, stats, out, removed,
+                           extra={"files": dg.MetadataValue.json(result.files)}, checks=checks.common(stats))
 
 
 @dg.asset(group_name=GROUP, code_version="1", kinds=KINDS, partitions_def=warc_batches, deps=[extracted_text],

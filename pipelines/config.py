@@ -45,6 +45,7 @@ class URLFilterConfig(Section):
 class ExtractionConfig(Section):
     backend: Literal["trafilatura", "resiliparse"]
     timeout_s: float | None = Field(default=None, gt=0)
+    wall_timeout_s: float | None = Field(default=None, gt=0)
     workers: int = Field(ge=0)
     lookahead: int = Field(ge=1)
     extractor: str | None = None
@@ -122,7 +123,8 @@ class MinhashConfig(Section):
 
 class PIIConfig(Section):
     mode: Literal["fineweb", "placeholder"]
-    entities: list[Literal["EMAIL_ADDRESS", "PHONE_NUMBER", "IP_ADDRESS", "CREDIT_CARD", "IBAN_CODE", "PERSON"]]
+    entities: list[Literal["EMAIL_ADDRESS", "PHONE_NUMBER", "IP_ADDRESS", "CREDIT_CARD", "IBAN_CODE", "US_SSN",
+                           "PERSON"]]
     only_public_ips: bool
     ner: bool
     phone_regions: list[str]

@@ -4,9 +4,21 @@ really stops a hung extractor.
 A Python-level timeout (signal.alarm, a thread) cannot interrupt lxml stuck in C code, so the
 extractor runs in a small pool of worker processes. Each worker is forked once (so trafilatura is
 imported once, in the parent, and shared copy-on-write) and is fed one document at a time over a
-Pipe; the parent waits with a deadline and, when a document overruns, kills that worker (SIGKILL),
-forks a fresh one and drops the document with reason `timeout`. Exceptions in the extractor give
-`error`, a worker that dies gives `error`, empty output gives `empty`.
+Pipe. Exceptions in the extractor give `error`, a worker that dies gives `error`, empty output
+gives `empty`, and a document that overruns its time is dropped with reason `timeout` (the worker
+is replaced by a fresh fork).
+
+The time limit is CPU time, so that the same input gives the same output whatever else the machine
+is doing: `timeout_s` is CPU seconds of the worker for one document, enforced by the kernel
+(setitimer(ITIMER_PROF) armed around each extraction: past it the worker gets SIGPROF, whose
+default action ends it, even inside C code). Wall-clock time depends on load: with the old
+wall-clock deadline a 0.1 s page timed out on a busy machine and 0.8-1.1 s pages passed in one run
+and not the next (issue 15). A wall-clock backstop (`wall_timeout_s`, default 10 x timeout_s) still
+kills a worker that blocks without using CPU (counted as `wall_timeouts`: the one timeout that
+depends on load). CPU time is not wholly load-free either: on a 2-core VM, three busy-loop processes
+per core made trafilatura's CPU time per page 1.35-1.6x longer (its wall time: ~4x). So a page that
+close to the limit can still go either way; the limit guards against pathological pages and sits
+far above what normal ones cost (2-20 ms of CPU on the generated crawl).
 
 Throughput: `workers` processes run concurrently. Documents are dealt to workers round-robin
 (document i goes to worker i % workers) and results are re-ordered, so the output order equals
@@ -33,6 +45,8 @@ from pipelines.lifecycle import die_with_parent
 from pipelines.runner import Stage
 
 Extractor = Callable[[str], "str | None"]
+# Wall-clock backstop per document, in multiples of the CPU limit, when wall_timeout_s is not set.
+WALL_BACKSTOP = 10
 
 
 def trafilatura_extractor(favor_precision: bool = True, include_comments: bool = False,
@@ -93,10 +107,12 @@ def resolve_callable(spec: str | Callable) -> Callable:
     return getattr(importlib.import_module(module), attr)
 
 
-def _serve(conn, extract: Extractor, parent_pid: int) -> None:
-    """Worker loop: receive HTML, send back ("ok", text) or ("error", message); None stops it."""
+def _serve(conn, extract: Extractor, parent_pid: int, cpu_limit_s: float | None) -> None:
+    """Worker loop: receive HTML, send back ("ok", text) or ("error", message); None stops it.
+    A document that uses more than cpu_limit_s CPU seconds ends the process (SIGPROF)."""
     die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    signal.signal(signal.SIGPROF, signal.SIG_DFL)  # terminate: nothing to run in Python, C code or not
     while True:
         try:
             html = conn.recv()
@@ -104,10 +120,14 @@ def _serve(conn, extract: Extractor, parent_pid: int) -> None:
             return
         if html is None:
             return
+        if cpu_limit_s:
+            signal.setitimer(signal.ITIMER_PROF, cpu_limit_s)  # user + system CPU of this process
         try:
             reply = ("ok", extract(html))
         except Exception as exc:  # noqa: BLE001 - any extractor failure is a per-document drop
             reply = ("error", f"{type(exc).__name__}: {exc}"[:500])
+        finally:
+            signal.setitimer(signal.ITIMER_PROF, 0)
         try:
             conn.send(reply)
         except (EOFError, OSError):
@@ -117,8 +137,8 @@ def _serve(conn, extract: Extractor, parent_pid: int) -> None:
 class _Worker:
     """One forked extractor process and the indices of the documents dealt to it."""
 
-    def __init__(self, mp, extract: Extractor):
-        self._mp, self._extract = mp, extract
+    def __init__(self, mp, extract: Extractor, cpu_limit_s: float | None):
+        self._mp, self._extract, self._cpu_limit_s = mp, extract, cpu_limit_s
         self.queue: deque[int] = deque()   # dealt, not yet sent
         self.job: int | None = None        # sent, awaiting a reply
         self.deadline = 0.0
@@ -127,8 +147,8 @@ class _Worker:
 
     def _start(self) -> None:
         parent, child = self._mp.Pipe()
-        self.proc = self._mp.Process(target=_serve, args=(child, self._extract, os.getpid()), daemon=True,
-                                     name="c2c-extraction")
+        self.proc = self._mp.Process(target=_serve, args=(child, self._extract, os.getpid(), self._cpu_limit_s),
+                                     daemon=True, name="c2c-extraction")
         self.proc.start()
         child.close()
         self.conn = parent
@@ -140,6 +160,11 @@ class _Worker:
             self.conn.send(html)
         except (OSError, ValueError):
             pass  # a dead worker shows up as EOF on the next wait and is replaced there
+
+    def hit_cpu_limit(self) -> bool:
+        """After EOF from the worker: did it end on its CPU time limit (SIGPROF)?"""
+        self.proc.join(5)
+        return self.proc.exitcode == -signal.SIGPROF
 
     def restart(self) -> None:
         """Kill (SIGKILL: a stuck C extension ignores nothing else reliably) and fork a new one."""
@@ -168,11 +193,12 @@ class Extraction(Stage):
     def __init__(self, backend: str = "trafilatura", timeout_s: float | None = 1.0, workers: int = 1,
                  favor_precision: bool = True, include_comments: bool = False, deduplicate: bool = True,
                  extractor: str | Callable | None = None, lookahead: int = 4,
-                 resiliparse_collapse_blank_lines: bool = True):
+                 resiliparse_collapse_blank_lines: bool = True, wall_timeout_s: float | None = None):
         if backend not in ("trafilatura", "resiliparse"):
             raise ValueError(f"unknown extraction backend {backend!r} (trafilatura or resiliparse)")
         self.backend = backend
-        self.timeout_s = timeout_s
+        self.timeout_s = timeout_s  # CPU seconds per document (see module doc)
+        self.wall_timeout_s = wall_timeout_s  # backstop for a worker blocked without using CPU
         self.workers = int(workers)
         self.favor_precision = favor_precision
         self.include_comments = include_comments
@@ -185,7 +211,8 @@ class Extraction(Stage):
         self._extract: Extractor | None = None
 
     def config(self) -> dict:
-        return {"backend": self.backend, "timeout_s": self.timeout_s, "workers": self.workers,
+        return {"backend": self.backend, "timeout_s": self.timeout_s, "wall_timeout_s": self.wall_timeout_s,
+                "workers": self.workers,
                 "favor_precision": self.favor_precision, "include_comments": self.include_comments,
                 "deduplicate": self.deduplicate, "lookahead": self.lookahead,
                 "resiliparse_collapse_blank_lines": self.resiliparse_collapse_blank_lines,
@@ -221,6 +248,13 @@ class Extraction(Stage):
         ctx.drop(doc, status)  # "timeout" or "error"
         return None
 
+    def _limits(self) -> tuple[float | None, float]:
+        """(CPU seconds per document or None, wall-clock backstop in seconds or inf)."""
+        if not self.timeout_s:
+            return None, float(self.wall_timeout_s) if self.wall_timeout_s else float("inf")
+        cpu = float(self.timeout_s)
+        return cpu, float(self.wall_timeout_s) if self.wall_timeout_s else WALL_BACKSTOP * cpu
+
     def process(self, docs, ctx):
         if self.workers <= 0:
             yield from self._process_inline(docs, ctx)
@@ -241,9 +275,9 @@ class Extraction(Stage):
     def _process_pool(self, docs, ctx):
         extract = self.extract_fn()  # import the backend before forking: workers share it
         mp = multiprocessing.get_context("fork")
-        timeout = float(self.timeout_s) if self.timeout_s else float("inf")
+        cpu_limit, timeout = self._limits()
         n = self.workers
-        workers = [_Worker(mp, extract) for _ in range(n)]
+        workers = [_Worker(mp, extract, cpu_limit) for _ in range(n)]
         pending: dict[int, Document] = {}           # read, not yet emitted
         results: dict[int, tuple[str, object]] = {}  # finished, waiting for their turn
         source = iter(docs)
@@ -286,13 +320,15 @@ class Extraction(Stage):
                     try:
                         results[w.job] = conn.recv()
                     except (EOFError, OSError):
-                        results[w.job] = ("error", "extraction worker died")
+                        results[w.job] = (("timeout", None) if w.hit_cpu_limit()
+                                          else ("error", "extraction worker died"))
                         w.restart()
                     w.job = None
                 now = time.monotonic()
                 for w in busy:
                     if w.job is not None and now >= w.deadline:
                         results[w.job] = ("timeout", None)
+                        ctx.count("wall_timeouts")
                         w.job = None
                         w.restart()
         finally:

@@ -21,8 +21,19 @@ Pieces, each reusable by the Spark version (pipelines/spark):
 - `MinHasher.band_keys(sig)`: one stable signed 64-bit key per band (blake2b of band index
   and its 8 values), signed so it fits Spark's LongType / Parquet int64 unchanged.
 - `connected_components(edges, ids)`: union-find; the cluster id is the smallest id.
-- `MinhashDedup`: the single-machine stage (buffers one crawl, keeps the smallest id per
-  cluster, drops the rest with reason `duplicate`).
+- `MinhashDedup`: the single-machine stage (buffers one crawl, keeps one document per cluster,
+  drops the rest with reason `duplicate`).
+
+Which document of a cluster is kept (`survivor_key`): the earliest capture (WARC-Date), then the
+longest text, then the smallest id. datatrove's MinhashDedupCluster keeps (mostly: its union-find
+does not always root at the smallest) the first document in reading order, and FineWeb reads
+each dump's WARC files in crawl order, so its survivor is roughly the first capture; we make that
+exact and independent of how files are listed or partitioned. The first capture is the best
+guess at the original, since mirrors and syndicated copies appear after the page they copy, across
+dumps more than within one; equal dates (one page under two URLs in one fetch second) go to the
+fuller text. Both this stage and the Spark one (pipelines/spark/dedup.py) keep by this key, and a
+cluster's id is the id of the document kept. (The smallest id, kept before, is a random pick: record
+ids are UUIDs.)
 
 Short documents: datatrove builds 5-grams with nltk, so a document of fewer than 5 words gets
 no shingle and is never deduplicated. We instead hash the whole (normalized) document as one
@@ -32,6 +43,7 @@ no signature and is never a duplicate.
 from __future__ import annotations
 
 import hashlib
+import re
 import struct
 import unicodedata
 from typing import Hashable, Iterable, Iterator, Sequence
@@ -314,6 +326,25 @@ class MinHasher:
 # --------------------------------------------------------------------------------------------
 # clustering
 
+_WARC_DATE = re.compile(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:[.,](\d+))?")
+
+
+def capture_time_key(date: str | None) -> str:
+    """WARC-Date as a string that sorts by time: "YYYY-MM-DDTHH:MM:SS.fffffffff" (WARC/1.1 allows
+    fractions of a second, which plain string order gets wrong: "...:15.5Z" < "...:15Z"). A missing
+    or unparseable date sorts after every real one."""
+    m = _WARC_DATE.match(date or "")
+    if m is None:
+        return "~" + (date or "")
+    y, mo, d, h, mi, sec, frac = m.groups()
+    return f"{y}-{mo}-{d}T{h}:{mi}:{sec}.{(frac or '')[:9]:0<9}"
+
+
+def survivor_key(date: str | None, text: str | None, doc_id: str) -> tuple[str, int, str]:
+    """Sort key of a cluster member: the smallest is kept (earliest capture, longest text, smallest id)."""
+    return capture_time_key(date), -len(text or ""), doc_id
+
+
 def connected_components(edges: Iterable[tuple[Hashable, Hashable]],
                          ids: Iterable[Hashable]) -> dict[Hashable, Hashable]:
     """Union-find over `ids` (edges may add ids too); cluster id = smallest id of the component."""
@@ -369,14 +400,15 @@ class MinhashDedup(Stage):
                 first = buckets.setdefault(key, idx)
                 if first != idx:
                     edges.append((first, idx))
-        # Components over document indices (ids might repeat); order members by (id, index).
+        # Components over document indices (ids might repeat); the survivor by survivor_key, then index.
         comp = connected_components(edges, range(len(buffered)))
         members: dict[int, list[int]] = {}
         for idx, root in comp.items():
             members.setdefault(root, []).append(idx)
         keep: set[int] = set()
         for group in members.values():
-            winner = min(group, key=lambda i: (buffered[i].id, i))
+            winner = min(group, key=lambda i: (*survivor_key(buffered[i].metadata.get("date"), buffered[i].text,
+                                                             buffered[i].id), i))
             keep.add(winner)
             cluster_id, size = buffered[winner].id, len(group)
             for i in group:

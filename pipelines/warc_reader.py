@@ -1,16 +1,27 @@
 """WARC reader: the source stage. WARC files in, one Document per HTML response out.
 
-Built on fastwarc's ArchiveIterator (C++; streaming). Keeps `response` records with a 2xx status
+Built on fastwarc's ArchiveIterator (streaming). Keeps `response` records with a 2xx status
 and an HTML MIME type, decodes the body to text (the HTML, extraction comes later) and keeps
 provenance: id = WARC-Record-ID, url, date (WARC-Date), dump (crawl name), file_path and the
-record's byte offset. Drops, with reason: `http_status`, `non_html`, `undecodable`,
-`oversize_body`.
+record's byte offset. Drops, with reason: `http_status`, `non_html`, `no_http_headers`,
+`undecodable`, `oversize_body`. Every record is accounted for, per file: `records` =
+responses (docs_in: each kept or dropped with a reason) + `other_records` (warcinfo, request, ...).
 
-Memory stays bounded whatever the input. A body is read up to `max_body_bytes` + 1 (fastwarc
-inflates and de-chunks lazily), so a longer one, a decompression bomb among them (a few MB of gzip
-holding GBs), is dropped having cost the cap. The reader then resumes at the next gzip member
-rather than let fastwarc inflate the rest to skip it (it still does for a file's first record,
-before the layout is known: at several GB/s, in bounded memory). Every member this module inflates
+The HTTP message inside a response is parsed by pipelines/http_payload.py, which holds the
+policies for what real archives do to it: a response with no HTTP status line is a 200 HTML page
+when its payload looks like HTML, else dropped as `no_http_headers` (all counted as
+`no_http_headers`); `Transfer-Encoding: chunked` on a body stored de-chunked (pywb) is read raw
+(`dechunk_fallback`); a Content-Encoding that does not decode is `undecodable`
+(`content_decoding_failed`). Files whose header lines end in a bare LF (ClueWeb09's WARC/0.18)
+are read in fastwarc's lenient mode, chosen per file (`lenient_warc_parsing`); pre-1.0 versions
+with CRLF lines (WARC/0.17) read as they are.
+
+Memory stays bounded whatever the input. A body is read up to `max_body_bytes` + 1 (+ 1 MiB while
+still transfer- or content-encoded; fastwarc inflates the gzip member lazily), so a longer one, a
+decompression bomb among them (a few MB of gzip holding GBs), is dropped having cost the cap. The
+reader then resumes at the next gzip member rather than let fastwarc inflate the rest to skip it
+(it still does for a file's first record, before the layout is known: at several GB/s, in bounded
+memory). Every member this module inflates
 itself, to check or to resynchronise, is inflated in pieces and given up on past cap + headers.
 
 Broken input must neither crash a run nor cost the rest of a file. fastwarc stops at the first
@@ -20,11 +31,15 @@ wrong Content-Length makes it read into the next record. So the reader:
   gzip member is checked on its own (CRC, and the block length against Content-Length; a wrong
   length is repaired from the member, which is authoritative when there is one member per record);
 - after an error, or a stop before the end of the file, resynchronises at the next gzip member
-  that decompresses cleanly and starts with `WARC/` (the next `WARC/1.` line in plain files) and
-  restarts the iterator there;
+  that decompresses cleanly and starts with `WARC/` (the next `WARC/x.y` version line in plain
+  files) and restarts the iterator there;
+- in a lenient-mode file, whose parser skips what it cannot parse without an error, checks that
+  each record ends where the next member starts (else as after an error) and, in plain files,
+  counts the version lines it returned no record for (`unparsed_record`);
 - counts each event (`truncated_gzip`, `corrupt_gzip`, `bad_content_length`, `invalid_record`,
-  `single_gzip_stream`, `no_http_headers`, ...) with ctx.count and logs one line for it; files
-  that hold no document at all are counted too (`empty_file`, `no_response_records`).
+  `single_gzip_stream`, ...) with ctx.count and logs one line for it (record-level quirks: one line
+  per file and kind); files that hold no document at all are counted too (`empty_file`,
+  `no_response_records`).
 """
 from __future__ import annotations
 
@@ -41,6 +56,8 @@ from fastwarc.warc import ArchiveIterator, WarcRecordType
 
 from pipelines.document import Document
 from pipelines.errors import ConfigError
+from pipelines.http_payload import (HEAD_PEEK, blank_line, decode_body, decode_html,  # noqa: F401
+                                     looks_like_html, parse_head)
 from pipelines.runner import Stage, StageContext, StageStats
 
 log = logging.getLogger(__name__)
@@ -55,66 +72,7 @@ _HEADER_SLACK = 1 << 20
 _PIECE = 1 << 20  # the most one zlib call may produce: 64 KiB of bomb would otherwise be 64 MiB at once
 # the bucket layout (crawl-data/<crawl>/segments/...) or the lake's (crawls/<crawl>/warc/...)
 _CRAWL_IN_PATH = re.compile(r"(?:crawl-data|crawls)/([^/]+)/")
-_META_CHARSET = re.compile(rb"""<meta[^>]{0,200}?charset\s*=\s*["']?\s*([A-Za-z0-9_.:\-]{1,40})""", re.I)
-# C0 control bytes other than tab, newlines and form feed: real HTML in any ASCII-compatible
-# charset has ~none (UTF-8 and the CJK multi-byte charsets never use them inside characters);
-# binary bodies and UTF-16 without a BOM are full of them. Counted with bytes.translate (C speed).
-_CONTROL_BYTES = bytes([*range(0x00, 0x09), 0x0B, *range(0x0E, 0x20), 0x7F])
-_BOMS = [(b"\xef\xbb\xbf", "utf-8"), (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be")]
-
-
-# ---- charset ----------------------------------------------------------------------------------
-
-def _mostly_text(body: bytes, max_control_frac: float = 0.01) -> bool:
-    controls = len(body) - len(body.translate(None, _CONTROL_BYTES))
-    return controls <= max_control_frac * len(body)
-
-
-def _html5_label(label: str | None) -> str | None:
-    if not label:
-        return None
-    from resiliparse.parse.encoding import map_encoding_to_html5
-    return map_encoding_to_html5(label.strip().strip("\"'"))
-
-
-def decode_html(body: bytes, http_charset: str | None = None) -> tuple[str, str] | None:
-    """(text, encoding) or None when nothing decodes it sanely.
-
-    Order: a BOM; UTF-8 when the bytes are valid UTF-8 (FineWeb: "UTF-8, else detected"; also
-    right when an ASCII/latin-1 label sits on UTF-8 bytes, which is common); the HTTP charset;
-    a `<meta charset>` / http-equiv tag in the first 4 KB; uchardet detection (resiliparse).
-    Labels are mapped as browsers do (WHATWG: latin-1 and ascii mean windows-1252)."""
-    for bom, enc in _BOMS:
-        if body.startswith(bom):
-            try:
-                return body[len(bom):].decode(enc), enc
-            except UnicodeDecodeError:
-                break
-    if not _mostly_text(body):
-        return None
-    tried = set()
-    candidates = [lambda: "utf-8", lambda: _html5_label(http_charset), lambda: _meta_charset(body),
-                  lambda: _detect(body)]
-    for get in candidates:
-        enc = get()
-        if not enc or enc in tried:
-            continue
-        tried.add(enc)
-        try:
-            return body.decode(enc), enc
-        except (UnicodeDecodeError, LookupError):
-            continue
-    return None
-
-
-def _meta_charset(body: bytes) -> str | None:
-    m = _META_CHARSET.search(body, 0, 4096)
-    return _html5_label(m.group(1).decode("ascii")) if m else None
-
-
-def _detect(body: bytes) -> str | None:
-    from resiliparse.parse.encoding import detect_encoding
-    return detect_encoding(body)
+_VERSION_LINE = re.compile(rb"(WARC/\d\.\d+)\r?\n")  # WARC/1.0, WARC/1.1; WARC/0.17, WARC/0.18 (pre-ISO)
 
 
 # ---- raw records --------------------------------------------------------------------------------
@@ -127,16 +85,20 @@ class _Rec:
     url: str | None = None
     date: str | None = None
     declared_length: int = 0
-    http: bool = False       # has a parsed HTTP status line
+    http: bool = False       # has an HTTP status line
     status: int | None = None
     mime: str | None = None
     charset: str | None = None
+    looks_html: bool = False  # no HTTP status line, and the payload looks like HTML
     body: bytes | None = None
     oversize: bool = False   # the body is longer than the cap: not kept, dropped as oversize_body
+    event: str | None = None  # dechunk_fallback / content_decoding_failed (then body is None)
 
 
 def _materialize(rec, pos: int | None, want_body, max_body: int) -> _Rec:
-    """Copy what we need out of a fastwarc record (its reader dies when the iterator moves on)."""
+    """Copy what we need out of a fastwarc record (its reader dies when the iterator moves on).
+    The iterator runs with parse_http=False: the HTTP head is parsed here from the first bytes of
+    the block (pipelines/http_payload.py), so a block without one keeps its bytes."""
     if rec.record_type != WarcRecordType.response:
         return _Rec(pos, False)
     h = rec.headers
@@ -145,19 +107,26 @@ def _materialize(rec, pos: int | None, want_body, max_body: int) -> _Rec:
         r.declared_length = int(h.get("Content-Length") or 0)
     except ValueError:
         r.declared_length = -1
-    if rec.is_http:
-        r.status = rec.http_headers.status_code
-        r.http = r.status is not None
-        ct = rec.http_content_type
-        r.mime = ct.split(";")[0].strip().lower() if ct else None
-        r.charset = rec.http_charset
-    if want_body(r):
-        # at most cap + 1 bytes (fastwarc inflates and de-chunks lazily): one more tells "longer"
-        body = rec.reader.read(max_body + 1)
-        if len(body) > max_body:
-            r.oversize = True
-        else:
-            r.body = body
+    start = rec.reader.read(HEAD_PEEK)
+    head = parse_head(start)
+    if head is None:
+        r.looks_html = looks_like_html(start)
+    else:
+        r.http, r.status, r.mime, r.charset = True, head.status, head.mime, head.charset
+    if not want_body(r):
+        return r
+    # The raw (still encoded) body, at most cap + slack bytes: fastwarc inflates the gzip member
+    # lazily, so a longer one (a bomb) costs no more than that.
+    at = head.size if head else 0
+    raw = start[at:] + rec.reader.read(max(0, max_body + _HEADER_SLACK + 1 - (len(start) - at)))
+    if len(raw) > max_body + _HEADER_SLACK:
+        r.oversize = True
+        return r
+    body, r.event = decode_body(head, start[:at], raw, max_body) if head else (raw, None)
+    if body is not None and len(body) > max_body:
+        r.oversize = True
+    else:
+        r.body = body
     return r
 
 
@@ -209,9 +178,9 @@ def _classify(fd: int, start: int, end: int) -> str:
 
 def _next_member(fd: int, start: int, size: int, gz: bool, max_bytes: int) -> int | None:
     """First offset >= start where a readable record begins (a clean gzip member whose data starts
-    with `WARC/`, or one too big to check past its first max_bytes; in plain files a `WARC/1.` line
-    start)."""
-    needle = GZIP_MAGIC if gz else b"WARC/1."
+    with `WARC/`, or one too big to check past its first max_bytes; in plain files a line that is
+    a WARC version line, pre-1.0 ones included)."""
+    needle = GZIP_MAGIC if gz else b"WARC/"
     off = start
     while off < size:
         window = os.pread(fd, 1 << 20, off)
@@ -222,7 +191,8 @@ def _next_member(fd: int, start: int, size: int, gz: bool, max_bytes: int) -> in
                 m = _member_at(fd, cand, size, max_bytes)
                 if m is not None and m[0].startswith(b"WARC/"):
                     return cand
-            elif cand == 0 or os.pread(fd, 1, cand - 1) == b"\n":
+            elif ((cand == 0 or os.pread(fd, 1, cand - 1) == b"\n")
+                  and _VERSION_LINE.match(os.pread(fd, 16, cand))):
                 return cand
             i = window.find(needle, i + 1)
         if len(window) < (1 << 20):
@@ -233,16 +203,16 @@ def _next_member(fd: int, start: int, size: int, gz: bool, max_bytes: int) -> in
 
 def _repair_length(rec: _Rec, member: bytes, want_body, max_body: int) -> _Rec | None:
     """Re-read a record from its own member with the true block length (None if that fails)."""
-    head_end = member.find(b"\r\n\r\n")
+    head_end, sep = blank_line(member)
     if head_end < 0:
         return None
-    block = member[head_end + 4:]
-    if block.endswith(b"\r\n\r\n"):
-        block = block[:-4]
+    block = member[head_end + sep:]
+    if block.endswith(member[head_end:head_end + sep]):  # the record's closing blank line
+        block = block[:-sep]
     head = re.sub(rb"(?im)^Content-Length:[^\r\n]*", b"Content-Length: %d" % len(block), member[:head_end])
     try:
         for r in ArchiveIterator(io.BytesIO(head + b"\r\n\r\n" + block + b"\r\n\r\n"),
-                                 auto_decode="all"):
+                                 parse_http=False, quirks_mode=True):
             return _materialize(r, rec.pos, want_body, max_body)
     except Exception:  # noqa: BLE001 - unreadable even with the right length: caller drops it
         return None
@@ -260,129 +230,177 @@ def iter_records(path, count, want_body=lambda r: True,
         count("empty_file")
         log.warning("%s: empty file (0 bytes): no records", path)
         return
-    max_member = max_body_bytes + _HEADER_SLACK
     with open(path, "rb") as f:
         fd = f.fileno()
         gz = os.pread(fd, 2, 0) == GZIP_MAGIC[:2]
-        per_member = gz  # one gzip member per record, as Common Crawl writes; checked below
-        checked_layout = not gz
-        start = 0
-        while True:
-            f.seek(start)
-            pending: _Rec | None = None
-            produced, error, last_pos = 0, None, start
-            try:
-                for rec in ArchiveIterator(f, auto_decode="all"):
-                    last_pos = rec.stream_pos
-                    if not checked_layout and pending is not None:
-                        checked_layout = True
-                        if last_pos == pending.pos or os.pread(fd, 3, last_pos) != GZIP_MAGIC:
-                            per_member = False
-                            pending.pos = None
-                            count("single_gzip_stream")
-                            log.warning("%s: gzipped as one stream, not one member per record: record "
-                                        "offsets are not seekable and damage loses the rest", path)
-                    r = _materialize(rec, last_pos if per_member or not gz else None, want_body,
-                                     max_body_bytes)
-                    if pending is not None:
-                        yield pending
-                        produced += 1
-                    pending = r
-                    if r.oversize and per_member and checked_layout:
-                        # to skip the rest of its body fastwarc would inflate all of it (a bomb:
-                        # GBs); resume past its member below instead
-                        break
-            except Exception as e:  # noqa: BLE001 - fastwarc raises OSError; anything else is damage too
-                error = e
+        lenient = _needs_lenient_parsing(fd, size, gz)
+        if not lenient:
+            yield from _records(path, f, size, gz, False, count, want_body, max_body_bytes)
+            return
+        count("lenient_warc_parsing")
+        log.warning("%s: %s: read in fastwarc's lenient mode", path, lenient)
+        n = 0
+        for n, r in enumerate(_records(path, f, size, gz, True, count, want_body, max_body_bytes), 1):
+            yield r
+        if not gz:
+            # Lenient parsing skips a record it cannot parse without a word (in gzip members the
+            # reader sees the gap): count the version lines it did not return a record for.
+            lines, off = 0, 0
+            while (off := _next_member(fd, off, size, False, 0)) is not None:
+                lines, off = lines + 1, off + 1
+            if lines > n:
+                count("unparsed_record", lines - n)
+                log.warning("%s: %d records that the lenient parser skipped", path, lines - n)
 
-            if not per_member:
-                # plain WARC or one gzip stream: no members to check against
-                if error is None:
-                    if gz and not _stream_complete(fd, size):
-                        # the last record read is the one the cut went through: not kept
-                        count("truncated_gzip")
-                        log.warning("%s: the gzip stream is cut short; the record at the cut and any "
-                                    "after it are lost", path)
-                    elif pending is not None:
-                        yield pending
-                    return
-                if pending is not None:
-                    yield pending
-                reason = "corrupt_gzip" if gz else "corrupt_record"
-                count(reason)
-                nxt = _next_member(fd, last_pos + 1, size, gz, max_member)
-                if nxt is None and not gz:
-                    # junk in front of a gzipped file hid its gzip magic: look for members
-                    nxt = _next_member(fd, last_pos + 1, size, True, max_member)
-                    if nxt is not None:
-                        gz = per_member = True
-                        checked_layout = False
-                log.warning("%s: %s after byte %d (%s)%s", path, reason.replace("_", " "), last_pos, error,
-                            f"; resumed at byte {nxt}" if nxt is not None else "; nothing readable after it")
-                if nxt is None:
-                    return
-                start = nxt
-                continue
 
-            # one member per record: check the held-back record against its own member
-            resume = start
-            if pending is not None:
-                m = _member_at(fd, pending.pos, size, max_member)
-                if m is None:
-                    resume = pending.pos  # its own member is broken: it goes with the damage
-                    pending = None
-                elif m[1] is None:
-                    # it inflates past cap + headers, so its body is over the cap whatever its header
-                    # says; rather than inflate it to its end, scan for the next member (the bytes
-                    # up to it are this record's, not damage)
-                    pending.oversize, pending.body = True, None
-                    yield pending
-                    start = _next_member(fd, pending.pos + 1, size, gz, max_member)
-                    if start is None:
-                        return
-                    continue
-                else:
-                    data, resume = m
-                    block_len = _block_length(data)
-                    if pending.is_response and block_len is not None and block_len != pending.declared_length:
-                        count("bad_content_length")
-                        log.warning("%s: record at byte %d says Content-Length %d, its block has %d bytes; "
-                                    "re-read from its gzip member", path, pending.pos,
-                                    pending.declared_length, block_len)
-                        pending = _repair_length(pending, data, want_body, max_body_bytes)
+def _records(path: Path, f, size: int, gz: bool, lenient: bool, count, want_body,
+             max_body_bytes: int) -> Iterator[_Rec]:
+    """iter_records for one open file (`lenient`: in fastwarc's quirks mode)."""
+    fd = f.fileno()
+    max_member = max_body_bytes + _HEADER_SLACK
+    per_member = gz  # one gzip member per record, as Common Crawl writes; checked below
+    checked_layout = not gz
+    start = 0
+    while True:
+        f.seek(start)
+        pending: _Rec | None = None
+        produced, error, last_pos = 0, None, start
+        try:
+            for rec in ArchiveIterator(f, parse_http=False, quirks_mode=lenient):
+                last_pos = rec.stream_pos
+                if not checked_layout and pending is not None:
+                    checked_layout = True
+                    if last_pos == pending.pos or os.pread(fd, 3, last_pos) != GZIP_MAGIC:
+                        per_member = False
+                        pending.pos = None
+                        count("single_gzip_stream")
+                        log.warning("%s: gzipped as one stream, not one member per record: record "
+                                    "offsets are not seekable and damage loses the rest", path)
+                if lenient and per_member and pending is not None and _member_end(fd, pending.pos, size,
+                                                                                  max_member) != last_pos:
+                    # quirks mode went past the record's member without a word (a wrong
+                    # Content-Length, ClueWeb09's): check it as after a parse error
+                    error = OSError("the lenient parser skipped bytes after this record")
+                    break
+                r = _materialize(rec, last_pos if per_member or not gz else None, want_body,
+                                 max_body_bytes)
                 if pending is not None:
                     yield pending
                     produced += 1
-            if error is None and resume >= size:
+                pending = r
+                if r.oversize and per_member and checked_layout:
+                    # to skip the rest of its body fastwarc would inflate all of it (a bomb:
+                    # GBs); resume past its member below instead
+                    break
+        except Exception as e:  # noqa: BLE001 - fastwarc raises OSError; anything else is damage too
+            error = e
+
+        if not per_member:
+            # plain WARC or one gzip stream: no members to check against
+            if error is None:
+                if gz and not _stream_complete(fd, size):
+                    # the last record read is the one the cut went through: not kept
+                    count("truncated_gzip")
+                    log.warning("%s: the gzip stream is cut short; the record at the cut and any "
+                                "after it are lost", path)
+                elif pending is not None:
+                    yield pending
                 return
-            nxt = _next_member(fd, resume, size, gz, max_member)
-            if nxt == start and produced == 0:
-                # a clean member that fastwarc cannot parse (bad WARC header...): skip just it
-                end = _member_at(fd, start, size, max_member)[1]
-                count("invalid_record")
-                log.warning("%s: unparseable record at byte %d (%s); skipped", path, start, error)
-                nxt = _next_member(fd, start + 1 if end is None else end, size, gz, max_member)
-                # one too big to inflate to its end was passed by scanning: no gap after it
-                resume = end if end is not None else (size if nxt is None else nxt)
-            gap_end = size if nxt is None else nxt
-            if gap_end > resume:
-                reason = _classify(fd, resume, gap_end)
-                count(reason)
-                log.warning("%s: %s at byte %d: skipped %d bytes%s%s", path, reason.replace("_", " "),
-                            resume, gap_end - resume,
-                            f", resumed at byte {nxt}" if nxt is not None else ", nothing readable after it",
-                            f" ({error})" if error else "")
+            if pending is not None:
+                yield pending
+            reason = "corrupt_gzip" if gz else "corrupt_record"
+            count(reason)
+            nxt = _next_member(fd, last_pos + 1, size, gz, max_member)
+            if nxt is None and not gz:
+                # junk in front of a gzipped file hid its gzip magic: look for members
+                nxt = _next_member(fd, last_pos + 1, size, True, max_member)
+                if nxt is not None:
+                    gz = per_member = True
+                    checked_layout = False
+            log.warning("%s: %s after byte %d (%s)%s", path, reason.replace("_", " "), last_pos, error,
+                        f"; resumed at byte {nxt}" if nxt is not None else "; nothing readable after it")
             if nxt is None:
                 return
             start = nxt
+            continue
+
+        # one member per record: check the held-back record against its own member
+        resume = start
+        if pending is not None:
+            m = _member_at(fd, pending.pos, size, max_member)
+            if m is None:
+                resume = pending.pos  # its own member is broken: it goes with the damage
+                pending = None
+            elif m[1] is None:
+                # it inflates past cap + headers, so its body is over the cap whatever its header
+                # says; rather than inflate it to its end, scan for the next member (the bytes
+                # up to it are this record's, not damage)
+                pending.oversize, pending.body = True, None
+                yield pending
+                start = _next_member(fd, pending.pos + 1, size, gz, max_member)
+                if start is None:
+                    return
+                continue
+            else:
+                data, resume = m
+                block_len = _block_length(data)
+                if pending.is_response and block_len is not None and block_len != pending.declared_length:
+                    count("bad_content_length")
+                    log.warning("%s: record at byte %d says Content-Length %d, its block has %d bytes; "
+                                "re-read from its gzip member", path, pending.pos,
+                                pending.declared_length, block_len)
+                    pending = _repair_length(pending, data, want_body, max_body_bytes)
+            if pending is not None:
+                yield pending
+                produced += 1
+        if error is None and resume >= size:
+            return
+        nxt = _next_member(fd, resume, size, gz, max_member)
+        if nxt == start and produced == 0:
+            # a clean member that fastwarc cannot parse (bad WARC header...): skip just it
+            end = _member_at(fd, start, size, max_member)[1]
+            count("invalid_record")
+            log.warning("%s: unparseable record at byte %d (%s); skipped", path, start, error)
+            nxt = _next_member(fd, start + 1 if end is None else end, size, gz, max_member)
+            # one too big to inflate to its end was passed by scanning: no gap after it
+            resume = end if end is not None else (size if nxt is None else nxt)
+        gap_end = size if nxt is None else nxt
+        if gap_end > resume:
+            reason = _classify(fd, resume, gap_end)
+            count(reason)
+            log.warning("%s: %s at byte %d: skipped %d bytes%s%s", path, reason.replace("_", " "),
+                        resume, gap_end - resume,
+                        f", resumed at byte {nxt}" if nxt is not None else ", nothing readable after it",
+                        f" ({error})" if error else "")
+        if nxt is None:
+            return
+        start = nxt
+
+
+def _member_end(fd: int, pos: int, size: int, max_bytes: int) -> int | None:
+    m = _member_at(fd, pos, size, max_bytes)
+    return m[1] if m is not None else None
 
 
 def _block_length(member: bytes) -> int | None:
-    head_end = member.find(b"\r\n\r\n")
+    head_end, sep = blank_line(member)
     if head_end < 0:
         return None
-    n = len(member) - head_end - 4
-    return n - 4 if member.endswith(b"\r\n\r\n") else n
+    n = len(member) - head_end - sep
+    return n - sep if member.endswith(member[head_end:head_end + sep]) else n
+
+
+def _needs_lenient_parsing(fd: int, size: int, gz: bool) -> str | None:
+    """Why the file needs fastwarc's quirks mode, or None: its first record's header lines end in
+    a bare LF (ClueWeb09, with a WARC/0.18 version line), which the strict parser yields as records
+    of unknown type. Decided per file, from its first record: quirks mode also skips unparseable
+    records without a word, so files that do not need it never get it. (Pre-1.0 versions with CRLF
+    lines, WARC/0.17 from Heritrix 1.x, parse strictly.)"""
+    head = _inflate(fd, 0, size, limit=4096, keep=True)[1] if gz else os.pread(fd, 4096, 0)
+    m = _VERSION_LINE.match(head)
+    if m is None or m.group(0).endswith(b"\r\n"):
+        return None
+    return f"{m.group(1).decode()} records with header lines ending in a bare LF"
 
 
 def _stream_complete(fd: int, size: int) -> bool:
@@ -419,8 +437,8 @@ class WarcReader(Stage):
 
     def _wanted(self, r: _Rec) -> bool:
         """Read the body only of records that will be kept (drops stay cheap)."""
-        if not r.http:
-            return not self.only_http_ok
+        if not r.http:  # no status line: an HTML-looking payload counts as a 200 text/html page
+            return r.looks_html and "text/html" in self.mime_types
         if self.only_http_ok and not (200 <= r.status < 300):
             return False
         return r.mime in self.mime_types
@@ -434,6 +452,7 @@ class WarcReader(Stage):
     def read_file(self, path, ctx: StageContext) -> Iterator[Document]:
         dump = self.dump or crawl_from_path(path)
         n_records = n_responses = 0
+        logged: set[str] = set()  # record-level quirks are logged once per file (and all counted)
         try:
             for r in iter_records(path, ctx.count, self._wanted, self.max_body_bytes):
                 n_records += 1
@@ -444,7 +463,13 @@ class WarcReader(Stage):
                 meta = {"url": r.url, "date": r.date, "dump": dump, "file_path": str(path),
                         "warc_record_offset": r.pos}
                 doc = Document("", r.record_id or f"{path}:{r.pos}", meta)
-                reason = self._reason(r, ctx, path)
+                for quirk in ([] if r.http else ["no_http_headers"]) + ([r.event] if r.event else []):
+                    ctx.count(quirk)
+                    if quirk not in logged:
+                        logged.add(quirk)
+                        log.warning("%s: response record %s (%s): %s (further ones in this file are "
+                                    "counted, not logged)", path, r.record_id, r.url, _QUIRKS[quirk])
+                reason = self._reason(r)
                 if reason is None:
                     decoded = decode_html(r.body or b"", r.charset)
                     if decoded is None:
@@ -472,17 +497,26 @@ class WarcReader(Stage):
             ctx.count("no_response_records")
             log.warning("%s: %d records, none of them a response: no documents", path, n_records)
 
-    def _reason(self, r: _Rec, ctx: StageContext, path) -> str | None:
+    def _reason(self, r: _Rec) -> str | None:
         if not r.http:
-            ctx.count("no_http_headers")
-            log.warning("%s: response record %s (%s) has no HTTP headers", path, r.record_id, r.url)
-            if self.only_http_ok:
-                return "http_status"  # no status line, so no 2xx
+            if not r.looks_html:
+                return "no_http_headers"
+            if "text/html" not in self.mime_types:
+                return "non_html"
         elif self.only_http_ok and not (200 <= r.status < 300):
             return "http_status"
         elif r.mime not in self.mime_types:
             return "non_html"
-        return "oversize_body" if r.oversize else None
+        if r.oversize:
+            return "oversize_body"
+        return "undecodable" if r.event == "content_decoding_failed" else None
+
+
+# What each record-level quirk counter means (one warning line per file and kind).
+_QUIRKS = {"no_http_headers": "no HTTP status line: the block is the payload (kept as a 200 page when "
+                              "it looks like HTML, else dropped as no_http_headers)",
+           "dechunk_fallback": "Transfer-Encoding: chunked on a body that is not chunked: read raw",
+           "content_decoding_failed": "its Content-Encoding does not decode: dropped as undecodable"}
 
 
 def iter_warc_documents(paths: Iterable, dump: str | None = None, stats: StageStats | None = None,

@@ -45,6 +45,12 @@ def flaky_extractor(html: str) -> str | None:
     if "SPIN" in html:       # a CPU-bound hang, like lxml stuck in C code
         while True:
             pass
+    if "NAP" in html:        # blocked (waiting for the CPU, a page fault, a lock), using no CPU
+        time.sleep(1.0)
+    if "BURN" in html:       # ~0.3 CPU seconds of real work, then a result
+        t0 = time.process_time()
+        while time.process_time() - t0 < 0.3:
+            pass
     if "BOOM" in html:
         raise RuntimeError("extractor exploded")
     if "EXIT" in html:       # the worker process dies outright
@@ -96,7 +102,7 @@ def test_empty_page_is_dropped_as_empty():
 def test_hang_crash_and_raise_are_survived_in_order(workers):
     markers = ["", "HANG", "", "BOOM", "", "SPIN", "EMPTY", "", "EXIT", "", "", ""]
     docs = [Document(f"<p>doc {i} {m}</p>", f"d{i:02d}") for i, m in enumerate(markers)]
-    stage = Extraction(extractor=FLAKY, workers=workers, timeout_s=0.5)
+    stage = Extraction(extractor=FLAKY, workers=workers, timeout_s=0.2, wall_timeout_s=2)
     out, stats = run(stage, docs)
     expected_ok = [f"d{i:02d}" for i, m in enumerate(markers) if m == ""]
     assert [d.id for d in out] == expected_ok                       # input order kept
@@ -104,6 +110,31 @@ def test_hang_crash_and_raise_are_survived_in_order(workers):
     assert stats.dropped == {"timeout": 2, "error": 2, "empty": 1}
     assert stats.docs_in == len(docs) == stats.docs_out + stats.docs_removed
     assert stats.counters["worker_restarts"] == 3                    # HANG, SPIN, EXIT
+    assert stats.counters["wall_timeouts"] >= 1                      # HANG uses no CPU: the backstop
+
+
+def test_timeout_counts_cpu_time_not_wall_time():
+    """A worker that waits (as one does on a loaded machine, descheduled) is not timed out for it;
+    one that computes past the limit is, by the kernel, long before the wall-clock backstop. The
+    wall-clock deadline dropped the NAP page (1 s of wall time, no CPU) as a timeout."""
+    docs = [Document("<p>NAP</p>", "nap"), Document("<p>SPIN</p>", "spin"), Document("<p>BURN</p>", "burn"),
+            Document("<p>plain</p>", "plain")]
+    t0 = time.monotonic()
+    out, stats = run(Extraction(extractor=FLAKY, workers=1, timeout_s=0.5, wall_timeout_s=60), docs)
+    assert [d.id for d in out] == ["nap", "burn", "plain"]
+    assert stats.dropped == {"timeout": 1} and not stats.counters["wall_timeouts"]
+    assert time.monotonic() - t0 < 30  # SPIN ended by its CPU limit, not the 60 s backstop
+    out, stats = run(Extraction(extractor=FLAKY, workers=1, timeout_s=0.2, wall_timeout_s=60), docs[2:3])
+    assert not out and stats.dropped == {"timeout": 1}  # 0.3 CPU seconds is over a 0.2 s limit
+
+
+def test_wall_timeout_defaults_to_ten_times_the_cpu_limit():
+    from pipelines.extraction import WALL_BACKSTOP
+    assert WALL_BACKSTOP == 10
+    assert Extraction(timeout_s=1.5)._limits() == (1.5, 15.0)
+    assert Extraction(timeout_s=1.5, wall_timeout_s=4)._limits() == (1.5, 4.0)
+    assert Extraction(timeout_s=None)._limits() == (None, float("inf"))
+    assert load_config()["extraction"]["wall_timeout_s"] is None
 
 
 def test_order_is_input_order_with_many_workers():

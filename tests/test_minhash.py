@@ -12,8 +12,8 @@ import pytest
 from datasketch import MinHash
 
 from pipelines.document import Document
-from pipelines.minhash import (MinhashDedup, MinHasher, connected_components, normalize,
-                               shingle_hash, word_hash)
+from pipelines.minhash import (MinhashDedup, MinHasher, capture_time_key, connected_components, normalize,
+                               shingle_hash, survivor_key, word_hash)
 from pipelines.runner import run_stages
 
 VOCAB_ASCII = ("the of and to in is was for on that with as by it from at his an were are which "
@@ -108,16 +108,18 @@ def test_near_duplicates_caught_unrelated_not():
     base = _article(rng, 500)
     edited = list(base)
     edited[240:255] = _article(rng, 15)  # one sentence rewritten
-    docs = [Document(_sentences(base), "doc-b"), Document(_sentences(edited), "doc-a"),
+    # the original (captured first) has the larger id: the old smallest-id rule kept the copy
+    docs = [Document(_sentences(base), "doc-b", {"date": "2024-02-20T10:00:00Z"}),
+            Document(_sentences(edited), "doc-a", {"date": "2024-02-27T08:30:00Z"}),
             Document(_sentences(_article(rng, 500)), "doc-c"),
             Document(_sentences(_article(rng, 500)), "doc-d")]
     removed = []
     out, stats = run_stages(iter(docs), [MinhashDedup()],
                             sink=lambda d, stage, reason: removed.append((d.id, stage, reason)))
     kept = list(out)
-    assert [d.id for d in kept] == ["doc-a", "doc-c", "doc-d"]  # input order, smallest id kept
-    assert removed == [("doc-b", "minhash", "duplicate")]
-    assert kept[0].metadata["minhash_cluster_id"] == "doc-a"
+    assert [d.id for d in kept] == ["doc-b", "doc-c", "doc-d"]  # input order, earliest capture kept
+    assert removed == [("doc-a", "minhash", "duplicate")]
+    assert kept[0].metadata["minhash_cluster_id"] == "doc-b"
     assert kept[0].metadata["minhash_cluster_size"] == 2
     assert kept[1].metadata["minhash_cluster_id"] == "doc-c"
     assert kept[1].metadata["minhash_cluster_size"] == 1
@@ -136,12 +138,37 @@ def test_exact_duplicates_and_deterministic_choice():
         docs.insert(2, Document("", "e1"))
         docs.append(Document("   ", "e0"))
         kept = list(run_stages(iter(docs), [MinhashDedup()])[0])
-        # always the smallest id of the cluster survives; empty docs are never duplicates
-        assert sorted(d.id for d in kept) == ["e0", "e1", "k1", "z"]
-        k1 = next(d for d in kept if d.id == "k1")
-        assert (k1.metadata["minhash_cluster_id"], k1.metadata["minhash_cluster_size"]) == ("k1", 4)
+        # no dates: the longest text survives (" !" for "." makes k4's longest), whatever the
+        # order; empty docs are never duplicates
+        assert sorted(d.id for d in kept) == ["e0", "e1", "k4", "z"]
+        k4 = next(d for d in kept if d.id == "k4")
+        assert (k4.metadata["minhash_cluster_id"], k4.metadata["minhash_cluster_size"]) == ("k4", 4)
         e0 = next(d for d in kept if d.id == "e0")
         assert (e0.metadata["minhash_cluster_id"], e0.metadata["minhash_cluster_size"]) == ("e0", 1)
+
+
+def test_survivor_is_the_earliest_capture_then_the_longest_text_then_the_smallest_id():
+    rng = random.Random(13)
+    text = _sentences(_article(rng, 300))
+    longer = text + " Copied from the original site."
+    cases = [  # (id, date, text) of one cluster -> the id kept
+        ([("c", "2024-03-01T00:00:00Z", text), ("a", "2024-03-02T00:00:00Z", longer),
+          ("b", None, longer + " More.")], "c"),                                 # earliest capture
+        ([("b", "2024-03-01T00:00:00Z", text), ("c", "2024-03-01T00:00:00Z", longer)], "c"),  # longest
+        ([("c", "2024-03-01T00:00:00Z", text), ("b", "2024-03-01T00:00:00Z", text)], "b"),    # smallest id
+        # WARC/1.1 fractions of a second: 15.5 s is after 15 s (a plain string compare says before)
+        ([("a", "2024-03-01T00:00:15.5Z", text), ("b", "2024-03-01T00:00:15Z", text)], "b"),
+        ([("a", None, longer), ("b", "not a date", longer), ("c", "2030-01-01T00:00:00Z", text)], "c"),
+    ]
+    for members, expected in cases:
+        for order in (members, members[::-1]):
+            docs = [Document(t, i, {"date": d}) for i, d, t in order]
+            kept = list(run_stages(iter(docs), [MinhashDedup()])[0])
+            assert [d.id for d in kept] == [expected], (members, order)
+            assert kept[0].metadata["minhash_cluster_id"] == expected
+    assert capture_time_key("2024-03-01T00:00:15Z") < capture_time_key("2024-03-01T00:00:15.000001Z")
+    assert capture_time_key("2009-01-01T00:00:00Z") < capture_time_key(None)
+    assert survivor_key("2024-03-01T00:00:00Z", "abc", "x") < survivor_key("2024-03-01T00:00:00Z", "ab", "a")
 
 
 def test_connected_components_chain_and_singletons():

@@ -115,7 +115,7 @@ def test_proportions_as_planned(crawl, manifest):
 
 
 def test_planted_reasons_use_agreed_names(manifest):
-    stages = {"warc_reader": {"non_html", "http_status"}, "url_filter": {"domain", "subdomain", "url",
+    stages = {"warc_reader": {"non_html", "http_status", "no_http_headers"}, "url_filter": {"domain", "subdomain", "url",
               "hard_blacklisted", "soft_blacklisted", "blacklisted_subword"}, "language": {"wrong_language"},
               "minhash": {"duplicate"}}
     for stage, reason in ALL_RULES:
@@ -179,15 +179,30 @@ def test_card_and_iban_generators_are_checksum_valid():
     assert not luhn_ok("4111 1111 1111 1112") and not iban_ok("DE89 3704 0044 0532 0130 01")
 
 
-def test_duplicate_clusters_keep_the_smallest_id(manifest):
+def _warc_dates(crawl: CrawlInfo) -> dict[str, str]:
+    from warcio.archiveiterator import ArchiveIterator
+    dates = {}
+    for path in crawl.warc_paths:
+        with open(path, "rb") as fh:
+            for rec in ArchiveIterator(fh):
+                dates[rec.rec_headers.get_header("WARC-Record-ID")] = rec.rec_headers.get_header("WARC-Date")
+    return dates
+
+
+def test_duplicate_clusters_keep_the_earliest_capture(crawl, manifest):
+    """The manifest plants MinHash's survivor rule (pipelines.minhash.survivor_key): the member
+    with the earliest WARC-Date is kept, the cluster is named after it."""
+    dates = _warc_dates(crawl)
     clusters: dict[str, list[dict]] = {}
     for m in manifest:
         if m["dup_cluster"]:
             clusters.setdefault(m["dup_cluster"], []).append(m)
     assert {len(v) for v in clusters.values()} <= {2, 3} and clusters
+    assert len({dates[m["record_id"]] for m in manifest}) == len(manifest)  # no ties to break
     for cid, members in clusters.items():
         kept = [m for m in members if m["fate"] == "kept"]
-        assert len(kept) == 1 and kept[0]["record_id"] == cid == min(m["record_id"] for m in members)
+        first = min(members, key=lambda m: dates[m["record_id"]])
+        assert len(kept) == 1 and kept[0]["record_id"] == cid == first["record_id"]
         assert all(m["reason"] == "duplicate" for m in members if m["fate"] == "dropped")
 
 
@@ -207,6 +222,9 @@ def test_cli_writes_a_crawl(tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["captures"] == 30
     assert len(Path(tmp_path, "manifest.jsonl").read_text().splitlines()) == 30
+    assert main(["sample-crawl", "--out", str(tmp_path / "q"), "--pages", "30", "--seed", "1", "--quirks"]) == 0
+    lines = [json.loads(x) for x in Path(tmp_path, "q", "manifest.jsonl").read_text().splitlines()]
+    assert any("warc_0_18_lf" in m["quirks"] for m in lines) and any("no_http_headers" in m["quirks"] for m in lines)
 
 
 def test_planted_fates_hold_through_the_real_stages(crawl, manifest):
@@ -263,3 +281,76 @@ def test_planted_fates_hold_through_the_real_stages(crawl, manifest):
         if got != expected:
             wrong.append((m["category"], expected, got, m["url"]))
     assert not wrong
+
+
+# ---- reader quirks (generate_crawl(quirks=True)) --------------------------------------------------
+
+@pytest.fixture(scope="module")
+def quirky(tmp_path_factory) -> CrawlInfo:
+    return generate_crawl(tmp_path_factory.mktemp("quirky"), pages=PAGES, seed=7, files=2, quirks=True)
+
+
+def test_quirks_are_off_by_default_and_change_only_what_they_plant(crawl, manifest, quirky):
+    from pipelines.samplecrawl.crawl import QUIRKS
+    lines = [json.loads(line) for line in quirky.manifest_path.read_text(encoding="utf-8").splitlines()]
+    assert not any("quirks" in m for m in manifest)
+    planted = Counter(q for m in lines for q in m["quirks"])
+    assert set(planted) == set(QUIRKS)
+    # the ClueWeb-style file is the last one, every record in it
+    old = str(quirky.warc_paths[-1].relative_to(quirky.out_dir))
+    assert all(("warc_0_18_lf" in m["quirks"]) == (m["warc_file"] == old) for m in lines)
+    assert quirky.warc_paths[-1].read_bytes() != crawl.warc_paths[-1].read_bytes()
+    assert gzip.decompress(quirky.warc_paths[-1].read_bytes()).startswith(b"WARC/0.18\nWARC-Type: warcinfo\n")
+    # same captures and fates, but for non-HTML bodies stored without headers
+    for a, b in zip(manifest, lines):
+        assert (a["url"], a["category"]) == (b["url"], b["category"])
+        if b["reason"] == "no_http_headers":
+            assert (a["reason"], b["category"], b["quirks"][0]) == ("non_html", "non_html", "no_http_headers")
+        else:
+            assert (a["fate"], a["reason"]) == (b["fate"], b["reason"])
+    again = generate_crawl(quirky.out_dir.parent / "again", pages=PAGES, seed=7, files=2, quirks=True)
+    assert _files(again) == _files(quirky)
+
+
+def test_reader_recovers_every_planted_quirk(quirky):
+    """Every record lands in docs_in or a named reason, per file, and each quirk is counted (the
+    old reader lost every record of the ClueWeb-style file as `invalid_record`, and the chunked
+    one)."""
+    from warcio.archiveiterator import ArchiveIterator
+
+    from pipelines.runner import run_stages
+    from pipelines.warc_reader import WarcReader
+    lines = [json.loads(line) for line in quirky.manifest_path.read_text(encoding="utf-8").splitlines()]
+    planted = Counter(q for m in lines for q in m["quirks"])
+    for path in quirky.warc_paths:
+        rel = str(path.relative_to(quirky.out_dir))
+        mine = {m["record_id"]: m for m in lines if m["warc_file"] == rel}
+        removed = {}
+        docs, stats = run_stages(iter(()), [WarcReader([path])],
+                                 sink=lambda d, s, r: removed.__setitem__(d.id, r))
+        docs = {d.id: d for d in docs}
+        s = stats["warc_reader"]
+        assert s.counters["records"] == 1 + 3 * len(mine)  # warcinfo + request, response, metadata
+        assert s.docs_in == len(mine) == len(docs) + len(removed)
+        assert s.counters["records"] == s.docs_in + s.counters["other_records"]
+        assert removed == {i: m["reason"] for i, m in mine.items() if m["stage"] == "warc_reader"}
+        counted = {k: n for k, n in s.counters.items() if k not in ("records", "other_records")}
+        expected = Counter(q for m in mine.values() for q in m["quirks"] if q != "warc_0_18_lf")
+        expected["dechunk_fallback"] = expected.pop("chunked_dechunked", 0)
+        if any("warc_0_18_lf" in m["quirks"] for m in mine.values()):
+            expected["lenient_warc_parsing"] = 1
+        assert counted == {k: n for k, n in expected.items() if n}
+        # the kept pages are the payloads warcio reads (de-chunked as warcio does), decoded; for a
+        # block without headers warcio takes the page's first lines for headers: there the block is
+        # the payload, as fastwarc reads it without HTTP parsing
+        from fastwarc.warc import ArchiveIterator as Blocks
+        with open(path, "rb") as fh:
+            blocks = {r.record_id: r.reader.read() for r in Blocks(fh, parse_http=False, quirks_mode=True)
+                      if r.record_id in docs}
+        with open(path, "rb") as fh:
+            for rec in ArchiveIterator(fh):
+                rid = rec.rec_headers.get_header("WARC-Record-ID")
+                if rid in docs:
+                    payload = blocks[rid] if "no_http_headers" in mine[rid]["quirks"] else rec.content_stream().read()
+                    assert docs[rid].text.encode(mine[rid]["charset"]) == payload, mine[rid]["url"]
+    assert planted["chunked_dechunked"] >= 1 and planted["no_http_headers"] >= 2

@@ -78,9 +78,11 @@ def _prose_docs(seed: int = 0) -> list[Document]:
     rng = random.Random(seed)
 
     def doc(text):
-        # Random ids, so the kept (smallest-id) member is not always the original.
+        # Random ids and capture dates (some equal, some missing, one with a fraction of a second),
+        # so every part of the survivor rule decides some cluster.
+        date = rng.choice([None, "2024-02-01T00:00:01.5Z", f"2024-02-0{rng.randint(1, 3)}T00:00:0{rng.randint(0, 2)}Z"])
         return Document(text, f"<urn:uuid:{uuid.UUID(int=rng.getrandbits(128))}>",
-                        {"url": f"https://example.com/{rng.getrandbits(32)}", "dump": "CC-TEST"})
+                        {"url": f"https://example.com/{rng.getrandbits(32)}", "dump": "CC-TEST", "date": date})
 
     def edit(text, n):
         w = text.split()
@@ -156,6 +158,30 @@ def test_spark_dedup_keeps_exactly_what_single_machine_keeps(spark, cfg, tmp_pat
     pii = scrub_pii(spark, out, clean, cfg)["pii"]
     assert pii.docs_in == pii.docs_out == len(kept)
     assert sorted(r["id"] for r in _rows(clean)) == sorted(kept)
+
+
+@pytest.mark.slow
+def test_spark_dedup_keeps_the_earliest_capture_then_the_longest_text(spark, cfg, tmp_path):
+    """The survivor rule (pipelines.minhash.survivor_key) on Spark, clusters spread over files."""
+    from pydoc_data.topics import topics
+    words = " ".join(topics[k] for k in sorted(topics)).split()
+    base = [" ".join(words[i:i + 300]) for i in range(0, 1500, 300)]
+    clusters = {  # expected survivor -> members (id, date, text)
+        "z-first": [("a-copy", "2024-02-03T00:00:00Z", base[0]), ("z-first", "2024-02-01T00:00:00Z", base[0]),
+                    ("m-nodate", None, base[0] + " extra words here")],
+        "y-longest": [("b-short", "2024-02-01T00:00:00Z", base[1]),
+                      ("y-longest", "2024-02-01T00:00:00Z", base[1] + " and a longer ending")],
+        "c-smallest": [("d-same", "2024-02-01T00:00:00Z", base[2]), ("c-smallest", "2024-02-01T00:00:00Z", base[2])],
+        "x-whole-second": [("e-later", "2024-02-01T00:00:15.25Z", base[3]), ("x-whole-second", "2024-02-01T00:00:15Z", base[3])],
+    }
+    docs = [Document(t, i, {"date": d}) for members in clusters.values() for i, d, t in members]
+    docs.append(Document(base[4], "alone", {}))
+    dirs = _write_batches(tmp_path / "in", docs, n=3)  # members of one cluster in different files
+    kept_ref, _, _ = _single_machine(dirs, cfg)
+    dedup_crawl(spark, dirs, tmp_path / "out", tmp_path / "rm", cfg)
+    kept = {r["id"]: (r["minhash_cluster_id"], r["minhash_cluster_size"]) for r in _rows(tmp_path / "out")}
+    expected = {k: (k, len(m)) for k, m in clusters.items()} | {"alone": ("alone", 1)}
+    assert kept == kept_ref == expected
 
 
 def test_dedup_without_duplicates_and_of_nothing(spark, cfg, tmp_path):
@@ -237,6 +263,14 @@ def test_process_batch_writes_parquet_and_consistent_stats(spark, cfg, tmp_path)
     for name, s in stats.items():
         files = list((removed / name).glob("*.parquet"))
         assert sum(pq.read_metadata(f).num_rows for f in files) == s.docs_removed, name
+    # per WARC file, as the CLI's stats.json: every record a response or another type, every
+    # response kept or dropped with a reason, the files' counts adding up to the batch's
+    assert sorted(stats.files) == sorted(str(p.absolute()) for p in crawl.warc_paths)
+    for f in stats.files.values():
+        assert f["records"] == f["responses"] + f["other_records"]
+        assert f["responses"] == f["kept"] + sum(f["dropped"].values()) and not f["problems"]
+    assert sum(f["kept"] for f in stats.files.values()) == len(kept)
+    assert sum(f["responses"] for f in stats.files.values()) == stats["warc_reader"].docs_in
 
     # A rerun replaces the outputs: same rows, not twice as many.
     again = process_batch(spark, crawl.warc_paths, out, removed, cfg, dump="CC-MAIN-2099-01")

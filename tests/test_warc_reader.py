@@ -259,15 +259,142 @@ def test_wrong_content_length(crawl_dir, delta):
 
 
 def test_records_without_http_headers(crawl_dir, caplog):
+    """Policy (pipelines/http_payload.py): no status line -> the block is the payload; HTML-looking
+    payloads are 200 text/html pages, the rest are dropped as no_http_headers (not http_status,
+    which said a server answered 4xx). All of them are counted, one warning line per file."""
     path = crawl_dir / "h.warc.gz"
+    long_html = b"<!DOCTYPE html><html><body><p>" + b"one long line of words " * 4000 + b"</p></body></html>"
+    blank_first = b"<html>\r\n\r\n<body><p>A page whose second line is empty.</p></body></html>"
     write_warc(path, [raw_record("http://nohttp.example/", page(1)),
                       raw_record("http://plain.example/", page(2), content_type="text/html"),
-                      raw_record("http://ok.example/", http_block(200, "text/html", page(3)))])
+                      raw_record("http://ok.example/", http_block(200, "text/html", page(3))),
+                      raw_record("http://png.example/", b"\x89PNG\r\n\x1a\n" + os.urandom(300)),
+                      # 90 KB without a blank line: fastwarc's HTTP parser gave up on the file here
+                      raw_record("http://long.example/", long_html),
+                      # fastwarc took "<html>" for the headers and the rest for the body
+                      raw_record("http://blank.example/", blank_first),
+                      raw_record("http://after.example/", http_block(200, "text/html", page(4)))])
     with caplog.at_level(logging.WARNING, logger="pipelines.warc_reader"):
         docs, stats, removed = read([path])
-    assert urls(docs) == ["http://ok.example/"]
-    assert stats.counters["no_http_headers"] == 2 and stats.dropped["http_status"] == 2
-    assert sum("no HTTP headers" in r.message for r in caplog.records) == 2
+    assert urls(docs) == ["http://nohttp.example/", "http://plain.example/", "http://ok.example/",
+                          "http://long.example/", "http://blank.example/", "http://after.example/"]
+    texts = {d.metadata["url"]: d.text for d in docs}
+    assert texts["http://nohttp.example/"] == page(1).decode()
+    assert texts["http://long.example/"] == long_html.decode()
+    assert texts["http://blank.example/"] == blank_first.decode()
+    assert [(d.metadata["url"], r) for d, r in removed] == [("http://png.example/", "no_http_headers")]
+    assert damage(stats) == {"no_http_headers": 5}
+    assert stats.counters["records"] == stats.docs_in == 7  # every record accounted for
+    assert sum("no HTTP status line" in r.message for r in caplog.records) == 1
+
+
+def chunked(body: bytes, size: int = 40) -> bytes:
+    """`body` in real chunked transfer coding."""
+    parts = [b"%x\r\n%s\r\n" % (len(body[i:i + size]), body[i:i + size]) for i in range(0, len(body), size)]
+    return b"".join(parts) + b"0\r\n\r\n"
+
+
+def te_block(body: bytes, extra: str = "") -> bytes:
+    return f"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nTransfer-Encoding: chunked\r\n{extra}\r\n".encode() + body
+
+
+def test_chunked_header_on_a_dechunked_body(crawl_dir, caplog):
+    """pywb/webrecorder keep `Transfer-Encoding: chunked` but store the body de-chunked: fastwarc's
+    de-chunking fails on it (the old reader lost the record as damage, `invalid_record`). The body
+    is read raw instead and counted as dechunk_fallback; it equals what warcio gives, for these and
+    for real chunked bodies (which fastwarc decodes itself, not counted)."""
+    path = crawl_dir / "chunk.warc.gz"
+    html = {i: page(i, "A paragraph long enough to need several chunks of forty bytes each.") for i in range(6)}
+    write_warc(path, [
+        raw_record("http://pywb.example/", te_block(html[0])),                                # stored de-chunked
+        raw_record("http://real.example/", te_block(chunked(html[1]))),                      # really chunked
+        raw_record("http://gz.example/", te_block(chunked(gzip.compress(html[2])), "Content-Encoding: gzip\r\n")),
+        raw_record("http://pywb-gz.example/", te_block(gzip.compress(html[3]), "Content-Encoding: gzip\r\n")),
+        raw_record("http://cut.example/", te_block(chunked(html[4])[:150])),                 # cut inside a chunk
+        raw_record("http://hexlike.example/", te_block(b"abc\r\n" + html[5])),               # starts like a size line
+        raw_record("http://ok.example/", http_block(200, "text/html", page(9))),
+    ])
+    with caplog.at_level(logging.WARNING, logger="pipelines.warc_reader"):
+        docs, stats, removed = read([path])
+    assert not removed and len(docs) == 7
+    assert damage(stats) == {"dechunk_fallback": 4}  # pywb, pywb-gz, cut, hexlike
+    assert sum("Transfer-Encoding: chunked" in r.message for r in caplog.records) == 1
+    from warcio.archiveiterator import ArchiveIterator as WarcioIterator
+    with open(path, "rb") as fh:
+        warcio_bodies = {r.rec_headers.get_header("WARC-Target-URI"): r.content_stream().read()
+                         for r in WarcioIterator(fh) if r.rec_type == "response"}
+    for d in docs:
+        assert d.text.encode() == warcio_bodies[d.metadata["url"]], d.metadata["url"]
+    assert docs[0].text == html[0].decode() and docs[2].text == html[2].decode()
+
+
+def test_content_encoding_that_does_not_decode_is_undecodable(crawl_dir):
+    path = crawl_dir / "ce-bad.warc.gz"
+    write_warc(path, [raw_record("http://bad.example/", b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n"
+                                 b"Content-Encoding: gzip\r\n\r\n\x1f\x8b\x08\x00not gzip at all"),
+                      raw_record("http://ok.example/", http_block(200, "text/html", page(1)))])
+    docs, stats, removed = read([path])
+    assert urls(docs) == ["http://ok.example/"]  # the file goes on: no damage, no resync
+    assert [(d.metadata["url"], r) for d, r in removed] == [("http://bad.example/", "undecodable")]
+    assert damage(stats) == {"content_decoding_failed": 1}
+
+
+def clueweb_record(url: str, body: bytes, version="WARC/0.18", nl="\n", length_delta=0) -> bytes:
+    """A record as ClueWeb09 has them: pre-ISO version line, every header line ending in LF."""
+    http = nl.join(["HTTP/1.1 200 OK", "Content-Type: text/html", "", ""]).encode() + body
+    head = nl.join([version, "WARC-Type: response", f"WARC-Target-URI: {url}", "WARC-Date: 2009-01-13T18:05:37-0800",
+                    f"WARC-Record-ID: <urn:uuid:{abs(hash(url)):032x}>", "Content-Type: application/http;msgtype=response",
+                    f"Content-Length: {len(http) + length_delta}", "", ""])
+    return head.encode() + http + (nl * 2).encode()
+
+
+@pytest.mark.parametrize("layout", ["members", "plain"])
+def test_pre_1_0_warc_versions_are_read(crawl_dir, caplog, layout):
+    """WARC/0.18 with bare-LF lines (ClueWeb09) vanished: fastwarc's strict parser yields them as
+    records of unknown type. The file is read in fastwarc's lenient mode (chosen per file, from
+    its first record) and counted once as lenient_warc_parsing. WARC/0.17 with CRLF lines
+    (Heritrix 1.x) parses strictly."""
+    gz = layout == "members"
+    ext = ".warc.gz" if gz else ".warc"
+    clue, heritrix = crawl_dir / f"clueweb{ext}", crawl_dir / f"heritrix{ext}"
+    records = [clueweb_record(f"http://cw{i}.example/", page(i)) for i in range(4)]
+    old = [clueweb_record(f"http://h{i}.example/", page(i), "WARC/0.17", "\r\n") for i in range(3)]
+    clue.parent.mkdir(parents=True, exist_ok=True)
+    for path, recs in ((clue, records), (heritrix, old)):
+        path.write_bytes(b"".join(gzip.compress(r) for r in recs) if gz else b"".join(recs))
+    with caplog.at_level(logging.WARNING, logger="pipelines.warc_reader"):
+        docs, stats, _ = read([clue, heritrix])
+    assert urls(docs) == [f"http://cw{i}.example/" for i in range(4)] + [f"http://h{i}.example/" for i in range(3)]
+    assert docs[1].text == page(1).decode()
+    assert damage(stats) == {"lenient_warc_parsing": 1}
+    assert any("WARC/0.18 records with header lines ending in a bare LF" in r.message for r in caplog.records)
+
+
+def test_clueweb_lengths_are_repaired_and_damage_resyncs_on_old_versions(crawl_dir):
+    """ClueWeb09's Content-Length counts the CRs its lines lost: too long. One gzip member per
+    record tells the true length (repaired, counted); in a plain file, damage resynchronises on
+    the next WARC/0.x version line (the old reader looked for `WARC/1.` only)."""
+    path = crawl_dir / "cw-len.warc.gz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"".join(gzip.compress(clueweb_record(f"http://cw{i}.example/", page(i), length_delta=9))
+                              for i in range(3)))
+    docs, stats, _ = read([path])
+    assert urls(docs) == [f"http://cw{i}.example/" for i in range(3)] and docs[2].text == page(2).decode()
+    assert damage(stats) == {"lenient_warc_parsing": 1, "bad_content_length": 3}
+    plain = crawl_dir / "h-damaged.warc"
+    recs = [clueweb_record(f"http://h{i}.example/", page(i), "WARC/0.17", "\r\n") for i in range(3)]
+    plain.write_bytes(recs[0] + b"\x00\x01garbage in the middle\r\n" * 3 + recs[1] + recs[2])
+    docs, stats, _ = read([plain])
+    assert urls(docs) == [f"http://h{i}.example/" for i in range(3)]
+    assert damage(stats) == {"corrupt_record": 1}
+    # a plain LF file has no members to check against: a record the lenient parser skips (read
+    # into by its neighbour's long Content-Length) is lost, but counted, never silent
+    plain_lf = crawl_dir / "cw-plain.warc"
+    plain_lf.write_bytes(b"".join(clueweb_record(f"http://cw{i}.example/", page(i), length_delta=9 * (i == 1))
+                                  for i in range(4)))
+    docs, stats, _ = read([plain_lf])
+    assert urls(docs) == ["http://cw0.example/", "http://cw1.example/", "http://cw3.example/"]
+    assert damage(stats) == {"lenient_warc_parsing": 1, "unparsed_record": 1}
 
 
 def test_unreadable_file_does_not_stop_the_others(tmp_path):

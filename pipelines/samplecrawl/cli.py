@@ -11,13 +11,17 @@ def add_arguments(parser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="same seed -> byte-identical files")
     parser.add_argument("--crawl", default="CC-MAIN-2099-01", help="crawl name (sets the dates)")
     parser.add_argument("--files", type=int, default=2, help="number of WARC files")
+    parser.add_argument("--quirks", action="store_true",
+                        help="plant reader quirks real archives have (chunked header on a de-chunked body, "
+                             "no HTTP headers, a last file in ClueWeb09's WARC/0.18 LF format)")
 
 
 def main(args) -> int:
     from pipelines.samplecrawl import generate_crawl
 
     t0 = time.perf_counter()
-    info = generate_crawl(args.out, pages=args.pages, seed=args.seed, crawl=args.crawl, files=args.files)
+    info = generate_crawl(args.out, pages=args.pages, seed=args.seed, crawl=args.crawl, files=args.files,
+                          quirks=args.quirks)
     print(json.dumps({"warc_files": [str(p) for p in info.warc_paths], "manifest": str(info.manifest_path),
                       "listing": str(info.paths_listing), "captures": info.captures, "planned": info.counts,
                       "seconds": round(time.perf_counter() - t0, 2)}, indent=2))

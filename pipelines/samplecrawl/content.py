@@ -53,6 +53,7 @@ class Capture:
     pii: list = field(default_factory=list)
     location: str | None = None
     truncated: bool = False
+    quirks: list = field(default_factory=list)  # reader quirks planted in its record (crawl.QUIRKS)
 
     def content_type_header(self) -> str | None:
         if self.mime is None:

@@ -23,20 +23,25 @@ def _gzip_member(data: bytes) -> bytes:
 
 
 class WarcWriter:
-    """Appends records to one .warc.gz; `write_record` returns the record's byte offset."""
+    """Appends records to one .warc.gz; `write_record` returns the record's byte offset.
 
-    def __init__(self, path):
+    `version` and `newline` exist to write the pre-1.0 files of older archives (ClueWeb09: a
+    `WARC/0.18` version line and header lines ending in a bare LF); the default is WARC/1.1."""
+
+    def __init__(self, path, version: str = "WARC/1.1", newline: str = "\r\n"):
         self.path = path
         self._fh = open(path, "wb")
         self.offset = 0
+        self.version, self.newline = version, newline
 
     def write_record(self, warc_type: str, record_id: str, date: str, content_type: str,
                      block: bytes, extra: list[tuple[str, str]] = ()) -> int:
         headers = [("WARC-Type", warc_type), ("WARC-Date", date), ("WARC-Record-ID", record_id)]
         headers += list(extra)
         headers += [("Content-Type", content_type), ("Content-Length", str(len(block)))]
-        head = "WARC/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers) + "\r\n"
-        member = _gzip_member(head.encode("utf-8") + block + b"\r\n\r\n")
+        nl = self.newline
+        head = self.version + nl + "".join(f"{k}: {v}{nl}" for k, v in headers) + nl
+        member = _gzip_member(head.encode("utf-8") + block + (nl + nl).encode())
         start = self.offset
         self._fh.write(member)
         self.offset += len(member)
@@ -52,16 +57,17 @@ class WarcWriter:
         self.close()
 
 
-def http_response_block(status: int, reason: str, headers: list[tuple[str, str]], body: bytes) -> bytes:
-    head = f"HTTP/1.1 {status} {reason}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers) + "\r\n"
+def http_response_block(status: int, reason: str, headers: list[tuple[str, str]], body: bytes,
+                        newline: str = "\r\n") -> bytes:
+    head = f"HTTP/1.1 {status} {reason}{newline}" + "".join(f"{k}: {v}{newline}" for k, v in headers) + newline
     return head.encode("latin-1") + body
 
 
-def http_request_block(url_path: str, host: str, user_agent: str) -> bytes:
+def http_request_block(url_path: str, host: str, user_agent: str, newline: str = "\r\n") -> bytes:
     lines = [f"GET {url_path} HTTP/1.1", f"Host: {host}", f"User-Agent: {user_agent}",
              "Accept: text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
              "Accept-Language: en-US,en;q=0.5", "Accept-Encoding: br,gzip", "Connection: Keep-Alive"]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    return (newline.join(lines) + newline * 2).encode("latin-1")
 
 
 def gzip_lines(path, lines: list[str]) -> None:

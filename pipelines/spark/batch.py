@@ -5,6 +5,10 @@
               kept docs    -> <out_dir>/part-<i>.parquet
               dropped docs -> <removed_dir>/<stage>/part-<i>.parquet (with stage and reason)
 
+Each task returns its stage stats and, for a WARC file, that file's accounting (records,
+responses, kept, dropped by reason, problems: pipelines.process.file_accounting, as the CLI writes
+into stats.json), so the returned RunStats.files tells which file of a batch is damaged.
+
 Only the DataFrame API is used (no SparkContext), so the same code runs on Spark Connect. The
 executors write the Parquet files themselves (streaming, constant memory) into a staging
 directory that the driver swaps into place when every task has succeeded: a rerun replaces the
@@ -30,6 +34,7 @@ from pyspark.sql import SparkSession
 from pipelines.io import parquet_files, read_documents, staged
 from pipelines.process import run_to_parquet  # the CLI's own writer: one mechanism for both
 from pipelines.runner import RunStats, Stage
+from pipelines.spark.ship import config_for_executors, resolve_shipped
 
 # One killable extraction child per task keeps the per-document timeout (a stuck lxml call is
 # killed, not the executor) and was no slower than inline in our local[1]/local[2] runs; it is
@@ -65,7 +70,8 @@ def _cached_stages(cfg: dict, step: str) -> list[Stage]:
     key = step + json.dumps(cfg, sort_keys=True, default=str)
     stages = _STAGES.get(key)
     if stages is None:
-        stages = _STAGES[key] = batch_stages(cfg, step)
+        # on a cluster the config names the model and block lists by their shipped copies (ship.py)
+        stages = _STAGES[key] = batch_stages(resolve_shipped(cfg), step)
     return stages
 
 
@@ -74,13 +80,17 @@ def process_part(path, part: int, out_dir, removed_dir, cfg: dict, dump: str | N
     """Run one input file through the stages of `step`; returns its RunStats as a dict. The input
     is a WARC file ("all", "extract") or a Parquet part of extracted text ("filter")."""
     from pipelines.warc_reader import WarcReader
+    from pipelines.process import file_accounting
     name = f"part-{part:05d}"
     if step == "filter":
         source, stages = read_documents([path]), _cached_stages(cfg, step)
     else:
         reader = WarcReader([path], dump=dump, **cfg.get("warc_reader", {}))
         source, stages = iter(()), [reader, *_cached_stages(cfg, step)]
-    return run_to_parquet(source, stages, Path(out_dir) / f"{name}.parquet", Path(removed_dir), name).as_dict()
+    stats = run_to_parquet(source, stages, Path(out_dir) / f"{name}.parquet", Path(removed_dir), name)
+    if step != "filter":
+        stats.files = {str(path): file_accounting(stats.as_dict())}
+    return task_result(stats)
 
 
 def process_warc_file(path, part: int, out_dir, removed_dir, cfg: dict, dump: str | None = None) -> dict:
@@ -89,6 +99,11 @@ def process_warc_file(path, part: int, out_dir, removed_dir, cfg: dict, dump: st
 
 
 _TASK_SCHEMA = pa.schema([("part", pa.int64()), ("stats", pa.string())])
+
+
+def task_result(stats: RunStats) -> dict:
+    """What a task's `work` returns: its stage stats and its input files' accounting."""
+    return {"stages": stats.as_dict(), "files": stats.files}
 
 
 def _file_tasks(work, out_dir: str, removed_dir: str | None):
@@ -104,10 +119,10 @@ def _file_tasks(work, out_dir: str, removed_dir: str | None):
 
 def run_file_tasks(spark: SparkSession, n_tasks: int, work, out_dir, removed_dir=None, *,
                    kind: str) -> RunStats:
-    """Run `work(part, out_dir, removed_dir) -> stats dict` for part in 0..n_tasks-1, one Spark
-    task each, writing into staging directories that replace `out_dir` (a `kind` output) and
+    """Run `work(part, out_dir, removed_dir) -> task_result(stats)` for part in 0..n_tasks-1, one
+    Spark task each, writing into staging directories that replace `out_dir` (a `kind` output) and
     `removed_dir` only when every task succeeded. `work` must pickle small (paths and config,
-    never models)."""
+    never models). The stats are merged in part order; `.files` holds every task's files."""
     stats = RunStats()
     with staged(out_dir, kind=kind) as out_stage, \
             (staged(removed_dir, kind="removed") if removed_dir is not None else nullcontext()) as removed_stage:
@@ -118,7 +133,9 @@ def run_file_tasks(spark: SparkSession, n_tasks: int, work, out_dir, removed_dir
                                 "part long, stats string")
                     .collect())
             for row in sorted(rows, key=lambda r: r.part):
-                stats.merge(RunStats.from_dict(json.loads(row.stats)))
+                task = json.loads(row.stats)
+                stats.merge(RunStats.from_dict(task["stages"]))
+                stats.files.update(task["files"])
     return stats
 
 
@@ -136,7 +153,8 @@ def process_batch(spark: SparkSession, warc_paths, out_dir, removed_dir, cfg: di
     replaced as a whole when the batch succeeds.
     """
     paths = [str(Path(p).absolute()) for p in warc_paths]
-    work = functools.partial(_part_work, paths, executor_config(cfg, extraction_workers), dump, step)
+    cfg = config_for_executors(spark, executor_config(cfg, extraction_workers))
+    work = functools.partial(_part_work, paths, cfg, dump, step)
     return run_file_tasks(spark, len(paths), work, out_dir, removed_dir, kind=_STEP_KINDS[step])
 
 
@@ -153,5 +171,5 @@ def extract_batch(spark: SparkSession, warc_paths, out_dir, removed_dir, cfg: di
 def filter_batch(spark: SparkSession, input_dir, out_dir, removed_dir, cfg: dict) -> RunStats:
     """Language ID and quality filters over a batch's extracted Parquet parts (filtered_text)."""
     parts = [str(Path(p).absolute()) for p in parquet_files(input_dir)]
-    work = functools.partial(_part_work, parts, executor_config(cfg), None, "filter")
+    work = functools.partial(_part_work, parts, config_for_executors(spark, executor_config(cfg)), None, "filter")
     return run_file_tasks(spark, len(parts), work, out_dir, removed_dir, kind="filtered_text")

@@ -2,8 +2,9 @@
 
 Dedup keeps exactly the documents the single-machine `pipelines.minhash.MinhashDedup` keeps (same
 signatures, same band keys, same rule: a cluster is a connected component of "shares a band key",
-its id is its smallest document id, and the document with that id is the one kept). The
-difference is where the work happens:
+the document kept is the smallest by `pipelines.minhash.survivor_key` (earliest capture, longest
+text, smallest id; then input order) and the cluster's id is its id). The difference is where the
+work happens:
 
     signatures + band keys   one task per input Parquet file (id, text columns only), one
                              MinHasher per Python worker; row = file index << 32 | row in file
@@ -31,6 +32,7 @@ from pyspark.sql import functions as F
 from pipelines.io import ParquetSink, check_output_target, parquet_files, scratch
 from pipelines.runner import RunStats, StageStats
 from pipelines.spark.components import connected_components
+from pipelines.spark.ship import is_connect
 
 # Columns this stage writes; stale copies from an earlier dedup are replaced.
 _DEDUP_COLUMNS = ("minhash_cluster_id", "minhash_cluster_size")
@@ -54,32 +56,42 @@ def _hasher_settings(cfg: dict) -> tuple:
     return (int(m["num_perm"]), int(m["bands"]), int(m["rows"]), int(m["shingle_words"]), int(m["seed"]))
 
 
-_BAND_SCHEMA = pa.schema([("band", pa.int64()), ("_row", pa.int64()), ("id", pa.string())])
+# band, row, and the document's survivor_key (capture time, minus text length, id) for the winner
+_BAND_SCHEMA = pa.schema([("band", pa.int64()), ("_row", pa.int64()), ("id", pa.string()),
+                          ("capture", pa.string()), ("neg_len", pa.int64())])
+_NODE_FIELDS = ("id", "capture", "neg_len")
 
 
 def _band_rows(files: list[str], settings: tuple):
-    """mapInArrow function: file indices -> one (band key, _row, id) row per band of each document.
+    """mapInArrow function: file indices -> one (band key, _row, id, capture, neg_len) row per band
+    of each document.
 
     A document whose text normalizes to nothing has no signature: it gets one row with a null
     band (counted, never a duplicate), as in MinhashDedup.
     """
+    from pipelines.minhash import survivor_key
+
     def fn(batches):
         hasher = _hasher(settings)
         for batch in batches:
             for part in batch.column("id").to_pylist():
                 row = part << _ROW_BITS
-                for chunk in pq.ParquetFile(files[part]).iter_batches(2048, columns=["id", "text"]):
-                    bands, rows, ids = [], [], []
-                    for doc_id, text in zip(chunk.column("id").to_pylist(), chunk.column("text").to_pylist()):
+                pf = pq.ParquetFile(files[part])
+                columns = [c for c in ("id", "text", "date") if c in pf.schema_arrow.names]
+                for chunk in pf.iter_batches(2048, columns=columns):
+                    cols = [[] for _ in _BAND_SCHEMA]  # band, _row, id, capture, neg_len
+                    dates = chunk.column("date").to_pylist() if "date" in columns else [None] * chunk.num_rows
+                    for doc_id, text, date in zip(chunk.column("id").to_pylist(), chunk.column("text").to_pylist(),
+                                                  dates):
                         sig = hasher.signature(text or "")
                         keys = [None] if sig is None else hasher.band_keys(sig)
-                        bands.extend(keys)
-                        rows.extend([row] * len(keys))
-                        ids.extend([doc_id] * len(keys))
+                        capture, neg_len, _ = survivor_key(date, text, doc_id)
+                        cols[0].extend(keys)
+                        for col, value in zip(cols[1:], (row, doc_id, capture, neg_len)):
+                            col.extend([value] * len(keys))
                         row += 1
-                    yield pa.RecordBatch.from_arrays(
-                        [pa.array(bands, pa.int64()), pa.array(rows, pa.int64()), pa.array(ids, pa.string())],
-                        schema=_BAND_SCHEMA)
+                    yield pa.RecordBatch.from_arrays([pa.array(c, f.type) for c, f in zip(cols, _BAND_SCHEMA)],
+                                                     schema=_BAND_SCHEMA)
     return fn
 
 
@@ -118,31 +130,39 @@ def _find_clusters(spark: SparkSession, files: list[str], clusters_dir: Path, cf
     n = len(files)
     signed = Observation("minhash-signatures")
     bands = (spark.range(0, n, 1, n)
-             .mapInArrow(_band_rows(files, _hasher_settings(cfg)), "band long, _row long, id string")
+             .mapInArrow(_band_rows(files, _hasher_settings(cfg)),
+                         "band long, _row long, id string, capture string, neg_len long")
              .observe(signed, F.coalesce(F.sum(F.col("band").isNull().cast("long")), F.lit(0))
                       .alias("no_signature")))
     # A star per bucket (members -> the bucket's smallest row) connects the bucket with
     # |bucket| - 1 edges; the window needs one shuffle by band key and no driver round trip.
-    root = F.min(F.struct("_row", "id")).over(Window.partitionBy("band"))
+    root = F.min(F.struct("_row", *_NODE_FIELDS)).over(Window.partitionBy("band"))
     counted = Observation("minhash-edges")
     edges = (bands.where(F.col("band").isNotNull()).withColumn("root", root)
              .where(F.col("_row") != F.col("root._row"))
-             .select(F.col("root._row").alias("src"), F.col("root.id").alias("src_id"),
-                     F.col("_row").alias("dst"), F.col("id").alias("dst_id"))
+             .select(F.col("root._row").alias("src"), *(F.col(f"root.{c}").alias(f"src_{c}") for c in _NODE_FIELDS),
+                     F.col("_row").alias("dst"), *(F.col(c).alias(f"dst_{c}") for c in _NODE_FIELDS))
              .distinct()
-             .observe(counted, F.count(F.lit(1)).alias("candidate_edges"))
-             .localCheckpoint(eager=True))
+             .observe(counted, F.count(F.lit(1)).alias("candidate_edges")))
+    if is_connect(spark):
+        # Spark Connect fills observed metrics on actions only, not on a checkpoint: one cached
+        # count computes the edges (and both observations) once, as the checkpoint does
+        edges = edges.persist()
+        edges.count()
+    else:
+        edges = edges.localCheckpoint(eager=True)
     counters = {**signed.get, **counted.get, "cc_rounds": 0}
     if not counters["candidate_edges"]:
         return counters  # every document is a cluster of one: nothing to write
 
     components, counters["cc_rounds"] = connected_components(edges.select("src", "dst"))
-    nodes = edges.select(F.col("src").alias("node"), F.col("src_id").alias("id")).unionByName(
-        edges.select(F.col("dst").alias("node"), F.col("dst_id").alias("id"))).distinct()
+    nodes = edges.select(F.col("src").alias("node"), *(F.col(f"src_{c}").alias(c) for c in _NODE_FIELDS)).unionByName(
+        edges.select(F.col("dst").alias("node"), *(F.col(f"dst_{c}").alias(c) for c in _NODE_FIELDS))).distinct()
     cluster = Window.partitionBy("label")  # one shuffle; a group-by would need a join back
+    # the survivor: smallest (capture, neg_len, id, node), as MinhashDedup's survivor_key + index
     (components.join(nodes, "node")
      .select(F.shiftright("node", _ROW_BITS).alias("file"), F.col("node").alias("_row"),
-             F.min(F.struct("id", "node")).over(cluster).alias("winner"),
+             F.min(F.struct("capture", "neg_len", "id", "node")).over(cluster).alias("winner"),
              F.count(F.lit(1)).over(cluster).alias("size"))
      .select("file", "_row", F.col("winner.id").alias("cluster_id"),
              F.col("winner.node").alias("winner"), "size")
@@ -154,6 +174,7 @@ def _find_clusters(spark: SparkSession, files: list[str], clusters_dir: Path, cf
 def _write_part(files: list[str], clusters_dir: str, part: int, out_dir: str, removed_dir: str) -> dict:
     """One input file -> its kept rows (out_dir) and duplicates (removed_dir/minhash), in input
     order, each row annotated with its cluster id and size. Streams the file by row group."""
+    from pipelines.spark.batch import task_result
     info_dir = Path(clusters_dir) / f"file={part}"
     cluster_of: dict[int, tuple] = {}
     if info_dir.is_dir():
@@ -190,7 +211,7 @@ def _write_part(files: list[str], clusters_dir: str, part: int, out_dir: str, re
     stats.docs_out = kept.count
     if dropped.count:
         stats.dropped["duplicate"] = dropped.count
-    return RunStats({"minhash": stats}).as_dict()
+    return task_result(RunStats({"minhash": stats}))
 
 
 # --------------------------------------------------------------------------------------------
@@ -211,6 +232,7 @@ def _scrubber(pii_cfg: dict):
 def _pii_work(files: list[str], pii_cfg: dict, part: int, out_dir: str, _removed_dir) -> dict:
     from pipelines.io import read_documents
     from pipelines.runner import run_stages
+    from pipelines.spark.batch import task_result
     sink = ParquetSink(Path(out_dir) / f"part-{part:05d}.parquet")
     try:
         docs, stats = run_stages(read_documents([files[part]]), [_scrubber(pii_cfg)])
@@ -220,7 +242,7 @@ def _pii_work(files: list[str], pii_cfg: dict, part: int, out_dir: str, _removed
     except BaseException:
         sink.abort()
         raise
-    return stats.as_dict()
+    return task_result(stats)
 
 
 def scrub_pii(spark: SparkSession, input_dir, out_dir, cfg: dict) -> RunStats:

@@ -11,6 +11,8 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
+from pipelines.spark.ship import ship_code
+
 # The directory holding the `pipelines` package: local Python workers get it on PYTHONPATH so an
 # un-installed checkout works too (an installed package is found either way).
 _PROJECT_ROOT = str(Path(__file__).resolve().parents[2])
@@ -47,6 +49,14 @@ def local_defaults(master: str) -> dict:
     }
 
 
+def cluster_defaults() -> dict:
+    """Settings for a cluster master (spark://, k8s://, yarn). Executors start the interpreter
+    PYSPARK_PYTHON names, else the driver's own path: every node runs the project's environment
+    (the same image) there. Without this they would start whatever `python3` is on their PATH."""
+    return {"spark.pyspark.python": os.environ.get("PYSPARK_PYTHON", sys.executable),
+            "spark.ui.showConsoleProgress": "false"}
+
+
 def _local_cores(master: str) -> int:
     inner = master[master.find("[") + 1:master.find("]")] if "[" in master else "1"
     if inner == "*":
@@ -68,13 +78,14 @@ def build_spark_session(master: str = "local[*]", remote: str | None = None,
         builder = SparkSession.builder.remote(remote).appName(app_name)
         for key, value in (conf or {}).items():
             builder = builder.config(key, str(value))
-        return builder.getOrCreate()
+        spark = builder.getOrCreate()
+        ship_code(spark)
+        return spark
 
-    settings = local_defaults(master) if master.startswith("local") else {}
-    if master.startswith("local"):
-        # PySpark takes the workers' interpreter from this variable when the context starts
-        # (spark.pyspark.python alone does not reach SQL Python UDFs / mapInArrow).
-        os.environ.setdefault("PYSPARK_PYTHON", settings["spark.pyspark.python"])
+    settings = local_defaults(master) if master.startswith("local") else cluster_defaults()
+    # PySpark takes the workers' interpreter from this variable when the context starts
+    # (spark.pyspark.python alone does not reach SQL Python UDFs / mapInArrow).
+    os.environ.setdefault("PYSPARK_PYTHON", settings["spark.pyspark.python"])
     if secret := os.environ.get("SPARK_AUTH_SECRET"):
         # A cluster started with spark.authenticate (docker/compose.yaml) admits only drivers that
         # know its secret; it comes from the environment so it never lands in code or in logs.
@@ -85,4 +96,5 @@ def build_spark_session(master: str = "local[*]", remote: str | None = None,
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(os.environ.get("CRAWL2CHAT_SPARK_LOG_LEVEL", "WARN"))
+    ship_code(spark)  # a cluster's executors get the driver's code as --py-files (local: no-op)
     return spark

@@ -1,0 +1,207 @@
+"""The HTTP message inside a WARC response record: status line, headers, the decoded body, its charset.
+
+The WARC reader (pipelines/warc_reader.py) hands this module the first bytes of a response block;
+it says whether they start with an HTTP status line, what the status and MIME type are (so a
+record that will be dropped never has its body read), and decodes the body when it is wanted.
+Real archives break the happy path in a few known ways, each with its own policy:
+
+- **No HTTP status line at all** (some archivers store the payload alone): the whole block is the
+  body. It is taken as a 200 text/html page when its first KiB looks like HTML (`looks_like_html`:
+  a `<html`, `<!doctype html`, `<head` or `<body` tag); the reader counts every such record as
+  `no_http_headers` and drops the others with that reason (never `http_status`: nothing said 4xx).
+- **`Transfer-Encoding: chunked` on a body stored de-chunked** (pywb and webrecorder archives keep
+  the header but write the payload de-chunked): fastwarc's de-chunking fails on it. The body is
+  then de-chunked leniently, the way warcio's ChunkedDataReader does it: if the first chunk-size
+  line does not parse the body is taken raw (warcio: "assume not chunked"), chunks are kept up to
+  the first line that does not parse (the rest raw from there) and a cut-short chunk keeps what
+  is there; then any Content-Encoding is decoded. The reader counts it as `dechunk_fallback`.
+  (warcio also drops the two bytes it read looking for a chunk terminator that was not there;
+  we keep them.)
+- **A Content-Encoding that cannot be decoded** (corrupt gzip, x-gzip, zstd): the body is None;
+  the reader drops the record as `undecodable` and counts `content_decoding_failed`.
+- **Header lines ending in a bare LF** (ClueWeb-era files): parsed like CRLF lines.
+
+Bodies are decoded by fastwarc (gzip, deflate, brotli, chunked) from an in-memory one-record WARC,
+and only when the headers name an encoding: Common Crawl stores payloads decoded (it renames those
+headers X-Crawler-*), so its bodies are used as read.
+"""
+from __future__ import annotations
+
+import io
+import re
+from dataclasses import dataclass
+
+from fastwarc.warc import ArchiveIterator
+
+# Bytes read from the block before deciding anything: HTTP headers are almost always < 8 KiB.
+HEAD_PEEK = 64 << 10
+_STATUS_LINE = re.compile(rb"HTTP/\d(?:\.\d)?[ \t]+(\d{3})(?![0-9])")
+_HTML_SIGNS = (b"<html", b"<!doctype html", b"<head", b"<body")
+_TRANSFER_ENCODING_LINE = re.compile(rb"(?im)^transfer-encoding:[^\n]*\n")
+_CHARSET_PARAM = re.compile(r"""charset\s*=\s*["']?([^"';\s]+)""", re.I)
+
+
+@dataclass(slots=True)
+class HttpHead:
+    status: int
+    mime: str | None                 # lower-case type/subtype of Content-Type, no parameters
+    charset: str | None              # its charset parameter, lower-case
+    transfer_encoding: str | None    # lower-case header values; None when absent or identity
+    content_encoding: str | None
+    size: int                        # bytes of the block the head takes, blank line included
+
+
+def blank_line(data: bytes, start: int = 0) -> tuple[int, int]:
+    """(offset, length) of the first empty line (CRLF CRLF or LF LF) at or after `start`; (-1, 0)."""
+    crlf, lf = data.find(b"\r\n\r\n", start), data.find(b"\n\n", start)
+    if crlf >= 0 and (lf < 0 or crlf < lf):
+        return crlf, 4
+    return (lf, 2) if lf >= 0 else (-1, 0)
+
+
+def parse_head(block_start: bytes) -> HttpHead | None:
+    """The HTTP response head at the start of a block, or None when it has no status line."""
+    m = _STATUS_LINE.match(block_start)
+    if m is None:
+        return None
+    end, sep = blank_line(block_start)
+    if end < 0:  # no blank line in the first HEAD_PEEK bytes: all head, no body
+        end, sep = len(block_start), 0
+    fields: dict[bytes, str] = {}
+    for line in block_start[:end].split(b"\n")[1:]:
+        name, colon, value = line.partition(b":")
+        if colon:
+            fields.setdefault(name.strip().lower(), value.strip().decode("latin-1"))
+    ctype = fields.get(b"content-type")
+    charset = _CHARSET_PARAM.search(ctype) if ctype else None
+    return HttpHead(int(m.group(1)), ctype.split(";")[0].strip().lower() if ctype else None,
+                    charset.group(1).lower() if charset else None,
+                    _coding(fields.get(b"transfer-encoding")), _coding(fields.get(b"content-encoding")),
+                    end + sep)
+
+
+def _coding(value: str | None) -> str | None:
+    value = (value or "").strip().lower()
+    return None if value in ("", "identity") else value
+
+
+def looks_like_html(data: bytes) -> bool:
+    """Does a payload without HTTP headers look like an HTML page? (a tag in its first KiB)"""
+    head = data[:1024].lower()
+    return any(sign in head for sign in _HTML_SIGNS)
+
+
+def decode_body(head: HttpHead, head_bytes: bytes, raw: bytes, max_body: int) -> tuple[bytes | None, str | None]:
+    """(body, event) with the transfer and content codings of `raw` undone, at most max_body + 1
+    bytes of it (one more says "longer"). event: None, "dechunk_fallback" or
+    "content_decoding_failed" (then body is None)."""
+    if head.transfer_encoding is None and head.content_encoding is None:
+        return raw[:max_body + 1], None
+    try:
+        return _fastwarc_decode(head_bytes, raw, "all", max_body), None
+    except Exception:  # noqa: BLE001 - fastwarc raises OSError or ValueError on bad codings
+        pass
+    if head.transfer_encoding is None or "chunked" not in head.transfer_encoding:
+        return None, "content_decoding_failed"
+    # de-chunked already (or cut short): dechunk leniently, then the content coding only
+    body = dechunk_leniently(raw)
+    if head.content_encoding is None:
+        return body[:max_body + 1], "dechunk_fallback"
+    try:
+        return _fastwarc_decode(_TRANSFER_ENCODING_LINE.sub(b"", head_bytes), body, "content", max_body), \
+            "dechunk_fallback"
+    except Exception:  # noqa: BLE001
+        return None, "content_decoding_failed"
+
+
+def _fastwarc_decode(head_bytes: bytes, raw: bytes, mode: str, max_body: int) -> bytes:
+    block = head_bytes + raw
+    record = (b"WARC/1.0\r\nWARC-Type: response\r\nContent-Type: application/http; msgtype=response\r\n"
+              b"Content-Length: %d\r\n\r\n" % len(block)) + block + b"\r\n\r\n"
+    for rec in ArchiveIterator(io.BytesIO(record), auto_decode=mode, quirks_mode=True):
+        return rec.reader.read(max_body + 1)
+    raise OSError("record did not parse")
+
+
+def dechunk_leniently(data: bytes) -> bytes:
+    """Undo chunked transfer coding as far as the data is chunked (warcio's ChunkedDataReader)."""
+    out, pos = [], 0
+    while pos < len(data):
+        eol = data.find(b"\r\n", pos, pos + 64)  # warcio reads a size line of at most 64 bytes
+        try:
+            size = int(data[pos:eol].split(b";")[0], 16) if eol >= 0 else -1
+        except ValueError:
+            size = -1
+        if not 0 <= size <= 1 << 31:
+            out.append(data[pos:])  # not (or no longer) chunked: the rest as it is
+            break
+        start = eol + 2
+        if size == 0:
+            break  # the last chunk (trailers are not payload)
+        out.append(data[start:start + size])  # a cut-short chunk keeps what is there
+        pos = start + size
+        if data.startswith(b"\r\n", pos):
+            pos += 2
+    return b"".join(out)
+
+
+# ---- charset ----------------------------------------------------------------------------------
+
+_META_CHARSET = re.compile(rb"""<meta[^>]{0,200}?charset\s*=\s*["']?\s*([A-Za-z0-9_.:\-]{1,40})""", re.I)
+# C0 control bytes other than tab, newlines and form feed: real HTML in any ASCII-compatible
+# charset has ~none (UTF-8 and the CJK multi-byte charsets never use them inside characters);
+# binary bodies and UTF-16 without a BOM are full of them. Counted with bytes.translate (C speed).
+_CONTROL_BYTES = bytes([*range(0x00, 0x09), 0x0B, *range(0x0E, 0x20), 0x7F])
+_BOMS = [(b"\xef\xbb\xbf", "utf-8"), (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be")]
+
+
+def _mostly_text(body: bytes, max_control_frac: float = 0.01) -> bool:
+    controls = len(body) - len(body.translate(None, _CONTROL_BYTES))
+    return controls <= max_control_frac * len(body)
+
+
+def _html5_label(label: str | None) -> str | None:
+    if not label:
+        return None
+    from resiliparse.parse.encoding import map_encoding_to_html5
+    return map_encoding_to_html5(label.strip().strip("\"'"))
+
+
+def decode_html(body: bytes, http_charset: str | None = None) -> tuple[str, str] | None:
+    """(text, encoding) or None when nothing decodes it sanely.
+
+    Order: a BOM; UTF-8 when the bytes are valid UTF-8 (FineWeb: "UTF-8, else detected"; also
+    right when an ASCII/latin-1 label sits on UTF-8 bytes, which is common); the HTTP charset;
+    a `<meta charset>` / http-equiv tag in the first 4 KB; uchardet detection (resiliparse).
+    Labels are mapped as browsers do (WHATWG: latin-1 and ascii mean windows-1252)."""
+    for bom, enc in _BOMS:
+        if body.startswith(bom):
+            try:
+                return body[len(bom):].decode(enc), enc
+            except UnicodeDecodeError:
+                break
+    if not _mostly_text(body):
+        return None
+    tried = set()
+    candidates = [lambda: "utf-8", lambda: _html5_label(http_charset), lambda: _meta_charset(body),
+                  lambda: _detect(body)]
+    for get in candidates:
+        enc = get()
+        if not enc or enc in tried:
+            continue
+        tried.add(enc)
+        try:
+            return body.decode(enc), enc
+        except (UnicodeDecodeError, LookupError):
+            continue
+    return None
+
+
+def _meta_charset(body: bytes) -> str | None:
+    m = _META_CHARSET.search(body, 0, 4096)
+    return _html5_label(m.group(1).decode("ascii")) if m else None
+
+
+def _detect(body: bytes) -> str | None:
+    from resiliparse.parse.encoding import detect_encoding
+    return detect_encoding(body)
