@@ -14,10 +14,23 @@ import time
 from pathlib import Path
 
 
+CHAT_MODEL = "crawl2chat-chat@candidate"
+
+
 def dagster(*args: str, env: dict) -> None:
     """Run the venv's `dagster` CLI, echoing the command as a user would type it."""
     print("$ dagster", " ".join(a if " " not in a else f"'{a}'" for a in args), flush=True)
     subprocess.run([str(Path(sys.executable).parent / "dagster"), *args], env=env, check=True)
+
+
+def chat_figures(env: dict) -> str:
+    """The chat_model materialization's protocol adherence and identity-name rate, as one phrase."""
+    import dagster as dg
+    instance = dg.DagsterInstance.from_config(env["DAGSTER_HOME"])
+    event = instance.get_latest_materialization_event(dg.AssetKey("chat_model"))
+    meta = event.asset_materialization.metadata if event and event.asset_materialization else {}
+    rate = {k: meta[k].value for k in ("protocol_adherence", "identity_name_rate") if k in meta}
+    return ", ".join(f"{k.replace('_', ' ')} {v:.0%}" for k, v in rate.items() if v is not None) or "no figures"
 
 
 def main() -> int:
@@ -27,6 +40,7 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--crawl", default="CC-MAIN-2099-01")
     ap.add_argument("--skip-training", action="store_true", help="stop after the token shards")
+    ap.add_argument("--skip-sft", action="store_true", help="stop after the base model")
     args = ap.parse_args()
 
     from pipelines.samplecrawl import generate_crawl
@@ -50,6 +64,9 @@ def main() -> int:
     dagster("job", "execute", "-m", "assets.definitions", "-j", "tokenize", env=env)
     if not args.skip_training:
         dagster("job", "execute", "-m", "assets.definitions", "-j", "pretrain", env=env)
+    chat = not args.skip_training and not args.skip_sft
+    if chat:  # the SFT data (identity, reasoning, knowledge probes of the base model), then SFT
+        dagster("job", "execute", "-m", "assets.definitions", "-j", "post_train", env=env)
 
     crawl_dir = lake / "crawls" / args.crawl
     print(f"""
@@ -58,9 +75,17 @@ Done in {time.time() - t0:.0f}s.
   every removed document and why: {crawl_dir / 'removed'}
   tokenizer and token shards: {lake / 'tokenizer'}  {lake / 'tokens'}
   base model (safetensors, samples, metrics): {lake / 'models' / 'base'}
+  SFT conversations and the chat model:        {lake / 'post_training'}  {lake / 'models' / 'chat'}
   try the tokenizer:       .venv/bin/crawl2chat tokenize "Hello world, this is crawl2chat"
   runs, funnels, samples:  make ui   ->  Dagster http://127.0.0.1:3000  (Runs, Assets > data)
                                           MLflow  http://127.0.0.1:5000/#/experiments?workflowType=machine_learning
+""")
+    if chat:
+        print(f"""Talk to the chat model ({CHAT_MODEL}, registered in MLflow; {chat_figures(env)}):
+  make chat MODEL={CHAT_MODEL}     # in the terminal
+  make serve MODEL={CHAT_MODEL}    # OpenAI-compatible API and web chat on http://127.0.0.1:8000
+(a 4M-parameter model trained for minutes on a CPU: it has learned the chat protocol, not much sense;
+ the README says what a GPU run of gpt2-124m changes)
 """)
     return 0
 

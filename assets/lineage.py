@@ -56,9 +56,11 @@ class MLflowTracker(dg.ConfigurableResource):
         exp = mlflow.get_experiment_by_name(name)
         if exp is not None:
             return exp.experiment_id
-        location = Path(self.artifact_root) / name.replace("/", "_")
+        location = (Path(self.artifact_root) / name.replace("/", "_")).resolve().as_uri()
+        if self.tracking_uri.startswith(("http://", "https://")):
+            location = None  # a tracking server stores artifacts itself (mlflow-artifacts:/, --serve-artifacts)
         try:
-            return mlflow.create_experiment(name, artifact_location=location.resolve().as_uri())
+            return mlflow.create_experiment(name, artifact_location=location)
         except Exception:  # another process created it first
             return mlflow.get_experiment_by_name(name).experiment_id
 

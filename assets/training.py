@@ -23,6 +23,7 @@ from pipelines.io import dir_digest
 ROOT = Path(__file__).resolve().parents[1]
 LOSS_FALLS = "val_loss_finite_and_falling"
 BASE_MODEL_NAME = "crawl2chat-base"
+JOB_MODULES = {"rl": "training.rl.job", "rm": "training.rl.reward_model", "rlhf": "training.rl.rlhf"}
 
 
 class TrainingLauncher(dg.ConfigurableResource):
@@ -33,12 +34,39 @@ class TrainingLauncher(dg.ConfigurableResource):
     mode: str = "local"
     processes: int = Field(default_factory=lambda: int(os.environ.get("CRAWL2CHAT_TRAIN_PROCESSES", "1")))
     hostfile: Optional[str] = None
+    # Each job's config file and --set overrides (training/configs/; `pretrain` keeps the plain names).
     config_file: str = Field(default_factory=lambda: os.environ.get(
         "CRAWL2CHAT_TRAIN_CONFIG", str(ROOT / "training" / "configs" / "tiny.yaml")))
-    overrides: list[str] = Field(default_factory=lambda: [s for s in os.environ.get(
-        "CRAWL2CHAT_TRAIN_OVERRIDES", "").split() if s])
+    overrides: list[str] = Field(default_factory=lambda: _words("CRAWL2CHAT_TRAIN_OVERRIDES"))
+    sft_config_file: str = Field(default_factory=lambda: os.environ.get(
+        "CRAWL2CHAT_SFT_CONFIG", str(ROOT / "training" / "configs" / "sft.yaml")))
+    sft_overrides: list[str] = Field(default_factory=lambda: _words("CRAWL2CHAT_SFT_OVERRIDES"))
+    rl_config_file: str = Field(default_factory=lambda: os.environ.get(
+        "CRAWL2CHAT_RL_CONFIG", str(ROOT / "training" / "configs" / "rl.yaml")))
+    rl_overrides: list[str] = Field(default_factory=lambda: _words("CRAWL2CHAT_RL_OVERRIDES"))
+    rlhf_config_file: str = Field(default_factory=lambda: os.environ.get(   # reward model and RLHF policy
+        "CRAWL2CHAT_RLHF_CONFIG", str(ROOT / "training" / "configs" / "rlhf.yaml")))
+    rlhf_overrides: list[str] = Field(default_factory=lambda: _words("CRAWL2CHAT_RLHF_OVERRIDES"))
 
-    def command(self, trainer_args: list[str]) -> list[str]:
+    def job_config(self, job: str) -> tuple[str, list[str]]:
+        """(config file, overrides) of a training job: pretrain | sft."""
+        if job == "pretrain":
+            return self.config_file, list(self.overrides)
+        if job == "sft":
+            return self.sft_config_file, list(self.sft_overrides)
+        if job == "rl":
+            return self.rl_config_file, list(self.rl_overrides)
+        if job in ("rm", "rlhf"):
+            return self.rlhf_config_file, list(self.rlhf_overrides)
+        raise dg.Failure(f"unknown training job {job!r} (pretrain, sft, rl, rm or rlhf)")
+
+    def load_config(self, job: str) -> dict:
+        """The job's config exactly as the trainer will load it (thresholds for checks come from it)."""
+        from training.config import load_config
+        config_file, overrides = self.job_config(job)
+        return load_config(config_file, overrides, job=job)
+
+    def command(self, trainer_args: list[str], job: str = "pretrain") -> list[str]:
         launcher = str(Path(sys.executable).parent / "deepspeed")
         if self.mode == "hostfile":
             if not self.hostfile:
@@ -48,13 +76,31 @@ class TrainingLauncher(dg.ConfigurableResource):
             head = [launcher, "--num_gpus", str(self.processes)]
         else:
             raise dg.Failure(f"unknown TrainingLauncher mode {self.mode!r} (local or hostfile)")
-        extra = [a for o in self.overrides for a in ("--set", o)]
-        return [*head, "--module", "training.pretrain", "--config", self.config_file, *trainer_args, *extra]
+        config_file, overrides = self.job_config(job)
+        extra = [a for o in overrides for a in ("--set", o)]
+        return [*head, "--module", JOB_MODULES.get(job, f"training.{job}"), "--config", config_file, *trainer_args, *extra]
 
     def env(self) -> dict:
         # The CPU launcher counts its "devices" from LOCAL_SIZE; one thread per rank avoids
         # oversubscribing small machines (torch defaults to every core per process).
         return {"LOCAL_SIZE": str(self.processes), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+
+
+def _words(env_var: str) -> list[str]:
+    return [s for s in os.environ.get(env_var, "").split() if s]
+
+
+def launch(context: dg.AssetExecutionContext, launcher: TrainingLauncher, client: dg.PipesSubprocessClient,
+           tracking_uri: str, run, job: str, trainer_args: list[str], out: Path) -> tuple[dg.MaterializeResult, list]:
+    """Run a training job under the launcher through Pipes, continuing the asset's MLflow run; returns
+    what the trainer reported and its per-step history (metrics.jsonl)."""
+    cmd = launcher.command([*trainer_args, "--out", str(out)], job=job)
+    env = {**launcher.env(), "MLFLOW_TRACKING_URI": tracking_uri, "MLFLOW_RUN_ID": run.info.run_id,
+           "PYTHONPATH": str(ROOT)}
+    context.log.info("launching: " + " ".join(cmd))
+    result = client.run(command=cmd, context=context, env=env, cwd=str(ROOT)).get_materialize_result()
+    history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return result, history
 
 
 def _token_shards_path(context: dg.AssetExecutionContext) -> Path:
@@ -93,18 +139,14 @@ def base_model(context: dg.AssetExecutionContext, lake: LakeResource, launcher: 
     with mlflow_tracker.start_run(context, {"launcher": launcher.mode, "processes": launcher.processes,
                                             "config_file": launcher.config_file,
                                             "overrides": " ".join(launcher.overrides)}, inputs) as run:
-        cmd = launcher.command(["--data", str(shards), "--tokenizer", str(tok_dir), "--out", str(out)])
-        env = {**launcher.env(), "MLFLOW_TRACKING_URI": mlflow_tracker.tracking_uri,
-               "MLFLOW_RUN_ID": run.info.run_id, "PYTHONPATH": str(ROOT)}
-        context.log.info("launching: " + " ".join(cmd))
-        result = pipes_subprocess_client.run(command=cmd, context=context, env=env, cwd=str(ROOT)).get_materialize_result()
-        history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        result, history = launch(context, launcher, pipes_subprocess_client, mlflow_tracker.tracking_uri, run,
+                                 "pretrain", ["--data", str(shards), "--tokenizer", str(tok_dir)], out)
         vals = [h["val/loss"] for h in history if h.get("val/loss") is not None]
         first_train = history[0]["train/loss"]
         unigram = unigram_entropy_nats(shards)
         mlflow.log_metrics({"unigram_entropy_nats": unigram, "first_train_loss": first_train})
         export = out / "export"
-        version = _register(mlflow_tracker, run, export)
+        version = register(mlflow_tracker, run, export, BASE_MODEL_NAME, "crawl2chat pretrained base models")
     passed = bool(vals) and math.isfinite(vals[-1]) and (len(vals) == 1 or vals[-1] < vals[0])
     check = dg.AssetCheckResult(check_name=LOSS_FALLS, passed=passed,
                                 metadata={"first_val_loss": vals[0] if vals else None,
@@ -123,19 +165,22 @@ def _vocab(export: Path) -> int:
     return cfg.get("vocab_size") or cfg.get("model", {}).get("vocab_size")
 
 
-def _register(tracker: MLflowTracker, run, export: Path) -> str:
-    """Log the exported weights as run artifacts and register them as a model version."""
+def register(tracker: MLflowTracker, run, export: Path, name: str, description: str, tags: dict | None = None,
+             alias: str | None = "candidate") -> str:
+    """Log the exported weights as run artifacts, register them as a version of model `name` (with
+    lineage tags) and point `alias` at it; returns the version."""
     import mlflow
     from mlflow import MlflowClient
     mlflow.log_artifacts(str(export), artifact_path="model")
     client = MlflowClient(tracker.tracking_uri)
     try:
-        client.create_registered_model(BASE_MODEL_NAME, description="crawl2chat pretrained base models")
+        client.create_registered_model(name, description=description)
     except mlflow.exceptions.MlflowException:
         pass  # already registered
-    mv = client.create_model_version(BASE_MODEL_NAME, source=f"{run.info.artifact_uri}/model",
-                                     run_id=run.info.run_id, tags={"format": "safetensors"})
-    client.set_registered_model_alias(BASE_MODEL_NAME, "candidate", mv.version)  # "latest" is reserved
+    mv = client.create_model_version(name, source=f"{run.info.artifact_uri}/model", run_id=run.info.run_id,
+                                     tags={"format": "safetensors", **{k: str(v) for k, v in (tags or {}).items()}})
+    if alias:
+        client.set_registered_model_alias(name, alias, mv.version)  # "latest" is reserved
     return mv.version
 
 

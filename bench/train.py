@@ -26,7 +26,7 @@ def bench_stage(stage: int, preset_name: str, seq_len: int, micro_batch: int, vo
     from deepspeed.accelerator import get_accelerator
     from training.config import deepspeed_config, load_config
     from training.model import GPT, preset
-    from training.pretrain import build_optimizer
+    from training.trainer import build_optimizer
     from training.tracking import device_name, mfu, peak_flops
 
     world = torch.distributed.get_world_size()
@@ -76,7 +76,7 @@ def main() -> None:
     args = ap.parse_args()
     import logging
     logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
-    from training.pretrain import setup_distributed
+    from training.trainer import setup_distributed
     from training.tracking import device_name, peak_flops
     import deepspeed
 

@@ -1,5 +1,10 @@
-"""Pretraining config: defaults < config file (YAML/JSON) < --set overrides; the DeepSpeed config is
-derived from it (one source of truth, so the MLflow params describe the run completely)."""
+"""Training config: a job's defaults < config file (YAML/JSON) < --set overrides; the DeepSpeed config
+is derived from it (one source of truth, so the MLflow params describe the run completely).
+
+Each job (training/trainer.py runs them all) has its defaults: JOB_DEFAULTS["pretrain"] is DEFAULTS,
+SFT's are DEFAULTS with its own values and a `checks:` section. Every key is checked against the
+job's defaults; a section another module owns is checked by that module's schema (SFT's `data:`,
+the post-training data config, training/conversations/config.py), never passed through unread."""
 from __future__ import annotations
 
 import copy
@@ -11,7 +16,8 @@ import yaml
 from pipelines.errors import ConfigError
 
 DEFAULTS: dict = {
-    "model": {"preset": "tiny"},          # any GPTConfig field overrides the preset (rope: true, ...)
+    "model": {"preset": "tiny",           # any GPTConfig field overrides the preset (rope: true, ...)
+              "init_from": None},         # or start from an export dir / registered model NAME@ALIAS
     "train": {
         "steps": 200,                     # optimizer steps of the schedule
         "stop_after": None,               # stop early at this step (the schedule still spans `steps`)
@@ -47,6 +53,75 @@ DEFAULTS: dict = {
 }
 
 
+# Supervised fine-tuning (training/sft.py): the registered base model's weights, a smaller lr decayed
+# to 0, no weight decay, few steps (sized in training/configs/sft.yaml), chat prompts for the samples.
+SFT_DEFAULTS: dict = {
+    **DEFAULTS,
+    "model": {"preset": None, "init_from": "crawl2chat-base@candidate"},
+    "train": {**DEFAULTS["train"], "steps": 40, "lr": 1.0e-3, "min_lr_ratio": 0.0, "warmup_steps": 0,
+              "weight_decay": 0.0, "batch_tokens": 4096},
+    "eval": {**DEFAULTS["eval"], "every": 10, "val_tokens": 16384, "sample_every": 20, "sample_tokens": 48,
+             "prompts": ["Who are you?", "What is 17 + 25?", "How many r are in the word strawberry?",
+                         "What is the capital of France?"]},
+    "checkpoint": {"every": 20, "keep": 2},
+    "log": {**DEFAULTS["log"], "experiment": "crawl2chat-sft"},
+    # The chat_model asset's blocking check: held-out prompts (the val split's user turns) sampled
+    # through the engine must end the turn with <|im_end|> within max_tokens and never open a turn.
+    "checks": {"protocol_adherence_min": 0.99, "protocol_prompts": 64, "protocol_samples": 3,
+               "protocol_max_tokens": 176, "protocol_temperature": 0.7},
+}
+
+# RL on verifiable tasks (training/rl/job.py, GRPO): the chat model's weights; one optimizer step per
+# rollout batch of prompts_per_step x group_size replies; train.batch_tokens is derived from those
+# (rows x the model's context), so it is left unset. Knobs are explained in training/configs/rl.yaml.
+RL_DEFAULTS: dict = {
+    **DEFAULTS,
+    "model": {"preset": None, "init_from": "crawl2chat-chat@candidate"},
+    "train": {**DEFAULTS["train"], "steps": 20, "lr": 1.0e-4, "min_lr_ratio": 1.0, "warmup_steps": 0,
+              "weight_decay": 0.0, "batch_tokens": None, "micro_batch": 16},
+    "eval": {**DEFAULTS["eval"], "every": 10, "sample_every": 0, "sample_tokens": 48, "prompts": []},
+    "checkpoint": {"every": 10, "keep": 2},
+    "log": {**DEFAULTS["log"], "experiment": "crawl2chat-rl"},
+    "rl": {"task": "toy", "train_problems": None, "heldout_problems": 64, "task_seed": 0,
+           "prompts_per_step": 8, "group_size": 8, "temperature": 1.0, "top_k": None, "top_p": None,
+           "max_tokens": 64, "tools": True, "scale_std": False, "updates_per_batch": 1, "clip_eps": 0.2,
+           "kl_coef": 0.0, "reference": True, "eval_samples": 8, "eval_temperature": 1.0,
+           "log_rollouts_every": 10, "log_rollouts": 4, "kl_max": None, "patience": None},
+    # rl_model's check: final held-out pass@1 >= the starting model's - tolerance (same items, seeds)
+    "checks": {"pass_at_1_tolerance": 0.0},
+}
+# RLHF (training/rl/reward_model.py, then training/rl/rlhf.py): one file for both stages. The reward
+# model trains with `reward_model:` in place of train.steps/lr/...; the policy stage is GRPO with the
+# reward model's score as reward and a per-token k3 KL penalty, stopped early when the KL passes
+# rl.kl_max or the held-out reward-model score stops improving for rl.patience evaluations.
+RLHF_DEFAULTS: dict = {
+    **RL_DEFAULTS,
+    "log": {**DEFAULTS["log"], "experiment": "crawl2chat-rlhf"},
+    "rl": {**RL_DEFAULTS["rl"], "task": None, "kl_coef": 0.05, "kl_max": 0.5, "patience": 3,
+           "heldout_problems": 32},
+    "pairs": {"paths": [], "task": "arithmetic", "problems": 200, "samples": 4, "max_tokens": 64,
+              "temperature": 1.0, "heldout_fraction": 0.2, "max_words": 60, "seed": 0},
+    "reward_model": {"init_from": None, "steps": 30, "lr": 3.0e-4, "micro_batch": 8, "batch_pairs": 16,
+                     "warmup_steps": 2, "eval_every": 10, "max_len": None},
+    "checks": {"rm_accuracy_margin": 0.1},   # reward_model check: held-out pairwise accuracy >= 0.5 + margin
+}
+JOB_DEFAULTS: dict[str, dict] = {"pretrain": DEFAULTS, "sft": SFT_DEFAULTS, "rl": RL_DEFAULTS,
+                                 "rm": RLHF_DEFAULTS, "rlhf": RLHF_DEFAULTS}
+
+
+def _check_post_training_data(section, cfg_path: str | Path | None) -> None:
+    from training.conversations.config import load_data_config
+    if not isinstance(section, dict):
+        raise ConfigError(f"{cfg_path or 'training config'}: section 'data' must be a mapping, got {section!r}")
+    # The owner's loader reads the file's data: section; the merged section as its overrides checks
+    # --set data.* values too.
+    load_data_config(cfg_path, overrides=section)
+
+
+# Sections whose keys another module defines and checks: job -> section -> checker(section, file).
+OWNED_ELSEWHERE: dict[str, dict] = {"sft": {"data": _check_post_training_data}}
+
+
 def deep_merge(base: dict, over: dict) -> dict:
     out = copy.deepcopy(base)
     for k, v in (over or {}).items():
@@ -68,9 +143,12 @@ def parse_override(expr: str) -> tuple[list[str], object]:
     return key.strip().split("."), value
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> dict:
-    """DEFAULTS < file < overrides; a misspelled section or key is a ConfigError, never ignored."""
-    cfg = copy.deepcopy(DEFAULTS)
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                job: str = "pretrain") -> dict:
+    """The job's defaults < file < overrides; a misspelled section or key is a ConfigError, never ignored."""
+    if job not in JOB_DEFAULTS:
+        raise ConfigError(f"unknown training job {job!r}; known: {', '.join(JOB_DEFAULTS)}")
+    cfg = copy.deepcopy(JOB_DEFAULTS[job])
     if path:
         from pipelines.config import read_yaml
         if str(path).endswith(".json"):
@@ -90,22 +168,30 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         for k in keys[:-1]:
             node = node.setdefault(k, {})
         node[keys[-1]] = value
-    check_keys(cfg, str(path) if path else "training config")
+    check_keys(cfg, str(path) if path else "training config", job)
+    for name, checker in OWNED_ELSEWHERE.get(job, {}).items():
+        if name in cfg:
+            checker(cfg[name], path)
     return cfg
 
 
-def check_keys(cfg: dict, source: str) -> None:
-    """Every section and key must be one the trainer reads (model: a preset or GPTConfig field)."""
+def check_keys(cfg: dict, source: str, job: str = "pretrain") -> None:
+    """Every section and key must be one the job reads (model: a preset or GPTConfig field); sections
+    owned elsewhere are left to their owner's check (load_config runs it)."""
     import difflib
     from dataclasses import fields
 
     from training.model import GPTConfig
-    known = {name: set(section) for name, section in DEFAULTS.items()}
-    known["model"] = {"preset"} | {f.name for f in fields(GPTConfig)}
+    known = {name: set(section) for name, section in JOB_DEFAULTS[job].items()}
+    known["model"] = {"preset", "init_from"} | {f.name for f in fields(GPTConfig)}
+    owned = OWNED_ELSEWHERE.get(job, {})
     problems = []
     for name, section in cfg.items():
+        if name in owned:
+            continue
         if name not in known:
-            hint = difflib.get_close_matches(name, known, n=1)
+            known_names = list(known) + list(owned)
+            hint = difflib.get_close_matches(name, known_names, n=1)
             problems.append(f"unknown section '{name}'" + (f" (did you mean '{hint[0]}'?)" if hint else ""))
             continue
         if not isinstance(section, dict):

@@ -45,15 +45,19 @@ class WindowLoader:
             return np.arange(len(self.starts))
         return np.random.default_rng(self.seed + self.epoch).permutation(len(self.starts))
 
-    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(inputs, targets), each (B, T) int64. Wraps to a new epoch (new permutation) at the end;
-        a partial batch at the end of an epoch is skipped so all ranks stay in step."""
+    def next_windows(self) -> np.ndarray:
+        """This rank's next B windows (entries of `starts`). Wraps to a new epoch (new permutation) at
+        the end; a partial batch at the end of an epoch is skipped so all ranks stay in step."""
         if self.pos + self.B > len(self.starts):
             self.epoch, self.pos = self.epoch + 1, 0
             self._order = self._permutation()
-        rows = [self.shards.window(int(self.starts[w]), self.T) for w in self._order[self.pos:self.pos + self.B]]
+        chosen = self.starts[self._order[self.pos:self.pos + self.B]]
         self.pos += self.B
-        batch = torch.from_numpy(np.stack(rows))
+        return chosen
+
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(inputs, targets), each (B, T) int64."""
+        batch = torch.from_numpy(np.stack([self.shards.window(int(w), self.T) for w in self.next_windows()]))
         return batch[:, :-1], batch[:, 1:]
 
     def state_dict(self) -> dict:

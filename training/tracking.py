@@ -77,8 +77,10 @@ class Tracker:
     """MLflow logging from rank 0; a no-op elsewhere or when disabled."""
 
     def __init__(self, enabled: bool, out_dir: str | Path, experiment: str, run_name: str | None = None,
-                 params: dict | None = None, tags: dict | None = None, flush_every: int = 10):
+                 params: dict | None = None, tags: dict | None = None, flush_every: int = 10,
+                 param_prefix: str = "pretrain"):
         self.enabled, self.flush_every = enabled, max(1, flush_every)
+        self.param_prefix = param_prefix  # the job's stage: pretrain.train.lr, sft.train.lr, ...
         self.run_id = None
         self.owns_run = False
         self._buffer: list = []
@@ -112,7 +114,7 @@ class Tracker:
         if not self.enabled:
             return
         from mlflow.entities import Param
-        items = [Param(f"pretrain.{k}", str(v)[:6000]) for k, v in params.items()]
+        items = [Param(f"{self.param_prefix}.{k}", str(v)[:6000]) for k, v in params.items()]
         for i in range(0, len(items), 100):
             try:
                 self.client.log_batch(self.run_id, params=items[i:i + 100])
