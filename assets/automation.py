@@ -1,4 +1,4 @@
-"""Jobs, the WARC sensor and the nightly schedule (both ship STOPPED; see the README)."""
+"""Jobs, the WARC and model-version sensors and the nightly schedule (all ship STOPPED; see the README)."""
 
 import dagster as dg
 
@@ -6,6 +6,8 @@ from assets.data import clean_text, crawl_manifest, deduped_text, extracted_text
 from assets.partitions import warc_batches
 from assets.tokens import token_shards, tokenizer
 from assets.training import base_model
+from assets.evaluation import EvalSettings, evaluate, registry_client
+from assets.lineage import MLflowTracker
 from assets.resources import CrawlSource, LakeResource
 from pipelines.lake import uncovered_batches
 
@@ -70,3 +72,15 @@ def nightly_crawl(context: dg.ScheduleEvaluationContext, source: CrawlSource, la
         return dg.SkipReason(f"every WARC file of {source.crawl} is processed")
     context.instance.add_dynamic_partitions(warc_batches.name, [b.key for b in batches])
     return [dg.RunRequest(run_key=f"nightly:{b.key}", partition_key=b.key) for b in batches]
+
+
+@dg.sensor(job=evaluate, minimum_interval_seconds=300, default_status=dg.DefaultSensorStatus.STOPPED)
+def new_model_versions(context: dg.SensorEvaluationContext, mlflow_tracker: MLflowTracker, evaluation: EvalSettings):
+    """Requests the `evaluate` job (model_evals, report_card) when a registered crawl2chat model
+    version has no evaluation by the current suite yet."""
+    from training.evals.registry import pending_versions
+    client = registry_client(mlflow_tracker)
+    pending = pending_versions(client, evaluation.load().digest()) if client is not None else []
+    if not pending:
+        return dg.SkipReason("every registered model version is evaluated")
+    return dg.RunRequest(run_key="evals:" + ",".join(sorted(v.ref for v in pending)))

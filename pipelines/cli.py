@@ -15,6 +15,7 @@ SUBCOMMANDS = {
     "tokenize": ("pipelines.tokenizer_cli", "show how a text is tokenized"),
     "serve": ("training.engine.server", "web chat and OpenAI-compatible API for a model (loopback by default)"),
     "chat": ("training.engine.chat_cli", "chat with a model in the terminal (streaming, tools inline, --base)"),
+    "report": ("training.evals.report", "report cards of the registered model lineages (Markdown + HTML)"),
 }
 
 
