@@ -1,0 +1,237 @@
+"""RL on verifiable tasks with GRPO: the chat model practises problems and learns from the replies
+that reach the checked answer (the seed talk's third stage, DeepSeek-R1 style).
+
+    deepspeed --num_gpus 8 --module training.rl.job --config training/configs/rl.yaml \
+        --data arithmetic --init-from crawl2chat-chat@candidate --out lake/models/rl/run1
+    python -m training.rl.job --config training/configs/rl.yaml --data toy --out <dir>     # 1 process
+
+A job of the shared trainer (training/trainer.py), like pretraining and SFT: same engine, config
+derivation, checkpoints, exact resume, export, MLflow and Pipes. Each optimizer step:
+  1. rollouts (training/rl/rollout.py): prompts_per_step task prompts, group_size replies each, sampled
+     through the inference engine with the policy's current weights (temperature ~1, distinct seeds,
+     tools executed, forced tool output marked);
+  2. reward: the task's checker (1 for a reply that ends its turn with the right answer, else 0);
+  3. group-centred advantages and the GRPO loss on sampled tokens only (training/rl/grpo.py), summed
+     and divided by the step's global sampled-token count (token-level averaging), optionally a k3 KL
+     to the frozen starting model, ratio + clip when rollouts serve several updates.
+Logged per step: mean reward, the share of groups with zero reward variance, reply length, stop rate,
+KL, entropy, rollout vs training time; every eval.every steps held-out pass@1 and pass@k (the same
+held-out items and seeds each time, and before the first step: the starting model's figures are in
+the report); every rl.log_rollouts_every steps sample rollouts as text artifacts (rollouts/).
+training/rl/rlhf.py runs the same loop with a reward model's score as the reward.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+
+import torch
+
+from pipelines.errors import ConfigError, InputError
+from training.config import load_config
+from training.evals.core import pass_at_k_metrics, row_seed
+from training.rl.grpo import grpo_loss, k3
+from training.rl.rollout import (RolloutSource, render_prompts, sequences, sync_weights, token_logprobs,
+                                 verifiable_reward)
+from training.trainer import (IGNORE, Job, all_reduce_sum, build_model, cli_main, job_arg_parser, job_overrides,
+                              resolve_export, run, start)
+
+
+class GRPO:
+    """The parts of a trainer Job that make it GRPO: the loss, the per-step figures, the held-out
+    evaluation and early stopping, around a RolloutSource."""
+
+    def __init__(self, source: RolloutSource, rl: dict, heldout: list, seed: int, verifiable: bool = True):
+        self.source, self.rl, self.heldout, self.seed, self.verifiable = source, rl, heldout, seed, verifiable
+        self.sums: dict[str, float] = {}
+        self.best, self.since_best = -math.inf, 0
+
+    def count(self, mb: dict) -> int:
+        return int((mb["y"] != IGNORE).sum())
+
+    def loss(self, engine, mb: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        captured = []   # the head's logits of the training forward itself, for the entropy
+        hook = engine.module.lm_head.register_forward_hook(lambda m, i, o: captured.append(o.detach()))
+        try:
+            nll = engine(mb["x"], mb["y"], reduction="none")
+        finally:
+            hook.remove()
+        mask = mb["y"] != IGNORE
+        loss_sum, stats = grpo_loss(-nll.float(), mb["adv"], mask, mb.get("old_logp"), mb.get("ref_logp"),
+                                    clip_eps=float(self.rl["clip_eps"]), kl_coef=float(self.rl["kl_coef"]))
+        with torch.no_grad():
+            logits = captured[-1][mask].float()
+            entropy = -(torch.softmax(logits, -1) * torch.log_softmax(logits, -1)).sum(-1).sum()
+        for k, v in {**stats, "entropy_sum": float(entropy), "tokens": float(mask.sum()),
+                     "positions": float(mb["x"].numel())}.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+        return loss_sum, mask.sum()
+
+    def after_step(self, rec: dict) -> tuple[dict, dict]:
+        """The step's figures, summed over ranks (collective), and sample rollouts every N steps."""
+        batch, fresh = self.source.last, self.source.rolled
+        self.source.rolled = False
+        roll = {k: (v if fresh or not k.endswith("_s") else 0.0) for k, v in batch.stats.items()}
+        local = {**roll, **self.sums}
+        keys = sorted(local)
+        vals = dict(zip(keys, all_reduce_sum([local[k] for k in keys], self.source.device)))
+        self.sums = {}
+        world = self.source.world
+        rollout_s = (vals["rollout_s"] + vals["reward_s"] + vals["logprob_s"]) / world   # ranks run in parallel
+        train_s = max(rec["train/step_ms"] / 1000 - rollout_s, 1e-9)
+        tok = max(vals.get("tokens", 0.0), 1.0)
+        m = {"rl/reward": vals["reward_sum"] / vals["rows"],
+             "rl/zero_variance_groups": vals["zero_variance_groups"] / vals["groups"],
+             "rl/completion_tokens": vals["completion_tokens"] / vals["rows"],
+             "rl/stop_rate": vals["stopped"] / vals["rows"],
+             "rl/tool_calls_per_reply": vals["tool_calls"] / vals["rows"],
+             "rl/entropy": vals.get("entropy_sum", 0.0) / tok,
+             "rl/clip_fraction": vals.get("clipped", 0.0) / tok,
+             "rl/rollout_s": rollout_s, "rl/train_s": train_s,
+             "rl/rollout_tokens_per_s": vals["completion_tokens"] / vals["rollout_s"] * world if fresh else None,
+             "rl/train_tokens_per_s": vals.get("positions", 0.0) / train_s}
+        if "kl_sum" in vals:
+            m["rl/kl"] = vals["kl_sum"] / tok
+        texts = {}
+        every = int(self.rl["log_rollouts_every"] or 0)
+        if every and (rec["step"] % every == 0 or rec["step"] == 1) and fresh and batch.examples:
+            texts[f"rollouts/step_{rec['step']:08d}.txt"] = rollout_text(batch.examples, rec["step"])
+        return {k: v for k, v in m.items() if v is not None}, texts
+
+    @torch.no_grad()
+    def evaluate(self, engine=None) -> dict:
+        """Held-out figures of the policy's current weights: eval_samples replies per held-out item
+        with fixed seeds (so only the weights move the score); pass@k when rewards are verifiable.
+        Every rank computes the same figures (should_stop must agree across ranks)."""
+        from training.engine.engine import SamplingParams
+        if not self.heldout:
+            return {}
+        src, n = self.source, int(self.rl["eval_samples"])
+        sync_weights(src.engine.model, src.policy)
+        items = [it for it in self.heldout for _ in range(n)]
+        seeds = [row_seed(self.seed, "heldout", it.id, j) for it in self.heldout for j in range(n)]
+        params = SamplingParams(max_tokens=int(self.rl["max_tokens"]), temperature=float(self.rl["eval_temperature"]),
+                                top_k=self.rl["top_k"], top_p=self.rl.get("top_p"))
+        prompts = render_prompts(src.engine.tokenizer, items)
+        done = src.engine.generate(prompts, params, seeds=seeds)
+        rewards, _ = src.reward_fn(items, done, src.engine.tokenizer)
+        out = {"heldout/reward": sum(rewards) / len(rewards), "heldout/problems": len(self.heldout),
+               "heldout/completion_tokens": sum(len(c.tokens) for c in done) / len(done)}
+        if src.reference is not None:   # the KL of these weights (rl/kl is of the rollouts' weights)
+            kl = tokens = 0.0
+            for s in range(0, len(done), src.micro_batch):
+                x, y, _ = sequences(prompts[s:s + src.micro_batch], done[s:s + src.micro_batch])
+                x, y = x.to(src.device), y.to(src.device)
+                mask = y != IGNORE
+                per = k3(token_logprobs(src.policy, x, y), token_logprobs(src.reference, x, y))
+                kl, tokens = kl + float(per[mask].sum()), tokens + float(mask.sum())
+            out["heldout/kl"] = kl / max(tokens, 1.0)
+        if self.verifiable:
+            counts = [(n, int(sum(rewards[i * n:(i + 1) * n]))) for i in range(len(self.heldout))]
+            out.update({f"heldout/{k}": v for k, v in pass_at_k_metrics(counts, ks=(1, 2, 4, 8, 16, 32)).items()})
+        return out
+
+    def should_stop(self, rec: dict) -> str | None:
+        """Early stopping (the RLHF leash): the KL to the reference above rl.kl_max, or the held-out
+        reward not improving for rl.patience evaluations in a row."""
+        kl_max, patience = self.rl.get("kl_max"), self.rl.get("patience")
+        if kl_max is not None and rec.get("rl/kl") is not None and rec["rl/kl"] > float(kl_max):
+            return f"KL {rec['rl/kl']:.4f} per token passed rl.kl_max {kl_max}"
+        if patience and rec.get("heldout/reward") is not None:
+            if rec["heldout/reward"] > self.best:
+                self.best, self.since_best = rec["heldout/reward"], 0
+            else:
+                self.since_best += 1
+                if self.since_best >= int(patience):
+                    return (f"held-out reward {rec['heldout/reward']:.4f} has not beaten {self.best:.4f} "
+                            f"for {patience} evaluations")
+        return None
+
+
+def rollout_text(examples: list[dict], step: int) -> str:
+    out = [f"# rollouts of step {step} (reward per reply; forced tool output shown between output markers)"]
+    for group in sorted({e["group"] for e in examples}):
+        rows = [e for e in examples if e["group"] == group]
+        out.append(f"\n## prompt: {rows[0]['prompt']!r}  answer: {rows[0]['answer']!r}")
+        out += [f"- reward {e['reward']:.3f}: {e['reply']!r}" for e in rows]
+    return "\n".join(out) + "\n"
+
+
+def grpo_setup(cfg: dict, d, model, export, tokenizer, items: list, reward_fn=None) -> tuple[RolloutSource, int]:
+    """The rollout engine (its own copy of the policy), the frozen reference and the batch source;
+    and the derived gradient accumulation (train.batch_tokens is set from the rollout batch)."""
+    from training.engine.engine import Engine
+    from training.engine.tools import default_tools
+    from training.export import load_model
+    t, rl = cfg["train"], cfg["rl"]
+    if int(t["zero_stage"]) == 3:
+        raise ConfigError("train.zero_stage: RL copies the policy's full parameters into the rollout engine "
+                          "every step, which ZeRO-3 would first have to gather; use 0-2")
+    if not items:
+        raise InputError("the task has no train problems: check rl.task / --data")
+    rows, mb, world = int(rl["prompts_per_step"]) * int(rl["group_size"]), int(t["micro_batch"]), d.world
+    if int(rl["prompts_per_step"]) % world or rows % (mb * world):
+        raise ConfigError(f"rl.prompts_per_step x rl.group_size = {rows} replies per step must split into "
+                          f"micro-batches of train.micro_batch {mb} on each of {world} ranks (and the prompts "
+                          "evenly over the ranks)")
+    block = model.config.block_size
+    derived = rows * block
+    if t["batch_tokens"] not in (None, derived):
+        raise ConfigError(f"train.batch_tokens: RL derives it (rl.prompts_per_step x rl.group_size x context = "
+                          f"{derived}); leave it unset")
+    t["batch_tokens"] = derived
+    if int(rl["updates_per_batch"]) < 1 or int(rl["group_size"]) < 2:
+        raise ConfigError("rl.updates_per_batch must be >= 1 and rl.group_size >= 2 (a group is its own baseline)")
+    dtype = torch.bfloat16 if d.on_cuda and t["precision"] in ("auto", "bf16") else torch.float32
+    reference = None
+    if rl["reference"] or float(rl["kl_coef"]):
+        reference = load_model(export, device=d.device, dtype=dtype).requires_grad_(False)
+    tools = default_tools() if rl["tools"] else {}
+    engine = Engine(copy.deepcopy(model), tokenizer, tools=tools, device=str(d.device))
+    source = RolloutSource(engine, model, reference, items, rl, mb, rows // (mb * world), d.rank, world,
+                           seed=int(t["seed"]), reward_fn=reward_fn, device=d.device)
+    return source, rows // (mb * world)
+
+
+def train(cfg: dict, task: str, out, resume: bool = False) -> dict:
+    from pipelines.tokenizer import load_tokenizer
+    from training.tasks import load_task
+    d = start()
+    rl = cfg["rl"]
+    if not cfg["model"].get("init_from"):
+        raise ConfigError("model.init_from: RL starts from a chat model: an export directory or a registered one "
+                          "such as crawl2chat-chat@candidate")
+    task = task or rl["task"]
+    export = resolve_export(cfg["model"]["init_from"])
+    tokenizer = load_tokenizer(export)
+    model = build_model(cfg, init_dir=export)
+    items = load_task(task, "train", rl["train_problems"], rl["task_seed"])
+    heldout = load_task(task, "heldout", rl["heldout_problems"], rl["task_seed"])
+    source, gas = grpo_setup(cfg, d, model, export, tokenizer, items, verifiable_reward)
+    grpo = GRPO(source, rl, heldout, int(cfg["train"]["seed"]), verifiable=True)
+    start_figures = grpo.evaluate()
+    report = {"task": task, "train_problems": len(items), "heldout_problems": len(heldout),
+              "init_export": str(export), **{f"start_{k.replace('/', '_')}": v for k, v in start_figures.items()}}
+    if d.rank == 0:
+        print(f"[rl] task {task}: {len(items)} train / {len(heldout)} held-out problems; "
+              f"{rl['prompts_per_step']} prompts x {rl['group_size']} replies per step (grad accum {gas}); "
+              f"start {json.dumps({k: round(v, 4) for k, v in start_figures.items()})}")
+    job = Job(stage="rl", seq_len=model.config.block_size, batches=source, loss=grpo.loss, count=grpo.count,
+              evaluate=grpo.evaluate, after_step=grpo.after_step, should_stop=grpo.should_stop,
+              tokenizer=tokenizer, tokenizer_dir=export, params={"task": task}, report=report)
+    return run(cfg, job, model, out, resume=resume)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = job_arg_parser(__doc__, data_help="the task: toy | arithmetic | counting | spelling | a .jsonl/.parquet "
+                                           "of {messages | prompt, answer} (default: rl.task)")
+    ap.add_argument("--init-from", help="shorthand for --set model.init_from=SOURCE (export dir or NAME@ALIAS)")
+    args = ap.parse_args(argv)
+    overrides = job_overrides(args) + ([f"model.init_from={args.init_from}"] if args.init_from else [])
+    cfg = load_config(args.config, overrides, job="rl")
+    return train(cfg, args.data, args.out, resume=args.resume)
+
+
+if __name__ == "__main__":
+    cli_main(main)
