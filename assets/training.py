@@ -73,7 +73,10 @@ class TrainingLauncher(dg.ConfigurableResource):
                 raise dg.Failure("TrainingLauncher(mode='hostfile') needs `hostfile`")
             head = [launcher, "--hostfile", self.hostfile]
         elif self.mode == "local":
-            head = [launcher, "--num_gpus", str(self.processes)]
+            from training.trainer import free_port
+            # A free port, not the launcher's fixed 29500: two training runs on one machine (two assets,
+            # a test beside a demo) would otherwise meet at the same rendezvous and one of them fail.
+            head = [launcher, "--num_gpus", str(self.processes), "--master_port", str(free_port())]
         else:
             raise dg.Failure(f"unknown TrainingLauncher mode {self.mode!r} (local or hostfile)")
         config_file, overrides = self.job_config(job)
