@@ -155,3 +155,24 @@ def final_number(text: str) -> float | None:
                 return to_number(m[0])
     found = _NUMBER.findall(text)
     return to_number(found[-1]) if found else None
+
+
+def jsonl_rows(path, what: str, shape: str):
+    """(line number, where, row) for each non-blank line of a user JSONL file; InputError naming the file (and
+    line) when it is missing or a line is not a JSON object. `what`/`shape` word the messages."""
+    import json
+    from pathlib import Path
+
+    from pipelines.errors import InputError
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such {what} file (JSONL of {shape})")
+    for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{line_no}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise InputError(f"{where}: not JSON ({e.msg}); each line is {shape}") from None
+        yield line_no, where, row

@@ -163,18 +163,10 @@ def reasoning_items(task: str, n: int, seed: int = 0, words: list[str] | None = 
 
 def gsm8k_items(path: str | Path) -> list[Item]:
     """GSM8K-format JSONL: one {"question": str, "answer": str ending in "#### <number>"} per line."""
+    from training.evals.core import jsonl_rows
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such GSM8K-format file (JSONL of {{question, answer}} with '#### n')")
     items = []
-    for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        where = f"{path}:{line_no}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise InputError(f"{where}: not JSON ({e.msg}); each line is {{\"question\": ..., \"answer\": ...}}") from None
+    for line_no, where, row in jsonl_rows(path, "GSM8K-format", "{question, answer} with '#### n'"):
         if not isinstance(row, dict) or not isinstance(row.get("question"), str) or not isinstance(row.get("answer"), str):
             raise InputError(f"{where}: expected string fields 'question' and 'answer'")
         m = re.search(r"####\s*(-?[\d,]*\.?\d+)\s*$", row["answer"].strip())

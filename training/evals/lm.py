@@ -153,18 +153,10 @@ class MultipleChoice:
 
 def read_choice_file(path: str | Path) -> list[Choice]:
     """Items of a user JSONL: one {"context": str, "choices": [str, ...] (2 or more), "gold": index}."""
+    from training.evals.core import jsonl_rows
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such multiple-choice file (JSONL of {{context, choices, gold}})")
     items = []
-    for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        where = f"{path}:{line_no}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise InputError(f"{where}: not JSON ({e.msg}); each line is {{\"context\", \"choices\", \"gold\"}}") from None
+    for line_no, where, row in jsonl_rows(path, "multiple-choice", "{context, choices, gold}"):
         if not isinstance(row, dict) or not isinstance(row.get("context"), str):
             raise InputError(f"{where}: context: expected a string")
         choices = row.get("choices")
