@@ -19,7 +19,7 @@ export CRAWL2CHAT_MLFLOW_ARTIFACTS ?= $(CURDIR)/dagster_home/mlartifacts
 export CRAWL2CHAT_LAKE ?= $(CURDIR)/lake
 export PYSPARK_PYTHON := $(CURDIR)/$(PY)
 
-.PHONY: install demo test test-all ui chat serve bench clean
+.PHONY: install demo test ui services chat serve bench clean
 
 install: $(STAMP)
 
@@ -42,6 +42,11 @@ test: $(STAMP)
 # Dagster (webserver + daemon) and the MLflow UI under one launcher: Ctrl-C stops both within seconds.
 ui: $(STAMP)
 	$(PY) -m assets.ui --host $(HOST) --dagster-port $(DAGSTER_PORT) --mlflow-port $(MLFLOW_PORT) --serve-port $(SERVE_PORT)
+
+# The production shape on loopback (Postgres, an MLflow tracking server on it, a Spark standalone
+# cluster and Spark Connect): prints URLs and the env file to source; Ctrl-C stops them all.
+services: $(STAMP)
+	$(PY) -m pipelines.services_cli
 
 # Talk to a model: a registered MLflow model (NAME@ALIAS, NAME/VERSION) or an export directory.
 chat: $(STAMP)

@@ -5,7 +5,7 @@ import dagster as dg
 from assets.data import clean_text, crawl_manifest, deduped_text, extracted_text, filtered_text, warc_files
 from assets.partitions import warc_batches
 from assets.tokens import token_shards, tokenizer
-from assets.training import base_model
+from assets.training import GPU_JOB_TAGS, base_model
 from assets.evaluation import EvalSettings, evaluate, registry_client
 from assets.lineage import MLflowTracker
 from assets.resources import CrawlSource, LakeResource
@@ -19,13 +19,14 @@ data_pipeline = dg.define_asset_job(
     "data_pipeline", selection=dg.AssetSelection.assets(*_DATA), executor_def=dg.in_process_executor,
     description="One WARC batch (tag dagster/partition=<crawl>/<first>-<last>) through extraction and "
                 "filters, then dedup and PII over every batch of its crawl.")
-pretrain = dg.define_asset_job("pretrain", selection=[base_model], executor_def=dg.in_process_executor)
+pretrain = dg.define_asset_job("pretrain", selection=[base_model], executor_def=dg.in_process_executor,
+                               tags=GPU_JOB_TAGS)
 tokenize = dg.define_asset_job("tokenize", selection=dg.AssetSelection.assets(tokenizer, token_shards),
                                executor_def=dg.in_process_executor,
                                description="Train the BPE tokenizer on clean_text, then write token shards.")
 # A batch from WARC files all the way to a pretrained base model.
 end_to_end = dg.define_asset_job("end_to_end", selection=dg.AssetSelection.assets(*_DATA, tokenizer, token_shards, base_model),
-                                 executor_def=dg.in_process_executor)
+                                 executor_def=dg.in_process_executor, tags=GPU_JOB_TAGS)
 
 
 def _registered(instance) -> list[str]:

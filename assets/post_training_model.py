@@ -19,7 +19,7 @@ import dagster as dg
 from assets.lineage import MLflowTracker
 from assets.post_training import sft_mixture
 from assets.resources import LakeResource
-from assets.training import BASE_MODEL_NAME, TrainingLauncher, base_model, launch, register
+from assets.training import BASE_MODEL_NAME, GPU_JOB_TAGS, TrainingLauncher, base_model, launch, register
 from pipelines.io import dir_digest
 
 GROUP = "post_training"
@@ -129,7 +129,7 @@ def chat_model(context: dg.AssetExecutionContext, lake: LakeResource, launcher: 
 
 post_training_model_assets = [chat_model]
 post_train = dg.define_asset_job(
-    "post_train", executor_def=dg.in_process_executor,
+    "post_train", executor_def=dg.in_process_executor, tags=GPU_JOB_TAGS,
     # RL / RLHF share the group but have their own job (`rl`, assets/rl.py): the demo stops at SFT
     selection=dg.AssetSelection.groups(GROUP) - dg.AssetSelection.assets(
         "rl_model", "preference_pairs", "reward_model", "rlhf_model"),

@@ -22,7 +22,7 @@ import dagster as dg
 from assets.lineage import MLflowTracker
 from assets.post_training_model import CHAT_MODEL_NAME, chat_model
 from assets.resources import LakeResource
-from assets.training import TrainingLauncher, launch, register
+from assets.training import GPU_JOB_TAGS, TrainingLauncher, launch, register
 from pipelines.io import dir_digest
 
 GROUP = "post_training"
@@ -229,6 +229,6 @@ def rlhf_model(context: dg.AssetExecutionContext, lake: LakeResource, launcher: 
 
 rl_assets = [rl_model, preference_pairs, reward_model, rlhf_model]
 rl_job = dg.define_asset_job(
-    "rl", selection=dg.AssetSelection.assets(*rl_assets), executor_def=dg.in_process_executor,
+    "rl", selection=dg.AssetSelection.assets(*rl_assets), executor_def=dg.in_process_executor, tags=GPU_JOB_TAGS,
     description="RL of crawl2chat-chat@candidate on a verifiable task (crawl2chat-rl), and RLHF: preference "
                 "pairs, the reward model (crawl2chat-rm), the policy against it on a KL leash (crawl2chat-rlhf).")

@@ -20,6 +20,10 @@ from assets.resources import LakeResource
 from assets.tokens import _tokenizer_path, token_shards, tokenizer
 from pipelines.io import dir_digest
 
+# Jobs that train a model carry this tag: the instance's run queue (dagster_home/dagster.postgres.yaml,
+# tag_concurrency_limits) admits one of them at a time, so two trainings never share one GPU box.
+GPU_JOB_TAGS = {"crawl2chat/gpu": "1"}
+
 ROOT = Path(__file__).resolve().parents[1]
 LOSS_FALLS = "val_loss_finite_and_falling"
 BASE_MODEL_NAME = "crawl2chat-base"

@@ -1,8 +1,9 @@
 """`make ui`: the Dagster UI (`dagster dev`: webserver + daemon) and the MLflow UI, started together
 and stopped together.
 
-Each service runs in its own process group. On Ctrl-C (SIGINT) or SIGTERM, or when either service
-exits, both groups get SIGTERM, and whatever is still alive after `--grace` seconds gets SIGKILL:
+Each service runs in a session of its own (pipelines/services.py, the mechanism `make services` uses
+too). On Ctrl-C (SIGINT) or SIGTERM, or when either service exits, both get SIGTERM, and whatever is
+still alive in their sessions after `--grace` seconds gets SIGKILL:
 `dagster dev` alone can take over a minute to wind down its webserver, daemon and code server,
 and a Ctrl-C that does not stop the UI promptly is a Ctrl-C the user repeats until something
 breaks. SQLite storage (runs, events, MLflow) is crash-safe, so the hard stop loses nothing.
@@ -12,12 +13,10 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import subprocess
 import sys
 import time
-from pathlib import Path
 
-BIN = Path(sys.executable).parent
+from pipelines.services import BIN, Service, spawn
 
 
 def commands(host: str, dagster_port: int, mlflow_port: int) -> dict[str, list[str]]:
@@ -29,54 +28,6 @@ def commands(host: str, dagster_port: int, mlflow_port: int) -> dict[str, list[s
         "dagster": [str(BIN / "dagster"), "dev", "-h", host, "-p", str(dagster_port),
                     "-w", "dagster_home/workspace.yaml"],
     }
-
-
-def stop(procs: dict[str, subprocess.Popen], grace: float) -> None:
-    """SIGTERM every service's process group, then SIGKILL what is left after `grace` seconds."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for p in procs.values():
-            try:
-                os.killpg(p.pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and any(_group_alive(p.pid) for p in procs.values()):
-            for p in procs.values():
-                p.poll()  # reap the leader so its group can empty
-            time.sleep(0.1)
-        if not any(_group_alive(p.pid) for p in procs.values()):
-            break
-    for p in procs.values():
-        p.poll()
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a zombie leader still counts as a member: look at whether anyone else is left
-    return any(_pgid(pid) == pgid and not _zombie(pid) for pid in _pids())
-
-
-def _pids():
-    return (int(d) for d in os.listdir("/proc") if d.isdigit())
-
-
-def _pgid(pid: int) -> int | None:
-    try:
-        return os.getpgid(pid)
-    except OSError:
-        return None
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,14 +53,14 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    procs = {name: subprocess.Popen(cmd, start_new_session=True)
-             for name, cmd in commands(args.host, args.dagster_port, args.mlflow_port).items()}
+    procs = {name: spawn(name, cmd, None) for name, cmd in commands(args.host, args.dagster_port, args.mlflow_port).items()}
+    uis = Service("ui", f"http://{args.host}:{args.dagster_port}", list(procs.values()), logs=[])
     try:
         while not stopping and all(p.poll() is None for p in procs.values()):
             time.sleep(0.2)
     finally:
         exited = [n for n, p in procs.items() if p.returncode is not None]
-        stop(procs, args.grace)
+        uis.stop(grace=args.grace)  # SIGTERM, then SIGKILL to what is left of their sessions
     if exited and not stopping:
         print(f"crawl2chat: error: {exited[0]} exited with code {procs[exited[0]].returncode}; "
               "stopped the other UI too", file=sys.stderr)

@@ -54,3 +54,57 @@ def test_no_credentials_in_committed_files_and_image_is_not_root():
     assert users and users[-1] not in ("root", "0")
     compose = yaml.safe_load(compose_text)
     assert "spark.authenticate=true" in compose["services"]["spark-master"]["environment"]["SPARK_MASTER_OPTS"]
+
+
+# ------------------------------------------------------------------------------------------
+# docker/ and the services the tests start for real (pipelines/services.py,
+# tests/test_production_shape.py) use the same commands, instance config and variables
+
+def _env_refs(node) -> set[str]:
+    """Names of the environment variables a Dagster instance config reads ({env: NAME})."""
+    if isinstance(node, dict):
+        if set(node) == {"env"}:
+            return {node["env"]}
+        return set().union(*(_env_refs(v) for v in node.values())) if node else set()
+    if isinstance(node, list):
+        return set().union(*(_env_refs(v) for v in node)) if node else set()
+    return set()
+
+
+def test_production_instance_is_the_tested_postgres_instance_and_compose_sets_its_variables():
+    tested = yaml.safe_load((ROOT / "dagster_home" / "dagster.postgres.yaml").read_text())
+    prod = yaml.safe_load((ROOT / "dagster_home" / "dagster.production.example.yaml").read_text())
+    assert prod["storage"] == tested["storage"] and prod["run_coordinator"] == tested["run_coordinator"]
+    needed = _env_refs(tested)
+    assert needed == {"DAGSTER_POSTGRES_HOST", "DAGSTER_POSTGRES_PORT", "DAGSTER_POSTGRES_USER",
+                      "DAGSTER_POSTGRES_PASSWORD", "DAGSTER_POSTGRES_DB"}
+    services = yaml.safe_load((ROOT / "docker" / "compose.yaml").read_text())["services"]
+    for name in ("user-code", "webserver", "daemon"):  # every container that opens the instance
+        assert needed <= set(services[name]["environment"]), name
+
+
+def test_compose_runs_the_same_mlflow_and_spark_commands_as_the_tested_services():
+    import shlex
+
+    from pipelines import services as svc
+    compose = yaml.safe_load((ROOT / "docker" / "compose.yaml").read_text())["services"]
+
+    def flags(argv):
+        return {a for a in argv if a.startswith("--")}
+
+    mlflow_argv = shlex.split(compose["mlflow"]["command"][-1].replace("$$", "$"))
+    tested = svc.mlflow_server_command(5000, "postgresql+psycopg2://u@h:5432/mlflow", "/lake/mlartifacts")
+    assert mlflow_argv[1:3] == ["mlflow", "server"] and tested[1] == "server"
+    # compose adds --allowed-hosts for its container hostname; the tests run one worker
+    assert flags(mlflow_argv) - {"--allowed-hosts"} == flags(tested) - {"--workers"}
+    backend = mlflow_argv[mlflow_argv.index("--backend-store-uri") + 1]
+    assert backend.startswith("postgresql+psycopg2://$POSTGRES_USER@")  # no password in the URI
+    assert "PGPASSWORD" in compose["mlflow"]["environment"]
+
+    assert svc.SPARK_MASTER_CLASS in compose["spark-master"]["command"][-1]
+    assert svc.SPARK_WORKER_CLASS in compose["spark-worker-1"]["command"][-1]
+    tested_env = svc._spark_env(Path("/tmp"), "secret")
+    spark_env = compose["spark-master"]["environment"]
+    for key in ("SPARK_MASTER_OPTS", "SPARK_WORKER_OPTS"):
+        assert spark_env[key] == tested_env[key]  # spark.authenticate, and no secret in a -D option
+    assert spark_env["_SPARK_AUTH_SECRET"].startswith("${SPARK_AUTH_SECRET:?") and "_SPARK_AUTH_SECRET" in tested_env
