@@ -83,7 +83,7 @@ def table_model(tok, table: dict[int, int], scale: float = 50.0) -> GPT:
     with torch.no_grad():
         for p in model.parameters():
             p.zero_()
-        model.wte.weight.copy_(torch.eye(V))
+        model.wte.weight[:V].copy_(torch.eye(V))  # rows past V: the padded vocabulary, never looked up
         for norm in (model.h[0].ln_1, model.h[0].ln_2, model.ln_f):
             norm.weight.fill_(1.0)
         target = torch.arange(V)

@@ -122,7 +122,7 @@ def scripted_gpt(tok, prompt_len: int, reply: list[int], loop: list[int], scale:
     with torch.no_grad():
         for p in model.parameters():
             p.zero_()
-        model.wte.weight[:, :V] = torch.eye(V)
+        model.wte.weight[:V, :V] = torch.eye(V)  # rows past V: the padded vocabulary, never looked up
         for norm in (model.h[0].ln_1, model.h[0].ln_2, model.ln_f):
             norm.weight.fill_(1.0)
         w = scale / d ** 0.5

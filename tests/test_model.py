@@ -46,7 +46,8 @@ def test_tiny_preset_is_a_few_million_params_with_a_small_vocab():
 def test_flops_per_token_formula():
     m = GPT(small())
     c = m.config
-    n = m.num_params(non_embedding=True) + c.vocab_size * c.n_embd  # head matmul counted (tied)
+    assert c.padded_vocab == 128 and m.wte.weight.shape == (128, 32)  # 97 padded to a multiple of 128
+    n = m.num_params(non_embedding=True) + c.padded_vocab * c.n_embd  # the padded head matmul (tied)
     assert m.flops_per_token(16) == 6 * n + 12 * c.n_layer * c.n_head * (c.n_embd // c.n_head) * 16
     with torch.device("meta"):
         g = GPT(preset("gpt2-124m"))

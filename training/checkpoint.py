@@ -1,21 +1,30 @@
 """Checkpoint directory management around DeepSpeed's save_checkpoint/load_checkpoint.
 
-Layout: <out>/checkpoints/step_00000050/ (DeepSpeed's files for every rank) + COMPLETE.json.
+Layout: <out>/checkpoints/step_00000050/ (DeepSpeed's files for every rank) + one marker per rank:
+COMPLETE.json (rank 0's, which records the world size) and COMPLETE.rank00001.json, ... .
 
-Why a marker of our own: DeepSpeed's `latest` file is written by rank 0 *before* the final barrier of
+Why markers of our own: DeepSpeed's `latest` file is written by rank 0 *before* the final barrier of
 save_checkpoint, so rank 0 can point `latest` at a tag whose other ranks are still writing, and a
 process killed mid-save leaves a tag directory that looks like any other. We call save_checkpoint with
-save_latest=False, wait for every rank to return from it, fsync the files, and only then rank 0 writes
-COMPLETE.json atomically (temp file + rename). A tag without that marker is never loaded and is deleted
-by the next successful save.
+save_latest=False, wait for every rank to return from it, and then EACH rank fsyncs the files it sees
+and writes its own marker atomically (temp file + rename): its rank, the world size, the files and
+their sizes. A tag is complete only when the markers of all ranks 0..W-1 of the world that wrote it
+are there. Why one per rank: on node-local disks (no shared filesystem) each node holds only its own
+ranks' files, so no single rank can vouch for the others' writes; a node that lost its copy (or was
+killed before its marker) leaves a tag that is not complete anywhere. The check is collective when
+torch.distributed runs: the ranks exchange what their disks show (one all_gather_object) and decide
+together. A tag without all markers is never loaded and is deleted by the next successful save.
 
-A tag whose marker is there but whose files no longer match it (truncated or lost after the save: a
-full disk, a bad copy) is damaged, not unfinished: the resume skips it and moves it to
+A tag with a marker whose files no longer match it (truncated or lost after the save: a full disk, a
+bad copy) is damaged, not unfinished: the resume skips it and moves it to
 <out>/checkpoints/.quarantine/<tag>-<time> with a warning, where nothing lists it and the user can
-inspect it; it is never deleted by us.
+inspect it; it is never deleted by us. A checkpoint written before per-rank markers (one
+COMPLETE.json without "rank", written by rank 0 on a shared filesystem after all ranks had saved)
+still counts as complete.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -26,13 +35,22 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-MARKER = "COMPLETE.json"
+MARKER = "COMPLETE.json"            # rank 0's marker (and the single marker of older checkpoints)
 QUARANTINE = ".quarantine"
 _TAG = re.compile(r"^step_(\d{8})$")
+_RANK_MARKER = re.compile(r"^COMPLETE(?:\.rank(\d{5}))?\.json$")
 
 
 def tag_for(step: int) -> str:
     return f"step_{step:08d}"
+
+
+def marker_name(rank: int) -> str:
+    return MARKER if rank == 0 else f"COMPLETE.rank{rank:05d}.json"
+
+
+def _is_marker_file(name: str) -> bool:
+    return name.startswith("COMPLETE.")  # markers and their .tmp files: not checkpoint data
 
 
 def _tags(ckpt_dir: Path) -> list[tuple[int, Path]]:
@@ -42,27 +60,88 @@ def _tags(ckpt_dir: Path) -> list[tuple[int, Path]]:
     return sorted(out)
 
 
+def _marker_files(tag_dir: Path) -> dict[int, Path]:
+    """rank -> marker file present in this directory (this node's view)."""
+    out = {}
+    with contextlib.suppress(OSError):
+        for p in tag_dir.iterdir():
+            if m := _RANK_MARKER.match(p.name):
+                out[int(m.group(1) or 0)] = p
+    return out
+
+
 def damage(tag_dir: Path) -> str | None:
-    """What is wrong with a tag that has a marker: a file it lists missing or of another size, or
-    the marker unreadable. None when the files match it, or when there is no marker (unfinished)."""
-    if not (tag_dir / MARKER).exists():
-        return None
-    try:
-        marker = json.loads((tag_dir / MARKER).read_text())
-        for rel, size in marker.get("files", {}).items():
-            f = tag_dir / rel
-            if not f.is_file():
-                return f"{rel} is missing"
-            if f.stat().st_size != size:
-                return f"{rel} is {f.stat().st_size} bytes, {size} when it was saved"
-    except (OSError, ValueError, AttributeError) as e:  # also: another rank moved it meanwhile
-        return f"{MARKER} cannot be read ({e})"
+    """What is wrong with a tag that has markers here: a file one of them lists missing or of another
+    size, a marker unreadable, or markers of different worlds. None when the files match, or when
+    there is no marker (unfinished)."""
+    worlds = set()
+    for rank, path in sorted(_marker_files(tag_dir).items()):
+        try:
+            marker = json.loads(path.read_text())
+            worlds.add(int(marker["world_size"]))
+            for rel, size in marker.get("files", {}).items():
+                f = tag_dir / rel
+                if not f.is_file():
+                    return f"{rel} is missing"
+                if f.stat().st_size != size:
+                    return f"{rel} is {f.stat().st_size} bytes, {size} when it was saved"
+        except (OSError, ValueError, AttributeError, KeyError, TypeError) as e:  # also: moved meanwhile
+            return f"{path.name} cannot be read ({e})"
+    if len(worlds) > 1:
+        return f"markers of different world sizes {sorted(worlds)}"
     return None
 
 
+def _view(tag_dir: Path) -> dict:
+    """What this node's disk shows of a tag: the ranks whose markers are here, the world size
+    rank 0's marker records (None without it; "legacy" for an old single marker), its damage."""
+    why = damage(tag_dir)
+    markers = _marker_files(tag_dir)
+    world = None
+    if why is None and 0 in markers:
+        try:
+            m0 = json.loads(markers[0].read_text())
+            world = int(m0["world_size"]) if "rank" in m0 else "legacy"
+        except (OSError, ValueError) as e:  # moved by another rank's quarantine meanwhile
+            why = f"{MARKER} cannot be read ({e})"
+    return {"ranks": sorted(markers), "world": world, "damage": why}
+
+
+def _verdict(views: list[dict]) -> tuple[str, str | None]:
+    """("complete" | "damaged" | "unfinished", why) from every rank's view of one tag."""
+    for v in views:
+        if v["damage"] is not None:
+            return "damaged", v["damage"]
+    worlds = {v["world"] for v in views} - {None}
+    if "legacy" in worlds:
+        return "complete", None  # rank 0 wrote it after every rank had saved (shared filesystem)
+    if len(worlds) != 1:
+        return "unfinished", None  # no rank 0 marker anywhere (or disagreeing ones: not ours to judge)
+    (world,) = worlds
+    seen = {r for v in views for r in v["ranks"]}
+    return ("complete", None) if seen >= set(range(world)) else ("unfinished", None)
+
+
 def is_complete(tag_dir: Path) -> bool:
-    """Marker present and every file it lists still there with its recorded size."""
-    return (tag_dir / MARKER).is_file() and damage(tag_dir) is None
+    """This node's view: every rank's marker present and every file they list there with its size.
+    (latest_complete combines the views of all ranks; on a shared filesystem they are the same.)"""
+    return _verdict([_view(tag_dir)])[0] == "complete"
+
+
+def _all_views(ckpt_dir: Path) -> dict[str, list[dict]]:
+    """tag name -> the view of every rank (one all_gather_object when torch.distributed runs with
+    more than one rank; else this process's view). Collective: every rank calls it."""
+    local = {p.name: _view(p) for _, p in _tags(ckpt_dir)}
+    gathered = [local]
+    try:
+        import torch.distributed as dist
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            gathered = [None] * dist.get_world_size()
+            dist.all_gather_object(gathered, local)
+    except ImportError:
+        pass
+    names = sorted({n for g in gathered for n in g})
+    return {n: [g[n] for g in gathered if n in g] for n in names}
 
 
 def quarantine(tag_dir: Path, why: str) -> Path | None:
@@ -78,20 +157,24 @@ def quarantine(tag_dir: Path, why: str) -> Path | None:
 
 
 def latest_complete(ckpt_dir: str | Path) -> tuple[int, str] | None:
-    """(step, tag) of the newest complete checkpoint, or None. Damaged tags on the way are
-    quarantined; unfinished ones (no marker) are left to prune()."""
-    for step, path in reversed(_tags(Path(ckpt_dir))):
-        if (why := damage(path)) is not None:
-            quarantine(path, why)
-        elif is_complete(path):
-            return step, path.name
+    """(step, tag) of the newest checkpoint complete in the views of all ranks, or None. Damaged
+    tags on the way are quarantined (each node moves its own copy); unfinished ones are left to
+    prune(). Collective under torch.distributed: every rank calls it and gets the same answer."""
+    ckpt_dir = Path(ckpt_dir)
+    for name, views in reversed(list(_all_views(ckpt_dir).items())):
+        state, why = _verdict(views)
+        if state == "damaged":
+            if (ckpt_dir / name).is_dir():
+                quarantine(ckpt_dir / name, why)
+        elif state == "complete":
+            return int(_TAG.match(name).group(1)), name
     return None
 
 
 def _fsync_tree(root: Path) -> dict[str, int]:
     files = {}
     for p in sorted(root.rglob("*")):
-        if p.is_file() and p.name != MARKER:
+        if p.is_file() and not _is_marker_file(p.name):
             fd = os.open(p, os.O_RDONLY)
             try:
                 os.fsync(fd)
@@ -101,15 +184,17 @@ def _fsync_tree(root: Path) -> dict[str, int]:
     return files
 
 
-def mark_complete(tag_dir: Path, info: dict) -> None:
-    """Rank 0, after all ranks returned from save_checkpoint (a barrier): write the marker last."""
+def mark_complete(tag_dir: Path, info: dict, rank: int = 0) -> None:
+    """Every rank, after all ranks returned from save_checkpoint (a barrier): fsync the files this
+    rank sees, then write its marker last (rank, info's world_size, those files and sizes)."""
     files = _fsync_tree(tag_dir)
-    tmp = tag_dir / (MARKER + ".tmp")
+    final = tag_dir / marker_name(rank)
+    tmp = final.with_name(final.name + ".tmp")
     with open(tmp, "w") as f:
-        json.dump({**info, "files": files}, f, indent=1)
+        json.dump({**info, "rank": rank, "files": files}, f, indent=1)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, tag_dir / MARKER)
+    os.replace(tmp, final)
     dfd = os.open(tag_dir, os.O_RDONLY)
     try:
         os.fsync(dfd)
@@ -117,15 +202,16 @@ def mark_complete(tag_dir: Path, info: dict) -> None:
         os.close(dfd)
 
 
-def prune(ckpt_dir: str | Path, keep: int) -> list[str]:
+def prune(ckpt_dir: str | Path, keep: int, complete: set[str] | None = None) -> list[str]:
     """Keep the newest `keep` complete tags; delete older complete ones and every incomplete tag
-    older than the newest complete one (leftovers of killed saves). Returns the deleted tag names."""
+    older than the newest complete one (leftovers of killed saves). `complete`: the tags all ranks
+    agree are complete (save() passes it; default: this node's view). Returns the deleted names."""
     tags = _tags(Path(ckpt_dir))
-    complete = [(s, p) for s, p in tags if is_complete(p)]
-    if not complete:
+    done = [(s, p) for s, p in tags if (p.name in complete if complete is not None else is_complete(p))]
+    if not done:
         return []
-    kept = {p for _, p in complete[-max(1, keep):]}
-    newest = complete[-1][0]
+    kept = {p for _, p in done[-max(1, keep):]}
+    newest = done[-1][0]
     deleted = []
     for step, path in tags:
         if path in kept or step > newest:
@@ -136,18 +222,24 @@ def prune(ckpt_dir: str | Path, keep: int) -> list[str]:
 
 
 def save(engine, ckpt_dir: str | Path, step: int, client_state: dict, keep: int, barrier) -> str:
-    """Collective: every rank calls it. Returns the tag written."""
+    """Collective: every rank calls it. Returns the tag written. Directory work (the stale tag, the
+    prune) is done by the first rank of each node, so node-local disks are kept too; on a shared
+    filesystem those ranks race harmlessly (rmtree ignores what another already removed)."""
+    import torch.distributed as dist
     ckpt_dir, tag = Path(ckpt_dir), tag_for(step)
-    if engine.global_rank == 0 and (ckpt_dir / tag).exists():
-        shutil.rmtree(ckpt_dir / tag)  # a stale partial save of the same step (we resumed before it)
+    node_first = int(os.environ.get("LOCAL_RANK", 0)) == 0
+    if node_first and (ckpt_dir / tag).exists():
+        shutil.rmtree(ckpt_dir / tag, ignore_errors=True)  # a stale partial save of the step (we resumed before it)
     barrier()
     engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state=client_state, save_latest=False)
     _fault_point("after_save", step)
     barrier()  # every rank has returned from save_checkpoint: its files are written
-    if engine.global_rank == 0:
-        import torch.distributed as dist
-        mark_complete(ckpt_dir / tag, {"step": step, "tag": tag, "world_size": dist.get_world_size()})
-        prune(ckpt_dir, keep)
+    mark_complete(ckpt_dir / tag, {"step": step, "tag": tag, "world_size": dist.get_world_size()},
+                  engine.global_rank)
+    barrier()  # every marker is written
+    views = _all_views(ckpt_dir)
+    if node_first:
+        prune(ckpt_dir, keep, {n for n, v in views.items() if _verdict(v)[0] == "complete"})
     barrier()
     return tag
 

@@ -27,14 +27,16 @@ DEFAULTS: dict = {
         "lr": 3.0e-3,
         "min_lr_ratio": 0.1,              # cosine decays to lr * min_lr_ratio
         "warmup_steps": 20,
-        "weight_decay": 0.1,              # on matrices only (not biases, norms, embeddings)
+        "weight_decay": 0.1,              # on matrices only (not biases, norms, embeddings; trainer.py)
         "betas": [0.9, 0.95],
         "eps": 1.0e-8,
         "grad_clip": 1.0,
-        "zero_stage": 0,
+        "zero_stage": 1,                  # optimizer states sharded; 2/3 when the model does not fit
+        # Elements per ZeRO reduce / all-gather bucket (deepspeed_config says why 5e7).
+        "zero_bucket_elements": 50_000_000,
         "precision": "auto",              # auto: bf16 on CUDA, fp32 on CPU; or "bf16" / "fp32"
         "activation_checkpointing": False,
-        "compile": False,                 # engine.compile() on CUDA
+        "compile": False,                 # torch.compile of the training loss forward only (CPU or CUDA)
         "seed": 1337,
         "shuffle": True,
     },
@@ -233,17 +235,45 @@ def resolve_precision(precision: str, on_cuda: bool) -> str:
 
 
 def deepspeed_config(cfg: dict, world_size: int, seq_len: int, on_cuda: bool) -> dict:
-    """DeepSpeed JSON config. Optimizer and LR schedule are built in pretrain.py and handed to
+    """DeepSpeed JSON config. Optimizer and LR schedule are built in trainer.py and handed to
     deepspeed.initialize (torch AdamW with decay/no-decay groups; a warmup + cosine LambdaLR that
-    DeepSpeed steps once per optimizer step and saves in its checkpoints)."""
+    DeepSpeed steps once per optimizer step and saves in its checkpoints).
+
+    bf16 (DeepSpeed 0.19.8, engine._do_optimizer_sanity_check): weights and activations are bf16 but
+    gradients are accumulated over the micro-batches, reduced over the ranks, clipped and applied to
+    fp32 master weights, so a step of G micro-batches equals one large batch to fp32 rounding. A bf16
+    accumulator keeps 8 mantissa bits: each += rounds to ~2^-9 relative, and over G micro-batches
+    the error grows ~G·2^-9 (tests/test_numerics.py measures it), i.e. small updates are lost.
+      stage 1:   bf16 + data_types.grad_accum_dtype=fp32 -> BF16_Optimizer (fp32 grads per parameter,
+                 one all-reduce at the boundary, fp32 master weights and optimizer state)
+      stage 2/3: the same keys -> the ZeRO-2/3 optimizer with fp32 gradient partitions (its reduce-
+                 scatter runs every micro-batch, then adds the partition into the fp32 buffer)
+      stage 0:   DeepSpeed refuses bf16 weights with fp32 accumulation without ZeRO (it only offers
+                 bf16 accumulation there), so stage 0 runs torch autocast instead: fp32 weights, grads
+                 and optimizer, bf16 matmuls in the forward/backward.
+    communication_data_type=fp32: DeepSpeed reduces in the weights' dtype by default; a bf16 sum of
+    W ranks' gradients rounds to 8 bits again. fp32 doubles the gradient bytes: GPT-2 124M on 8 GPUs
+    reduces 0.5 GB per reduction, ~1-2 ms of NVLink against ~35 ms of compute per micro-batch."""
     t = cfg["train"]
     gas = grad_accum_steps(t["batch_tokens"], t["micro_batch"], seq_len, world_size)
     stage = int(t["zero_stage"])
     if stage not in (0, 1, 2, 3):
         raise ValueError(f"zero_stage must be 0-3, not {stage}")
     zero: dict = {"stage": stage}
-    if stage >= 2:
-        zero.update(overlap_comm=on_cuda, contiguous_gradients=True, reduce_scatter=True)
+    if stage > 0:
+        # Buckets: DeepSpeed's default 5e8 elements exceeds the whole 124M model, so the one bucket
+        # fills at the end of the backward and nothing overlaps it. 5e7 (200 MB in fp32) makes ~3
+        # buckets of GPT-2 124M, so the first reduction runs while the backward of the lower layers
+        # still computes, and each collective stays far above the ~10 MB where NCCL is latency bound.
+        bucket = int(t["zero_bucket_elements"])
+        zero.update(reduce_bucket_size=bucket, allgather_bucket_size=bucket,
+                    overlap_comm=on_cuda,          # a side stream; on CPU (gloo) it only adds copies
+                    contiguous_gradients=True)     # grads copied into one buffer: no fragmentation
+    if stage == 2:
+        # ZeRO-2 reduce-scatters each bucket as the backward fills it, every micro-batch (it frees
+        # the full gradients, that is the memory it saves); reduce_scatter (not all-reduce) moves
+        # 1/W of the bytes to each rank. Where the model fits, ZeRO-1 reduces once per step instead.
+        zero.update(reduce_scatter=True)
     if stage == 3:
         # Lets the exporter gather full 16-bit weights on rank 0 (engine.save_16bit_model).
         zero.update(stage3_gather_16bit_weights_on_model_save=True)
@@ -257,7 +287,12 @@ def deepspeed_config(cfg: dict, world_size: int, seq_len: int, on_cuda: bool) ->
         "wall_clock_breakdown": False,
     }
     if resolve_precision(t["precision"], on_cuda) == "bf16":
-        ds["bf16"] = {"enabled": True}
+        if stage == 0:
+            ds["torch_autocast"] = {"enabled": True, "dtype": "bfloat16"}
+        else:
+            ds["bf16"] = {"enabled": True}
+            ds["data_types"] = {"grad_accum_dtype": "fp32"}
+            ds["communication_data_type"] = "fp32"
     if stage > 0:
         # torch AdamW is not DeepSpeed's own optimizer; it is in ZeRO's supported list, this only
         # keeps builds with a stricter list from refusing it.

@@ -24,14 +24,29 @@ FORMAT = "crawl2chat-gpt"
 
 
 def gather_state_dict(engine) -> dict[str, torch.Tensor] | None:
-    """Full weights on CPU in rank 0 (None elsewhere); collective under ZeRO-3, where every rank must
-    call it. Parameters are gathered one at a time so the peak memory is one full tensor."""
+    """The fp32 MASTER weights, full, on CPU in rank 0 (None elsewhere). Collective at ZeRO 1-3:
+    every rank must call it. One parameter at a time, so the peak memory is one full tensor.
+
+    Under bf16 the module's parameters are the bf16 copies DeepSpeed casts from its fp32 master
+    weights after each step; exporting those would throw away the low 16 bits of every weight (and
+    a fine-tune from the export would restart from rounded weights). The master copy is where the
+    optimizer lives: BF16_Optimizer (ZeRO-1) and ZeRO-2 keep fp32 partitions, ZeRO-3 fp32 shards;
+    deepspeed.utils.safe_get_full_fp32_param assembles one parameter from them (an all-reduce /
+    all-gather over the ranks). At stage 0 there is no wrapper (fp32, or fp32 weights under bf16
+    autocast: training/config.py): it returns None and the module's parameter is the master."""
     import deepspeed
     import torch.distributed as dist
+    from deepspeed.utils import safe_get_full_fp32_param
     module = engine.module
     rank0 = (not dist.is_initialized()) or dist.get_rank() == 0
     out = {}
     for name, p in module.named_parameters(remove_duplicate=True):
+        master = safe_get_full_fp32_param(p)
+        if master is not None:
+            if rank0:
+                out[name] = master.detach().to("cpu", torch.float32).clone()
+            continue
+        # No fp32 copy behind it (stage 0, a frozen parameter): the module's own, gathered under ZeRO-3.
         with deepspeed.zero.GatheredParameters([p], modifier_rank=None):
             if rank0:
                 out[name] = p.detach().to("cpu").clone()

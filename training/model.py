@@ -4,6 +4,12 @@ Pre-LN transformer blocks, causal self-attention through `F.scaled_dot_product_a
 (flash / memory-efficient kernels on GPUs, a fused math kernel on CPU), GELU MLP, tied input/output
 embeddings. RoPE, RMSNorm, QK-norm and an untied head are config switches, not forks.
 
+The embedding table and the head are padded to a multiple of `vocab_pad_multiple` rows (50257 -> 50304
+for GPT-2): a matmul whose width is a multiple of 128 runs on full tensor-core tiles. The head returns
+only the first vocab_size columns, so a padded id is never in a softmax: not in the loss's denominator,
+never sampled. The loss is computed in chunks of rows (`loss_chunk` positions): the (B·T, V) fp32 logits
+of a whole micro-batch never exist at once; in backward each chunk's logits are recomputed.
+
 Inference passes a `KVCache` to forward: keys and values of earlier positions are kept, so each new
 token costs one position's forward instead of the whole context's. Without a cache, forward is the
 training forward, unchanged.
@@ -23,6 +29,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+IGNORE = -100  # target of a position that is not trained (F.cross_entropy's default ignore_index)
+
 
 @dataclass
 class GPTConfig:
@@ -37,11 +45,20 @@ class GPTConfig:
     rmsnorm: bool = False       # RMSNorm instead of LayerNorm
     qk_norm: bool = False       # normalize q and k per head before attention (stabilizes large lr)
     tie_embeddings: bool = True # lm_head shares the token embedding matrix (GPT-2)
+    vocab_pad_multiple: int = 128  # table/head rows rounded up to this (1 = no padding)
+
+    @property
+    def padded_vocab(self) -> int:
+        """Rows of the token table and the head: vocab_size rounded up to vocab_pad_multiple."""
+        m = max(1, self.vocab_pad_multiple)
+        return -(-self.vocab_size // m) * m
 
     @classmethod
     def from_dict(cls, d: dict) -> "GPTConfig":
         names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        # Exports written before padding existed have no vocab_pad_multiple: their tables have exactly
+        # vocab_size rows, so they load unpadded.
+        return cls(**{"vocab_pad_multiple": 1, **{k: v for k, v in d.items() if k in names}})
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -190,15 +207,30 @@ class Block(nn.Module):
         return x + self.mlp(self.ln_2(x))
 
 
+class Head(nn.Linear):
+    """The output projection over the padded vocabulary, returning the real vocabulary's columns only
+    (a view: the matmul keeps its padded width, nothing downstream can see or pick a padded id)."""
+
+    def __init__(self, n_embd: int, padded_vocab: int, vocab_size: int):
+        super().__init__(n_embd, padded_vocab, bias=False)
+        self.vocab_size = vocab_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x)[..., :self.vocab_size]
+
+
 class GPT(nn.Module):
+    # Positions per loss chunk: 8192 x 50304 fp32 logits = 1.6 GB at most, whatever the micro-batch.
+    loss_chunk = 8192
+
     def __init__(self, cfg: GPTConfig):
         super().__init__()
         self.config = cfg
-        self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+        self.wte = nn.Embedding(cfg.padded_vocab, cfg.n_embd)
         self.wpe = None if cfg.rope else nn.Embedding(cfg.block_size, cfg.n_embd)
         self.h = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer))
         self.ln_f = _norm(cfg, cfg.n_embd)
-        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        self.lm_head = Head(cfg.n_embd, cfg.padded_vocab, cfg.vocab_size)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.wte.weight
         if cfg.rope:
@@ -208,6 +240,7 @@ class GPT(nn.Module):
             self.register_buffer("rope_sin", sin, persistent=False)
         # Set by the trainer (not part of the exported config): recompute block activations in backward.
         self.activation_checkpointing = False
+        self._compiled_loss = None  # compile_loss(): the training loss forward under torch.compile
         self.apply(self._init_weights)
 
     def _init_weights(self, m: nn.Module) -> None:
@@ -240,8 +273,9 @@ class GPT(nn.Module):
 
         6·N: every weight matrix costs 2 FLOPs per parameter per token forward (multiply + add) and 4 in
         backward (gradients w.r.t. inputs and weights). N counts every matrix that does a matmul: the
-        non-embedding parameters plus the output head (V·d), which is a real matmul even when its weight
-        is tied to the token table (a lookup costs nothing).
+        non-embedding parameters plus the output head (V·d over the PADDED vocabulary: the matmul that
+        runs), which is a real matmul even when its weight is tied to the token table (a lookup costs
+        nothing).
         12·L·H·Q·T: attention scores QKᵀ and the weighted sum AV are 2·T·Q FLOPs each per head per token
         forward (4·T·Q), times 3 for forward + backward, over H heads and L layers. The causal mask halves
         the useful work, but by convention (and for comparability with published MFU) it is not halved.
@@ -250,15 +284,35 @@ class GPT(nn.Module):
         T = seq_len or c.block_size
         n = self.num_params(non_embedding=True)
         if c.tie_embeddings:
-            n += c.vocab_size * c.n_embd
+            n += c.padded_vocab * c.n_embd
         q = c.n_embd // c.n_head
         return 6.0 * n + 12.0 * c.n_layer * c.n_head * q * T
+
+    def compile_loss(self) -> None:
+        """Run the training loss forward (targets given, reduction sum/mean, train mode) through
+        torch.compile. Its shapes are fixed (micro_batch, seq_len), so it compiles once; sampling,
+        per-token eval and KV-cache decoding, whose shapes vary, stay eager."""
+        self._compiled_loss = torch.compile(self._train_loss, dynamic=False)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, reduction: str = "mean",
                 kv_cache: KVCache | None = None):
         """idx (B, T) token ids. Without targets: logits of the last position (B, 1, V) for sampling.
-        With targets: the cross-entropy loss (mean, or per token (B, T) with reduction="none").
-        With kv_cache: idx continues the cached positions (inference; the cache advances by T)."""
+        With targets: the cross-entropy loss ("mean" over the trained targets, "sum", or "none": per
+        token (B, T), 0 at IGNORE). With kv_cache: idx continues the cached positions (inference; the
+        cache advances by T)."""
+        if targets is not None:
+            if kv_cache is not None:
+                raise ValueError("targets with a kv_cache: the cache is for decoding, not for a loss")
+            if self._compiled_loss is not None and self.training and reduction != "none":
+                return self._compiled_loss(idx, targets, reduction)
+            return self._train_loss(idx, targets, reduction)
+        return self.lm_head(self._trunk(idx, kv_cache)[:, [-1], :])
+
+    def _train_loss(self, idx: torch.Tensor, targets: torch.Tensor, reduction: str) -> torch.Tensor:
+        return self.chunked_loss(self._trunk(idx, None), targets, reduction)
+
+    def _trunk(self, idx: torch.Tensor, kv_cache: KVCache | None) -> torch.Tensor:
+        """Hidden states after the final norm, (B, T, d)."""
         B, T = idx.shape
         x, rope, mask = self.wte(idx), None, None
         if kv_cache is None:
@@ -284,12 +338,41 @@ class GPT(nn.Module):
                 x = block(x, rope, kv_cache, mask)
         if kv_cache is not None:
             kv_cache.length += T
-        x = self.ln_f(x)
-        if targets is None:
-            return self.lm_head(x[:, [-1], :])
+        return self.ln_f(x)
+
+    def chunked_loss(self, x: torch.Tensor, targets: torch.Tensor, reduction: str) -> torch.Tensor:
+        """Cross-entropy of the head over hidden states x (B, T, d), a few rows at a time.
+
+        Each chunk of rows (loss_chunk positions) does head matmul -> fp32 -> cross-entropy and keeps
+        only its loss; under autograd with more than one chunk, each chunk is checkpointed, so backward
+        recomputes its logits (one extra head matmul: 2·V·d FLOPs per token) instead of keeping
+        B·T·V fp32 logits alive. The sums are those of one F.cross_entropy over all rows, up to the
+        order of fp32 additions; "mean" divides by the trained targets (NaN when there is none, as
+        F.cross_entropy)."""
+        B, T = targets.shape
+        rows = max(1, self.loss_chunk // T)
+        per_row = "none" if reduction == "none" else "sum"
+        keep_graph = torch.is_grad_enabled() and x.requires_grad and B > rows
+        parts = []
+        for i in range(0, B, rows):
+            xs, ys = x[i:i + rows], targets[i:i + rows]
+            if keep_graph:
+                parts.append(checkpoint(self._head_loss, xs, ys, per_row, use_reentrant=False))
+            else:
+                parts.append(self._head_loss(xs, ys, per_row))
+        if reduction == "none":
+            return torch.cat(parts).view(B, T)
+        total = parts[0] if len(parts) == 1 else torch.stack(parts).sum()
+        if reduction == "sum":
+            return total
+        if reduction == "mean":
+            return total / (targets != IGNORE).sum()
+        raise ValueError(f"reduction must be mean, sum or none, got {reduction!r}")
+
+    def _head_loss(self, x: torch.Tensor, targets: torch.Tensor, reduction: str) -> torch.Tensor:
         logits = self.lm_head(x).float()  # loss in fp32 even under bf16 autocast / bf16 weights
-        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), reduction=reduction)
-        return loss.view(B, T) if reduction == "none" else loss
+        loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction=reduction)
+        return loss.view(targets.shape) if reduction == "none" else loss
 
     @torch.no_grad()
     def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,

@@ -15,8 +15,9 @@ from pathlib import Path
 
 from training.config import load_config
 from training.data import WindowLoader, find_tokenizer_dir, open_shards, val_batches
-from training.trainer import (Job, build_model, cli_main, evaluate_lm, job_arg_parser, job_overrides,  # noqa: F401
-                              lr_lambda, run, start)  # lr_lambda: re-exported for tests/test_model.py
+from training.job_cli import cli_main, job_arg_parser, job_overrides
+from training.lm_job import evaluate_lm
+from training.trainer import Job, build_model, lr_lambda, run, start  # noqa: F401 - lr_lambda: for tests/test_model.py
 
 
 def train(cfg: dict, data: str | Path, out: str | Path, resume: bool = False,

@@ -31,8 +31,9 @@ from pipelines.errors import ConfigError, InputError
 from training.config import load_config
 from training.data import WindowLoader
 from training.evals.protocol import protocol_adherence  # noqa: F401 - the check's one implementation, shared with the evals
-from training.trainer import (IGNORE, Job, build_model, cli_main, evaluate_lm, job_arg_parser, job_overrides,
-                              resolve_export, run, start)
+from training.job_cli import cli_main, job_arg_parser, job_overrides
+from training.lm_job import evaluate_lm
+from training.trainer import IGNORE, Job, build_model, resolve_export, run, start
 
 
 # ---- data -------------------------------------------------------------------------------------------

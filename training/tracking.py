@@ -16,7 +16,8 @@ from pathlib import Path
 # substrings of torch.cuda.get_device_name(), most specific first.
 PEAK_BF16_FLOPS: list[tuple[str, float]] = [
     ("GH200", 989e12),
-    ("H200", 989e12),
+    ("H200 NVL", 835e12),   # the PCIe card: 600 W and lower clocks than the SXM (datasheet 1,671 sparse)
+    ("H200", 989e12),       # SXM ("NVIDIA H200"): the H100 SXM's GH100 compute, more memory
     ("H100 NVL", 835e12),
     ("H100 PCIe", 756e12),
     ("H100", 989e12),       # SXM5 ("NVIDIA H100 80GB HBM3")
@@ -55,8 +56,15 @@ def device_name() -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
 
 
+# What the logged MFU counts (banner line and MLflow param): the model's FLOPs per trained token
+# (GPT.flops_per_token), not the hardware's. With activation checkpointing the forward of every block
+# runs twice (~8·N instead of 6·N per token), and that recompute is NOT counted: MFU then reads ~25%
+# lower than the device's actual utilization, as in nanoGPT / llm.c / PaLM's definition.
+MFU_DEFINITION = "model FLOPs (6N + attention) / dense bf16 peak; excludes activation-checkpoint recompute"
+
+
 def mfu(tokens_per_s_per_device: float, flops_per_token: float, peak: float | None) -> float | None:
-    """Model FLOPs utilization of one device; None where the peak is unknown (CPU)."""
+    """Model FLOPs utilization of one device (MFU_DEFINITION); None where the peak is unknown (CPU)."""
     if not peak:
         return None
     return tokens_per_s_per_device * flops_per_token / peak

@@ -9,7 +9,8 @@ What the mechanism owns: the DeepSpeed engine built from the derived config (tra
 optimizer and LR schedule, the step loop with gradient accumulation, evaluation and samples every N
 steps, marker-verified checkpoints and exact resume (training/checkpoint.py), the export
 (training/export.py), MLflow from rank 0 and the Dagster Pipes report (training/tracking.py).
-What a job plugs in (`Job`): a batch source (next_batch(), state_dict()/load_state_dict(), so a resume
+What a job plugs in (`Job`; a language model's parts are in training/lm_job.py, the shared command line
+in training/job_cli.py): a batch source (next_batch(), state_dict()/load_state_dict(), so a resume
 continues on the exact data an uninterrupted run would see), a loss returning (loss_sum, count) for a
 micro-batch, the count of a micro-batch known before its forward, an eval function, sample prompts,
 and a stage name that tags the MLflow run and prefixes its params; optionally an after_step hook (extra
@@ -28,6 +29,7 @@ pretraining every target counts, and this is exactly the mean loss of the step.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -39,16 +41,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
-import numpy as np
 import torch
 
 from pipelines.errors import ConfigError
 from training import checkpoint as ckpt
 from training.config import deepspeed_config, flat
-from training.model import GPT, preset
-from training.tracking import Tracker, dagster_pipes_session, device_name, mfu, peak_flops, step_line
-
-IGNORE = -100  # target of a position that is not trained (F.cross_entropy's default ignore_index)
+from training.data import Prefetcher
+from training.lm_job import count_targets, lm_loss, sample, to_device
+from training.model import GPT, IGNORE, preset  # noqa: F401 - IGNORE re-exported for the jobs
+from training.tracking import (MFU_DEFINITION, Tracker, dagster_pipes_session, device_name, mfu, peak_flops,
+                               step_line)
 
 
 # ---- distributed setup ----------------------------------------------------------------------
@@ -151,91 +153,32 @@ def lr_lambda(warmup: int, total: int, min_ratio: float):
     return f
 
 
+def decay_groups(model: torch.nn.Module) -> tuple[list, list]:
+    """(decayed, not decayed) trainable parameters. Weight decay pulls the matmul weights (attention,
+    MLP, an untied lm_head) towards 0; embeddings are lookup tables, where decay only shrinks the rows
+    of rare tokens that get few gradient updates, and biases / norm gains set scale and offset, so
+    those are not decayed (GPT-2 / nanochat; nanoGPT decays every matrix, embeddings too). The tied
+    lm_head IS wte.weight (model.parameters() yields it once), so it is not decayed either."""
+    embeddings = {id(p) for m in model.modules() if isinstance(m, torch.nn.Embedding)
+                  for p in m.parameters(recurse=False)}
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2 and id(p) not in embeddings]
+    decayed = {id(p) for p in decay}
+    return decay, [p for p in params if id(p) not in decayed]
+
+
 def build_optimizer(model: torch.nn.Module, t: dict, on_cuda: bool) -> torch.optim.Optimizer:
-    # Decay matrices (linear weights, embeddings) only; biases and norm gains are not decayed (nanoGPT).
-    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    decay, no_decay = decay_groups(model)
     groups = [{"params": decay, "weight_decay": t["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=t["lr"], betas=tuple(t["betas"]), eps=t["eps"],
                              **({"fused": True} if on_cuda else {}))
 
 
 @torch.no_grad()
-def _grad_norm(module: torch.nn.Module) -> float:
+def _grad_norm(module: torch.nn.Module) -> torch.Tensor:
+    """The pre-clip gradient 2-norm, a device tensor (read with the step's other figures)."""
     grads = [p.grad for p in module.parameters() if p.grad is not None]
-    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])).item()
-
-
-# ---- what a language-model job plugs in ------------------------------------------------------
-
-def to_device(batch, device):
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, dict):
-        return {k: to_device(v, device) for k, v in batch.items()}
-    return type(batch)(to_device(v, device) for v in batch)
-
-
-def count_targets(batch) -> int:
-    """Trained positions of an (inputs, targets) micro-batch: targets that are not IGNORE."""
-    return int((batch[1] != IGNORE).sum())
-
-
-def lm_loss(engine, batch) -> tuple[torch.Tensor, torch.Tensor]:
-    """(Σ cross-entropy over the trained targets, their count, a tensor: no device sync). IGNORE
-    targets add exactly 0."""
-    x, y = batch
-    return engine(x, y, reduction="sum"), (y != IGNORE).sum()
-
-
-@torch.no_grad()
-def lm_sums(model, x: torch.Tensor, y: torch.Tensor, token_bytes: torch.Tensor | None) -> torch.Tensor:
-    """Per row of an (inputs, targets) micro-batch, (B, 4) float64: Σ nats over the trained targets,
-    their count, Σ nats over the text targets (UTF-8 bytes > 0) and Σ their bytes (0 without
-    token_bytes). Shared by the trainer's validation and the bits-per-byte eval (training/evals)."""
-    per_tok = model(x, y, reduction="none").float()  # 0 at IGNORE targets
-    trained = y != IGNORE
-    b = token_bytes[y.clamp(min=0)] * trained if token_bytes is not None else torch.zeros_like(y)
-    return torch.stack([per_tok.sum(1).double(), trained.sum(1).double(),
-                        (per_tok * (b > 0)).sum(1).double(), b.sum(1).double()], dim=1)
-
-
-@torch.no_grad()
-def evaluate_lm(engine, batches, device, token_bytes: np.ndarray | None) -> dict:
-    """Val loss (nats per trained token) and bits per byte = Σ nats over trained text tokens /
-    (ln 2 · Σ their UTF-8 bytes). Special tokens have 0 bytes: they count in the loss, not in bits
-    per byte (as nanochat). Collective: every rank runs its batches, then the sums are reduced."""
-    engine.eval()
-    tb = torch.from_numpy(token_bytes.astype(np.int64)).to(device) if token_bytes is not None else None
-    sums = torch.zeros(4, dtype=torch.float64, device=device)
-    for x, y in batches:
-        sums += lm_sums(engine, x.to(device), y.to(device), tb).sum(0)
-    engine.train()
-    loss_sum, count, nats_text, nbytes = all_reduce_sum(sums.tolist(), device)
-    return {"val/loss": loss_sum / count if count else None,
-            "val/bpb": nats_text / (math.log(2) * nbytes) if nbytes > 0 else None}
-
-
-def sample(engine, tokenizer, prompts: list[tuple[str, list[int]]], ev: dict, device, zero3: bool, rank: int,
-           stop_ids: tuple[int, ...] = ()) -> str | None:
-    """Text of samples from fixed prompts (rank 0): the prompt (after its first token) and what follows,
-    cut after the first stop token. Under ZeRO-3 every rank runs the same forwards, because each forward
-    gathers parameter shards from all ranks."""
-    if tokenizer is None or not prompts or (rank != 0 and not zero3):
-        return None
-    module = engine.module
-    module.eval()
-    gen = torch.Generator(device=device).manual_seed(1234)
-    out = []
-    for label, ids in prompts:
-        idx = torch.tensor([ids], device=device)
-        new = module.generate(idx, ev["sample_tokens"], temperature=ev["temperature"], top_k=ev["top_k"],
-                              generator=gen)[0, len(ids):].tolist()
-        stop = next((i for i, t in enumerate(new) if t in stop_ids), None)
-        new = new if stop is None else new[:stop + 1]
-        out.append(f"### {label!r}\n{tokenizer.decode(ids[1:] + new)}\n")
-    module.train()
-    return "\n".join(out) if rank == 0 else None
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
 
 
 class BatchSource(Protocol):
@@ -264,14 +207,41 @@ class Job:
 
 # ---- the loop ------------------------------------------------------------------------------------
 
-def optimizer_step(engine, job: Job, micro: list, world: int, device, own_norm_needed: bool
-                   ) -> tuple[float | None, float, float | None]:
-    """One optimizer step over this rank's micro-batches: (loss per unit over the whole step and all
-    ranks, None without a unit; the global unit count; the pre-clip gradient norm)."""
-    # The step's global count first: every micro-batch's loss is divided by it.
+@dataclass
+class StepFigures:
+    """One optimizer step's figures as they come off the device: tensors (or host numbers where no
+    device work made them), read in one transfer per log interval by read_figures()."""
+    loss_sum: torch.Tensor     # Σ loss over the step, all ranks (float64)
+    counted: Any               # global unit count: a host float (one rank) or an all-reduced tensor
+    norm: Any                  # pre-clip gradient norm: tensor, float or None
+    units: Any                 # units the loss counted on this rank (tensor)
+    expected: int              # units job.count gave on this rank, to check against `units`
+
+
+def _host_to_device(values: list[float], device) -> torch.Tensor:
+    t = torch.tensor(values, dtype=torch.float64)
+    if torch.device(device).type == "cuda":
+        t = t.pin_memory()  # a non_blocking copy from pinned memory does not wait for the stream
+    return t.to(device, non_blocking=True)
+
+
+def optimizer_step(engine, job: Job, micro: list, world: int, device, own_norm_needed: bool) -> StepFigures:
+    """One optimizer step over this rank's micro-batches, queued on the device without a host sync:
+    no .item(), no tensor built from host values by a blocking copy. Its figures are read later,
+    several steps at once (read_figures)."""
+    import torch.distributed as dist
+    # The step's global count first: every micro-batch's loss is divided by it. job.count reads the
+    # host batches. One rank: the count stays a host number. Several: it is all-reduced on the device
+    # and the scale stays a device tensor, so nothing waits for the collective.
     counts = [job.count(b) for b in micro]
-    counted = all_reduce_sum([float(sum(counts))], device)[0]
-    scale = world / max(counted, 1.0)  # DeepSpeed's all-reduce then averages over the world
+    local = float(sum(counts))
+    if world > 1:
+        counted = _host_to_device([local], device)
+        dist.all_reduce(counted)
+        counted = counted[0]
+        scale = (world / counted.clamp(min=1.0)).float()  # DeepSpeed's all-reduce then averages over the world
+    else:
+        counted, scale = local, 1.0 / max(local, 1.0)
     loss_acc = torch.zeros((), device=device, dtype=torch.float64)
     own_norm, units = None, 0
     for i, b in enumerate(micro):
@@ -282,11 +252,30 @@ def optimizer_step(engine, job: Job, micro: list, world: int, device, own_norm_n
             own_norm = _grad_norm(engine.module)  # grads are all-reduced at the boundary
         engine.step()
         loss_acc += loss_sum.detach().double()
-    if int(units) != sum(counts):  # read with the loss below: no extra device sync
-        raise RuntimeError(f"{job.stage}: the loss counted {int(units)} units, job.count {sum(counts)}")
-    loss_total = all_reduce_sum([loss_acc.item()], device)[0]
+    if world > 1:
+        dist.all_reduce(loss_acc)
     norm = own_norm if own_norm_needed else engine.get_global_grad_norm()
-    return (loss_total / counted if counted else None), counted, (float(norm) if norm is not None else None)
+    if isinstance(norm, torch.Tensor):
+        norm = norm.detach().clone()  # DeepSpeed may overwrite its cached tensor at the next step
+    return StepFigures(loss_acc, counted, norm, units, sum(counts))
+
+
+def read_figures(steps: list[StepFigures], stage: str) -> list[tuple[float | None, float, float | None]]:
+    """(loss per unit over the whole step and all ranks, None without a unit; the global unit count;
+    the pre-clip gradient norm) of each step, with ONE device->host transfer for all of them. Also
+    checks that the loss counted the units job.count said (an inconsistent job is caught at the
+    first read, not at its step)."""
+    fields_ = [v for f in steps for v in (f.loss_sum, f.counted, f.norm, f.units)]
+    tensors = [v for v in fields_ if isinstance(v, torch.Tensor)]
+    values = iter(torch.stack([v.reshape(()).double() for v in tensors]).tolist() if tensors else [])
+    host = [next(values) if isinstance(v, torch.Tensor) else v for v in fields_]
+    out = []
+    for i, f in enumerate(steps):
+        loss_sum, counted, norm, units = host[4 * i:4 * i + 4]
+        if int(units) != f.expected:
+            raise RuntimeError(f"{stage}: the loss counted {int(units)} units, job.count {f.expected}")
+        out.append((loss_sum / counted if counted else None, counted, float(norm) if norm is not None else None))
+    return out
 
 
 def _console_line(rec: dict, total: int) -> str:
@@ -335,12 +324,17 @@ def run(cfg: dict, job: Job, model: GPT, out: str | Path, resume: bool = False) 
     sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(t["warmup_steps"], t["steps"], t["min_lr_ratio"]))
     engine, optimizer, _, sched = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=sched,
                                                        config=ds_cfg)
-    if t.get("compile") and d.on_cuda:
-        engine.compile()
+    if t.get("compile"):
+        # The training loss forward only (fixed shapes: one compilation); sampling, per-token eval
+        # and the KV-cache engine keep the eager module (training/model.py, compile_loss).
+        engine.module.compile_loss()
+    if getattr(job.batches, "prefetchable", False):  # the next batches are built while this one trains
+        job = dataclasses.replace(job, batches=Prefetcher(job.batches, depth=2, pin=d.on_cuda))
     stage = ds_cfg["zero_optimization"]["stage"]
-    # DeepSpeed reports the gradient norm from its ZeRO and bf16 optimizers; plain fp32 stage 0 clips
-    # without keeping the norm, so we compute it ourselves there (same pre-clip definition).
-    own_norm_needed = stage == 0 and "bf16" not in ds_cfg
+    # DeepSpeed reports the gradient norm from its ZeRO and BF16 optimizers (stages 1-3, either
+    # precision); stage 0 steps the plain torch optimizer (fp32, or fp32 under bf16 autocast: config.py)
+    # and clips without keeping the norm, so we compute it ourselves there (same pre-clip definition).
+    own_norm_needed = stage == 0
     gas = ds_cfg["gradient_accumulation_steps"]
 
     step, tokens_seen, resumed_from = 0, 0, None
@@ -357,7 +351,8 @@ def run(cfg: dict, job: Job, model: GPT, out: str | Path, resume: bool = False) 
     peak = peak_flops(dev_name) if d.on_cuda else None
     params = {**flat(cfg), "world_size": world, "grad_accum": gas, "seq_len": job.seq_len,
               "n_params": n_params, "n_params_non_embedding": n_params_non_emb,
-              "flops_per_token": fpt, "device": dev_name, "resumed_from": resumed_from, **job.params}
+              "flops_per_token": fpt, "mfu_definition": MFU_DEFINITION, "device": dev_name,
+              "resumed_from": resumed_from, **job.params}
     tracker = Tracker(bool(lg["mlflow"]) and rank == 0, out, lg["experiment"], lg.get("run_name"),
                       params=params, tags={"crawl2chat.stage": job.stage}, flush_every=lg["flush_every"],
                       param_prefix=job.stage)
@@ -368,6 +363,9 @@ def run(cfg: dict, job: Job, model: GPT, out: str | Path, resume: bool = False) 
     say = (bar.write if bar else print) if rank == 0 else (lambda *_: None)
     say(f"[{job.stage}] {dev_name} | world {world} | ZeRO-{stage} | {n_params:,} params | {job.seq_len} ctx | "
         f"grad accum {gas} | {'resumed from ' + resumed_from if resumed_from else 'fresh start'} at step {step}")
+    if peak:
+        say(f"[{job.stage}] MFU: {MFU_DEFINITION}"
+            + (" (activation checkpointing is on: MFU reads ~25% low)" if t["activation_checkpointing"] else ""))
 
     history: list[dict] = []
     last: dict = {}
@@ -376,26 +374,42 @@ def run(cfg: dict, job: Job, model: GPT, out: str | Path, resume: bool = False) 
     with (dagster_pipes_session() if rank == 0 else contextlib.nullcontext()) as pipes:
         status = "FAILED"
         try:
+            # Figures stay on the device and are read once per log interval (one transfer, one
+            # synchronize): a per-step .item() would make the host wait for every step's last kernel
+            # before queuing the next. Jobs with per-step hooks (RL) read every step. The step time is
+            # the interval's mean; evaluation, samples and checkpoints are outside it.
+            read_every = 1 if (job.after_step or job.should_stop) else max(1, int(lg["every"]))
+            pending: list[tuple[int, float, int, StepFigures]] = []   # (step, lr, tokens, figures)
+            window_t0 = time.perf_counter()
             while step < stop:
                 step += 1
                 lr = optimizer.param_groups[0]["lr"]
-                t0 = time.perf_counter()
                 micro = [job.batches.next_batch() for _ in range(gas)]
-                train_loss, counted, norm = optimizer_step(engine, job, micro, world, device, own_norm_needed)
-                get_accelerator().synchronize()
-                dt = time.perf_counter() - t0
                 tokens_seen += t["batch_tokens"]
+                pending.append((step, lr, tokens_seen,
+                                optimizer_step(engine, job, micro, world, device, own_norm_needed)))
+                every = cfg["checkpoint"]["every"]
+                evaluated = bool(job.evaluate and ((ev["every"] and step % ev["every"] == 0) or step == total))
+                sampled = bool((ev["sample_every"] and step % ev["sample_every"] == 0) or step == total)
+                if not (evaluated or sampled or step % read_every == 0 or step == stop
+                        or (every and step % every == 0)):
+                    continue
+                get_accelerator().synchronize()
+                dt = (time.perf_counter() - window_t0) / len(pending)
                 tok_s = t["batch_tokens"] / dt
                 m = mfu(tok_s / world, fpt, peak)
-                rec = {"step": step, "train/loss": train_loss, "train/lr": lr, "train/grad_norm": norm,
-                       "train/step_ms": 1000 * dt, "train/tokens_per_s": tok_s, "train/mfu": m,
-                       "train/tokens": tokens_seen, "train/trained_tokens": counted,
-                       "train/trained_tokens_per_s": counted / dt}
+                recs = [{"step": s, "train/loss": loss, "train/lr": lr_s, "train/grad_norm": norm,
+                         "train/step_ms": 1000 * dt, "train/tokens_per_s": tok_s, "train/mfu": m,
+                         "train/tokens": tok, "train/trained_tokens": counted,
+                         "train/trained_tokens_per_s": counted / dt}
+                        for (s, lr_s, tok, _), (loss, counted, norm)
+                        in zip(pending, read_figures([f for *_, f in pending], job.stage))]
+                pending = []
+                rec = recs[-1]
                 texts = {}
                 if job.after_step:
                     extra, texts = job.after_step(rec)
                     rec.update(extra)
-                evaluated = bool(job.evaluate and ((ev["every"] and step % ev["every"] == 0) or step == total))
                 if evaluated:
                     rec.update(job.evaluate(engine))
                 stopped_early = job.should_stop(rec) if job.should_stop else None
@@ -406,33 +420,34 @@ def run(cfg: dict, job: Job, model: GPT, out: str | Path, resume: bool = False) 
                     if rank == 0:
                         (out / name).parent.mkdir(parents=True, exist_ok=True)
                         (out / name).write_text(text)
-                if (ev["sample_every"] and step % ev["sample_every"] == 0) or step == total:
+                if sampled:
                     text = sample(engine, job.tokenizer, job.sample_prompts, ev, device, stage == 3, rank,
                                   job.sample_stop)
                     if text is not None:
                         tracker.log_text(text, f"samples/step_{step:08d}.txt")
                         (out / "samples").mkdir(exist_ok=True)
                         (out / "samples" / f"step_{step:08d}.txt").write_text(text)
-                history.append(rec)
-                last = rec
-                if rank == 0:
-                    tracker.log_metrics({k: v for k, v in rec.items() if k != "step"}, step)
-                    with open(metrics_file, "a") as f:
-                        f.write(json.dumps(rec) + "\n")
-                    if bar:
-                        bar.update(1)
-                    if step % lg["every"] == 0 or step == stop:
-                        say(_console_line(rec, total))
-                    if pipes is not None and rec.get("val/loss") is not None:
-                        pipes.log.info(f"step {step}/{total} val loss {rec['val/loss']:.4f}")
                 if stopped_early:
                     say(f"[{job.stage}] stopping early at step {step}: {stopped_early}")
                     stop = step
-                every = cfg["checkpoint"]["every"]
+                history.extend(recs)
+                last = rec
+                if rank == 0:
+                    with open(metrics_file, "a") as f:
+                        for r in recs:
+                            tracker.log_metrics({k: v for k, v in r.items() if k != "step"}, r["step"])
+                            f.write(json.dumps(r) + "\n")
+                            if bar:
+                                bar.update(1)
+                            if r["step"] % lg["every"] == 0 or r["step"] == stop:
+                                say(_console_line(r, total))
+                    if pipes is not None and rec.get("val/loss") is not None:
+                        pipes.log.info(f"step {step}/{total} val loss {rec['val/loss']:.4f}")
                 if (every and step % every == 0) or step == stop:
                     client = {"step": step, "tokens": tokens_seen, "loader": job.batches.state_dict(),
                               "config": cfg, "world_size": world, "stage": job.stage}
                     ckpt.save(engine, ckpt_dir, step, client, cfg["checkpoint"]["keep"], dist.barrier)
+                window_t0 = time.perf_counter()  # the next interval's clock starts after eval/samples/checkpoint
             figures = {"step": step, "tokens": tokens_seen, "train_loss": last.get("train/loss"),
                        "val_loss": last.get("val/loss"), "val_bpb": last.get("val/bpb")}
             export_dir = _export(engine, job, out / "export", figures, tracker) \
@@ -454,42 +469,8 @@ def run(cfg: dict, job: Job, model: GPT, out: str | Path, resume: bool = False) 
         finally:
             if bar:
                 bar.close()
+            if isinstance(job.batches, Prefetcher):
+                job.batches.close()
             tracker.finish(status)
     summary["history"] = history
     return summary
-
-
-def job_arg_parser(doc: str | None, data_help: str):
-    """The arguments every job's command line shares (the deepspeed launcher adds --local_rank)."""
-    import argparse
-    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", help="YAML or JSON training config (training/configs/*.yaml)")
-    ap.add_argument("--data", required=True, help=data_help)
-    ap.add_argument("--out", required=True, help="run directory: checkpoints/, export/, metrics.jsonl")
-    ap.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a config value, e.g. --set train.zero_stage=2 (repeatable)")
-    ap.add_argument("--steps", type=int, help="shorthand for --set train.steps=N")
-    ap.add_argument("--zero-stage", type=int, help="shorthand for --set train.zero_stage=N")
-    ap.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)
-    return ap
-
-
-def job_overrides(args) -> list[str]:
-    overrides = list(args.set)
-    if args.steps is not None:
-        overrides.append(f"train.steps={args.steps}")
-    if args.zero_stage is not None:
-        overrides.append(f"train.zero_stage={args.zero_stage}")
-    return overrides
-
-
-def cli_main(main: Callable[[], Any]) -> None:
-    """Entry point of a job module: a UserError (a bad config, damaged data) prints one line and exits
-    with its code instead of a traceback per rank."""
-    from pipelines.errors import UserError
-    try:
-        main()
-    except UserError as e:
-        print(f"crawl2chat: error: {e}", file=sys.stderr)
-        sys.exit(e.exit_code)

@@ -55,7 +55,7 @@ class BitsPerByte:
     def _run(self, engine) -> EvalResult:
         from pipelines.shards import TokenShards
         from training.data import val_batches
-        from training.trainer import lm_sums
+        from training.lm_job import lm_sums
         shards = TokenShards(self.root, "val")
         vocab = engine.model.config.vocab_size
         if shards.vocab_size != vocab:

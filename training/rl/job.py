@@ -34,8 +34,8 @@ from training.evals.core import pass_at_k_metrics, row_seed
 from training.rl.grpo import grpo_loss, k3
 from training.rl.rollout import (RolloutSource, render_prompts, sequences, sync_weights, token_logprobs,
                                  verifiable_reward)
-from training.trainer import (IGNORE, Job, all_reduce_sum, build_model, cli_main, job_arg_parser, job_overrides,
-                              resolve_export, run, start)
+from training.job_cli import cli_main, job_arg_parser, job_overrides
+from training.trainer import IGNORE, Job, all_reduce_sum, build_model, resolve_export, run, start
 
 
 class GRPO:
@@ -61,7 +61,7 @@ class GRPO:
         loss_sum, stats = grpo_loss(-nll.float(), mb["adv"], mask, mb.get("old_logp"), mb.get("ref_logp"),
                                     clip_eps=float(self.rl["clip_eps"]), kl_coef=float(self.rl["kl_coef"]))
         with torch.no_grad():
-            logits = captured[-1][mask].float()
+            logits = torch.cat(captured)[mask].float()  # the loss runs the head in chunks of rows
             entropy = -(torch.softmax(logits, -1) * torch.log_softmax(logits, -1)).sum(-1).sum()
         for k, v in {**stats, "entropy_sum": float(entropy), "tokens": float(mask.sum()),
                      "positions": float(mb["x"].numel())}.items():

@@ -25,8 +25,8 @@ import torch.nn.functional as F
 from pipelines.errors import ConfigError, InputError
 from training.config import load_config
 from training.model import GPT, GPTConfig
-from training.trainer import (Job, build_model, cli_main, job_arg_parser, job_overrides, resolve_export, run,
-                              start)
+from training.job_cli import cli_main, job_arg_parser, job_overrides
+from training.trainer import Job, build_model, resolve_export, run, start
 
 
 class RewardModel(GPT):

@@ -20,7 +20,8 @@ import json
 from pipelines.errors import ConfigError, InputError
 from training.config import load_config
 from training.rl.job import GRPO, grpo_setup
-from training.trainer import Job, build_model, cli_main, job_arg_parser, job_overrides, resolve_export, run, start
+from training.job_cli import cli_main, job_arg_parser, job_overrides
+from training.trainer import Job, build_model, resolve_export, run, start
 
 
 def prompt_items(pairs: list[dict]) -> list:
