@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 import time
 
-from pipelines.services import BIN, Service, spawn
+from pipelines.services import BIN, Service, StopFlag, spawn
 
 
 def commands(host: str, dagster_port: int, mlflow_port: int) -> dict[str, list[str]]:
@@ -45,23 +44,16 @@ def main(argv: list[str] | None = None) -> int:
           f"MLflow UI: http://{args.host}:{args.mlflow_port}/#/experiments   "
           f"chat (after `make serve`): http://{args.host}:{args.serve_port}   Ctrl-C stops both UIs",
           flush=True)
-    stopping = False
-
-    def on_signal(signum, frame):
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    stop = StopFlag()
     procs = {name: spawn(name, cmd, None) for name, cmd in commands(args.host, args.dagster_port, args.mlflow_port).items()}
     uis = Service("ui", f"http://{args.host}:{args.dagster_port}", list(procs.values()), logs=[])
     try:
-        while not stopping and all(p.poll() is None for p in procs.values()):
+        while not stop.set and all(p.poll() is None for p in procs.values()):
             time.sleep(0.2)
     finally:
         exited = [n for n, p in procs.items() if p.returncode is not None]
         uis.stop(grace=args.grace)  # SIGTERM, then SIGKILL to what is left of their sessions
-    if exited and not stopping:
+    if exited and not stop.set:
         print(f"crawl2chat: error: {exited[0]} exited with code {procs[exited[0]].returncode}; "
               "stopped the other UI too", file=sys.stderr)
         return 1

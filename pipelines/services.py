@@ -88,6 +88,19 @@ class Service:
         return "\n".join(f"--- {log}\n" + "\n".join(_tail(log, lines)) for log in self.logs)
 
 
+class StopFlag:
+    """Set by SIGINT (Ctrl-C) or SIGTERM: a launcher polls it and stops its services itself, so a
+    signal never interrupts it halfway through starting or stopping one."""
+
+    def __init__(self):
+        self.set = False
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum, frame) -> None:
+        self.set = True
+
+
 def free_port() -> int:
     """A loopback port nobody listens on now (the kernel's pick; a race with another starter is
     possible but harmless: that service then fails to bind and says so in its log)."""
@@ -295,7 +308,11 @@ def start_postgres(databases: tuple[str, ...] = ("dagster", "mlflow"), user: str
     password = password or secrets.token_urlsafe(18)
     throwaway = data_dir is None
     # Its own top-level temp dir: pytest's and mkdtemp's parents are 0700 root, not traversable by `postgres`.
-    base = Path(data_dir or tempfile.mkdtemp(prefix="crawl2chat-pg-"))
+    base = Path(data_dir or tempfile.mkdtemp(prefix="crawl2chat-pg-")).absolute()
+    if run_as and (blocked := _untraversable(base.parent, run_as)) is not None:
+        raise ServiceError(f"Postgres runs as the user {run_as}, which cannot enter {blocked} (mode "
+                           f"{blocked.stat().st_mode & 0o777:o}) on the way to {base}: choose a data directory "
+                           f"every user can reach (e.g. under /var/tmp), or `chmod o+x {blocked}`")
     data = base / "data"
     log = base / "postgres.log"
     owner = ([run_as] if run_as else [])
@@ -334,6 +351,22 @@ def start_postgres(databases: tuple[str, ...] = ("dagster", "mlflow"), user: str
                 cur.execute(f'CREATE DATABASE "{db}"')
     conn.close()
     return svc
+
+
+def _untraversable(path: Path, user: str) -> Path | None:
+    """The first directory on the way to `path` that `user` may not enter (no x bit for it), or None."""
+    import grp
+    import pwd
+    account = pwd.getpwnam(user)
+    groups = {account.pw_gid} | {g.gr_gid for g in grp.getgrall() if user in g.gr_mem}
+    for d in [*reversed(path.parents), path]:
+        if not d.exists():
+            break
+        st = d.stat()
+        bit = 0o100 if st.st_uid == account.pw_uid else 0o010 if st.st_gid in groups else 0o001
+        if not st.st_mode & bit:
+            return d
+    return None
 
 
 def _pg_connect(pg: Service, db: str):

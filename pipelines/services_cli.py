@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import secrets
 import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -57,14 +56,7 @@ def _dagster_home(state: Path) -> Path:
 
 
 def main(args: argparse.Namespace) -> int:
-    stopping = False
-
-    def on_signal(signum, frame):
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    stop = services.StopFlag()
     keep = args.data_dir is not None
     state = (args.data_dir or Path(tempfile.mkdtemp(prefix="crawl2chat-services-"))).absolute()
     state.mkdir(parents=True, exist_ok=True)
@@ -91,10 +83,10 @@ def main(args: argparse.Namespace) -> int:
             print(f"  {svc.name:<14} {svc.url}{extra}")
         print(f"In another shell:  set -a; . {env_file}; set +a\n"
               f"Logs and state: {state}{'' if keep else ' (deleted at exit)'}", flush=True)
-        while not stopping and all(p.poll() is None for svc in running for p in svc.procs):
+        while not stop.set and all(p.poll() is None for svc in running for p in svc.procs):
             time.sleep(0.5)
         dead = [svc for svc in running if any(p.poll() is not None for p in svc.procs)]
-        if dead and not stopping:
+        if dead and not stop.set:
             print(f"crawl2chat: error: {dead[0].name} exited; stopping the others. Its log:\n"
                   f"{dead[0].log_tail()}", file=sys.stderr)
             return 1

@@ -16,13 +16,7 @@ from training.conversations import parse_assistant, render_for_completion
 from training.engine.engine import Engine, SamplingParams
 from training.model import KVCache
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # the shared 2-core box
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module", params=["wpe", "rope"])

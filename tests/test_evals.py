@@ -22,19 +22,13 @@ from training.evals.lm import BitsPerByte, Choice, MultipleChoice, clean_text_it
 from training.evals.protocol import ProtocolAdherence
 from training.evals.suite import SuiteConfig, SuiteInputs, build_suite, protocol_prompts, run_suite
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 VAL_FRACTION = 0.3
 SMALL = SuiteConfig(samples=2, max_tokens=12, reasoning_items=3, protocol_prompts=4, protocol_max_tokens=12,
                     probes=3, probe_max_tokens=6, mc_items=5, bpb_tokens=256)
 RIVERS = ["Wye", "Severn", "Tamar", "Avon", "Usk", "Exe", "Dart", "Teign", "Frome", "Stour"]
 NAMES = ["Margaret Ellison", "Thomas Harding", "Alice Brennan", "Peter Lindqvist", "Clara Moreno"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)   # two shared cores: two threads contend
-    yield
-    torch.set_num_threads(n)
 
 
 def corpus_texts() -> list[str]:

@@ -9,14 +9,7 @@ from training.model import GPT, GPTConfig, preset
 from training.pretrain import lr_lambda
 from training.tracking import mfu, peak_flops, step_line
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # The shared 2-core box: one intra-op thread is ~10x faster than two fighting for cores.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def small(**kw) -> GPTConfig:

@@ -24,19 +24,13 @@ from training.export import load_model
 from training.model import GPT, preset
 from training.pretrain import train
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 REPO = Path(__file__).resolve().parents[1]
 SMALL = ["model.n_layer=2", "model.n_embd=64", "model.n_head=2", "model.block_size=32",
          "train.micro_batch=4", "train.batch_tokens=256", "train.warmup_steps=2", "train.lr=3e-3",
          "eval.val_tokens=256", "eval.sample_every=0", "eval.prompts=[]", "checkpoint.every=0",
          "log.mlflow=false"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # the shared 2-core box: two threads contend and run ~10x slower
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ import os
 import secrets
 import shutil
 import subprocess
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -423,3 +424,45 @@ def test_stopping_every_service_leaves_no_process_behind(started):
     for svc in reversed(started):
         svc.stop()
     assert services.strays() == []
+
+
+def test_make_services_serves_until_ctrl_c_then_leaves_nothing(tmp_path):
+    """`make services` (pipelines.services_cli): up on loopback, the env file a client sources (0600,
+    the passwords in it and not on the terminal), Ctrl-C stops every process it started, exit 0."""
+    import signal
+
+    import psutil
+    if os.geteuid() == 0:
+        # Postgres then runs as `postgres`: a data dir below pytest's 0700 tmp is refused, clearly
+        with pytest.raises(services.ServiceError, match="cannot enter"):
+            services.start_postgres(data_dir=tmp_path / "pg")
+        tmp_path = Path(tempfile.mkdtemp(prefix="crawl2chat-test-"))
+        tmp_path.chmod(0o711)
+    launcher = subprocess.Popen([str(services.BIN / "python"), "-m", "pipelines.services_cli", "--workers", "1",
+                                 "--no-connect", "--data-dir", str(tmp_path / "state")], cwd=ROOT,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    try:
+        deadline = time.monotonic() + 600
+        while not any("In another shell" in line for line in lines):
+            line = launcher.stdout.readline()
+            assert line and time.monotonic() < deadline, "".join(lines)
+            lines.append(line)
+        env_file = tmp_path / "state" / "services.env"
+        assert env_file.stat().st_mode & 0o777 == 0o600
+        env = dict(line.split("=", 1) for line in env_file.read_text().splitlines())
+        assert env["DAGSTER_POSTGRES_PASSWORD"] not in "".join(lines)
+        with urllib.request.urlopen(env["MLFLOW_TRACKING_URI"] + "/health", timeout=10) as r:
+            assert r.status == 200
+        assert env["CRAWL2CHAT_SPARK_MASTER"].startswith("spark://127.0.0.1:")
+        spawned = psutil.Process(launcher.pid).children(recursive=True)
+        assert len(spawned) >= 3  # postgres, mlflow, spark master + worker (and their children)
+        launcher.send_signal(signal.SIGINT)
+        assert launcher.wait(timeout=120) == 0, launcher.stdout.read()
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+    assert [p.pid for p in spawned if p.is_running() and p.status() != psutil.STATUS_ZOMBIE] == []
+    assert (tmp_path / "state" / "postgres" / "data" / "PG_VERSION").exists()  # --data-dir keeps the data
+    if os.geteuid() == 0:
+        shutil.rmtree(tmp_path)

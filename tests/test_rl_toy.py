@@ -10,17 +10,9 @@ from rl_fixtures import tiny_tokenizer_dir, toy_chat_export  # noqa: F401 (fixtu
 from training.config import load_config
 from training.rl.job import train
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 SMALL = ["train.micro_batch=32", "train.lr=3e-3", "rl.max_tokens=12", "rl.tools=false", "rl.heldout_problems=100",
          "rl.prompts_per_step=8", "rl.group_size=8", "log.mlflow=false", "checkpoint.every=0"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_rl_raises_heldout_pass_at_1_with_curves_in_mlflow(toy_chat_export, tmp_path, monkeypatch):

@@ -22,18 +22,12 @@ from training.sft import (best_fit_decreasing, held_out_prompts, load_conversati
                           protocol_adherence, train, val_batches)
 from training.trainer import IGNORE, Job, run
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 SMALL = ["train.micro_batch=4", "train.batch_tokens=1024", "train.warmup_steps=2", "train.lr=3e-3",
          "eval.val_tokens=4096", "eval.sample_every=0", "eval.prompts=[]", "checkpoint.every=0",
          "log.mlflow=false"]
 BLOCK = 128
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # the shared 2-core box: two threads contend and run ~10x slower
-    yield
-    torch.set_num_threads(n)
 
 
 def conversations(n: int, seed: int) -> list[dict]:

@@ -14,13 +14,7 @@ from training.engine.engine import Engine, SamplingParams
 from training.export import export_state, load_model
 from training.model import GPT, IGNORE, GPTConfig, preset
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # the shared 2-core box
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def small(**kw) -> GPT:
