@@ -14,6 +14,9 @@ class Document:
     text: str
     id: str
     metadata: dict[str, Any] = field(default_factory=dict)
+    # What stages derive from the text and share (the word tokens three quality filters use), each
+    # entry keyed by the text it was computed from; never written out (to_row), never compared.
+    cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def to_row(self) -> dict[str, Any]:
         """Flat row for Parquet: FineWeb columns first, then whatever a stage added."""

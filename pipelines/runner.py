@@ -154,8 +154,33 @@ def run_stages(source: Iterable[Document], stages: list[Stage], sink: RemovedSin
     return iter(stream), stats
 
 
+# Documents a stage takes from upstream at a time, and a cap on their characters. Run one document
+# through all stages and each stage's code and data (the fastText model, the tokenizer's regexes
+# and caches, lxml) are evicted from the CPU caches by the others before the next document; run
+# each stage over a batch and they stay warm: ~1.4-1.8x fewer CPU seconds per document on the
+# resiliparse path (bench/stages.py, `batch_sizes`). The character cap bounds what a batch of big
+# pages holds in memory per stage. Order of documents and every decision are unchanged.
+BATCH_DOCS = 64
+BATCH_CHARS = 4 << 20
+
+
+def _batches(upstream: Iterable[Document], max_docs: int, max_chars: int) -> Iterator[Document]:
+    """`upstream`, drawn `max_docs` documents (or `max_chars` characters) ahead at a time."""
+    it = iter(upstream)
+    while True:
+        batch, chars = [], 0
+        for doc in it:
+            batch.append(doc)
+            chars += len(doc.text)
+            if len(batch) >= max_docs or chars >= max_chars:
+                break
+        if not batch:
+            return
+        yield from batch
+
+
 def _run_one(stage: Stage, upstream: Iterable[Document], sink, stats: StageStats) -> Iterator[Document]:
-    inp = _Timed(upstream)
+    inp = _Timed(upstream if stage.is_source or BATCH_DOCS <= 1 else _batches(upstream, BATCH_DOCS, BATCH_CHARS))
     out = _Timed(stage.process(inp, StageContext(stats, sink)))
     counted_in = 0
     for doc in out:

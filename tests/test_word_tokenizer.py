@@ -52,7 +52,6 @@ def reference_tokens(text: str) -> list[str]:
 
 
 def ours(text: str) -> list[str]:
-    tu.words_of.cache_clear()
     return tu.word_tokenize(text)
 
 
@@ -221,6 +220,14 @@ def test_treebank_rules_match_nltk_on_any_string(text):
 
 @settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.one_of(_TEXT, _GRAMMAR))
+def test_tokens_only_split_whitespace_tokens(text):
+    # FineWebQualityFilter's list_ratio shortcut relies on len(text.split()) <= the NLTK token count
+    assert len(tu.words_of(text)) >= len(text.split())
+    assert len(reference_tokens(text)) >= len(text.split())
+
+
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(_TEXT, _GRAMMAR))
 def test_sentence_spans_match_punkt(text):
     assert punkt.sentence_spans(text) == list(_PUNKT.span_tokenize(text))
     assert tu.split_sentences(text) == [s.strip() for s in _PUNKT.tokenize(text) if s.strip()]
@@ -253,8 +260,10 @@ def assert_same_n_gram_stats(words):
     grams = tu.WordNGrams(words)
     ns = list(range(1, 12))
     top, dup, bound = grams.top_chars(ns), grams.duplicated_chars(ns), grams.duplicated_chars_bound(ns)
+    top_bounds = [tu.WordNGrams(words).top_chars_bound(ns[i:]) for i in range(3)]  # each n0 = 1, 2, 3
     for n in ns:
         assert top[n] == reference_top_n_gram_chars(words, n), (n, words[:20])
+        assert all(top[n] <= b[n] for b in top_bounds if n in b), (n, words[:20])
         assert dup[n] == reference_duplicated_n_gram_chars(words, n), (n, words[:20])
         assert dup[n] <= bound[n] and (bound[n] > 0 or not _any_repeat(words, n))
 

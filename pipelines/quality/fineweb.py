@@ -9,7 +9,7 @@ off (0 is a real threshold here).
 from __future__ import annotations
 
 from pipelines.document import Document
-from pipelines.quality.text_utils import find_duplicates, words_of
+from pipelines.quality.text_utils import document_words, find_duplicates
 from pipelines.runner import Filter
 
 
@@ -53,7 +53,13 @@ class FineWebQualityFilter(Filter):
 
         n_newlines = text.count("\n")
         if self.new_line_ratio is not None and n_newlines:
-            n_words = len(words_of(text))
+            # NLTK's tokenizer only splits the whitespace-separated tokens further (it pads and
+            # never deletes a character), so n_words >= len(text.split()): a page under the ratio
+            # by that count is under it by n_words, without tokenizing text that c4_lines rewrote
+            n_split = len(text.split())
+            if n_split and n_newlines / n_split <= self.new_line_ratio:
+                return True
+            n_words = len(document_words(doc))
             if n_words == 0 or n_newlines / n_words > self.new_line_ratio:
                 return False, "list_ratio"
         return True

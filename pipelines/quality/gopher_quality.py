@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import Counter
 
 from pipelines.document import Document
-from pipelines.quality.text_utils import gopher_word_counts, words_of
+from pipelines.quality.text_utils import document_words, gopher_word_counts
 from pipelines.runner import Filter
 
 DEFAULT_STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")
@@ -54,7 +54,7 @@ class GopherQualityFilter(Filter):
 
     def filter(self, doc: Document):
         text = doc.text
-        words = words_of(text)
+        words = document_words(doc)
         n_tokens = len(words)
         counts = Counter(words)  # each distinct token is classified once
         n_words, word_chars, alpha_words = gopher_word_counts(words, counts)

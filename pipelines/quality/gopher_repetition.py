@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 
 from pipelines.document import Document
-from pipelines.quality.text_utils import WordNGrams, find_duplicates, words_of
+from pipelines.quality.text_utils import WordNGrams, document_words, find_duplicates
 from pipelines.runner import Filter
 
 _PARAGRAPH_SPLIT = re.compile(r"\n{2,}")
@@ -62,11 +62,16 @@ class GopherRepetitionFilter(Filter):
         if self.dup_line_char_frac and dup_chars / n_chars > self.dup_line_char_frac:
             return False, "dup_line_char_frac"
 
-        grams = WordNGrams(words_of(text))  # each rule's n are computed together (array operations)
-        top = grams.top_chars([n for n, threshold in self.top_n_grams if threshold])
-        for n, threshold in self.top_n_grams:
-            if threshold and top[n] / n_chars > threshold:
-                return False, f"top_{n}_gram"
+        grams = WordNGrams(document_words(doc))  # each rule's n are computed together (array operations)
+        # the exact top n-gram (a sort per n) only where a cheap upper bound crosses a threshold:
+        # top <= bound, so a page every bound passes passes every rule
+        ns = [n for n, threshold in self.top_n_grams if threshold]
+        bound = grams.top_chars_bound(ns)
+        if any(bound[n] / n_chars > threshold for n, threshold in self.top_n_grams if threshold):
+            top = grams.top_chars(ns)
+            for n, threshold in self.top_n_grams:
+                if threshold and top[n] / n_chars > threshold:
+                    return False, f"top_{n}_gram"
         # the exact count (a sequential scan) only where a cheap upper bound crosses the threshold
         bound = grams.duplicated_chars_bound([n for n, threshold in self.dup_n_grams if threshold])
         for n, threshold in self.dup_n_grams:

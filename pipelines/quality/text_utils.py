@@ -22,6 +22,7 @@ import string
 import unicodedata
 from collections import Counter
 from functools import lru_cache
+from itertools import islice
 
 import numpy as np
 
@@ -57,10 +58,12 @@ def has_letter(word: str) -> bool:
 
 
 # Tokens already classified, shared by the documents of a process: web text reuses most of its
-# vocabulary, so most tokens are classified once and a document costs a few set operations.
+# vocabulary, so most tokens are classified once and a document costs a few set operations. The
+# sets hold the rare kinds (symbols, tokens without a letter), so that a document's sums run over
+# its few punctuation and number tokens, not over its words.
 _KNOWN_TOKENS: set[str] = set()
 _SYMBOL_TOKENS: set[str] = set()
-_LETTER_TOKENS: set[str] = set()
+_LETTERLESS_TOKENS: set[str] = set()
 
 
 def gopher_word_counts(words, counts: Counter) -> tuple[int, int, int]:
@@ -69,21 +72,33 @@ def gopher_word_counts(words, counts: Counter) -> tuple[int, int, int]:
     new = tokens - _KNOWN_TOKENS
     if new and len(_KNOWN_TOKENS) < 1_000_000:
         _SYMBOL_TOKENS.update(w for w in new if is_symbol_word(w))
-        _LETTER_TOKENS.update(w for w in new if has_letter(w))
+        _LETTERLESS_TOKENS.update(w for w in new if not has_letter(w))
         _KNOWN_TOKENS.update(new)
     elif new:  # cache full: classify this document's new tokens without keeping them
         symbols = (tokens & _SYMBOL_TOKENS) | {w for w in new if is_symbol_word(w)}
-        letters = (tokens & _LETTER_TOKENS) | {w for w in new if has_letter(w)}
-        return _word_counts(words, counts, symbols, letters)
-    return _word_counts(words, counts, tokens & _SYMBOL_TOKENS, tokens & _LETTER_TOKENS)
+        letterless = (tokens & _LETTERLESS_TOKENS) | {w for w in new if not has_letter(w)}
+        return _word_counts(words, counts, symbols, letterless)
+    return _word_counts(words, counts, tokens & _SYMBOL_TOKENS, tokens & _LETTERLESS_TOKENS)
 
 
-def _word_counts(words, counts: Counter, symbols: set, letters: set) -> tuple[int, int, int]:
+def _word_counts(words, counts: Counter, symbols: set, letterless: set) -> tuple[int, int, int]:
     n_tokens = len(words)
     n_chars = sum(map(len, words))
-    n_symbols = sum(counts[w] for w in symbols)
+    n_symbols = sum(map(counts.__getitem__, symbols))
     symbol_chars = sum(len(w) * counts[w] for w in symbols)
-    return n_tokens - n_symbols, n_chars - symbol_chars, sum(counts[w] for w in letters)
+    return n_tokens - n_symbols, n_chars - symbol_chars, n_tokens - sum(map(counts.__getitem__, letterless))
+
+
+def document_words(doc) -> tuple[str, ...]:
+    """words_of(doc.text), computed once per document text and kept on the document: Gopher
+    repetition, Gopher quality and FineWeb tokenize the same text (FineWeb's only when c4_lines
+    left it unchanged); a text a stage rewrote is tokenized anew (equal strings compare in a memcmp)."""
+    cached = doc.cache.get("words")
+    if cached is not None and cached[0] == doc.text:
+        return cached[1]
+    words = words_of(doc.text)
+    doc.cache["words"] = (doc.text, words)
+    return words
 
 
 def split_sentences(text: str) -> list[str]:
@@ -191,6 +206,23 @@ class WordNGrams:
             out[n] = (int(ends[i + n] - ends[i]) + n - 1) * count
         return out
 
+    def top_chars_bound(self, ns) -> dict[int, int]:
+        """{n: an upper bound of top_chars}: (the most characters n consecutive words hold + n - 1)
+        x (the count of the most frequent n0-gram, n0 the smallest n asked). An n-gram occurs at
+        most as often as the n0-gram it starts with, and the most frequent one is at most the
+        longest. One C-level Counter and a few slices, no sort: on most pages it is far below the
+        thresholds, so the exact top_chars is only computed where it could decide something."""
+        out = {n: 0 for n in ns}
+        ns = sorted(n for n in out if 1 <= n <= self.n_words)
+        if not ns:
+            return out
+        words = self.words
+        count = max(Counter(zip(*(islice(words, k, None) for k in range(ns[0])))).values())
+        ends = self.ends
+        for n in ns:
+            out[n] = (int((ends[n:] - ends[:-n]).max()) + n - 1) * count
+        return out
+
     def _tuple_keys(self, n: int) -> list[np.ndarray]:
         """For k = 1..n, numbers identifying the word tuple of the k-gram at each position."""
         index = {w: i for i, w in enumerate(dict.fromkeys(self.words))}
@@ -220,10 +252,12 @@ class WordNGrams:
 
     def duplicated_chars_bound(self, ns) -> dict[int, int]:
         """{n: an upper bound of duplicated_chars}: the characters of the n-grams whose hash was
-        seen before in hash order (so 0 when no n-gram repeats). All n in a few array operations.
+        seen before in hash order (so 0 when no n-gram repeats). All n in a few array operations:
+        one sort of every row proves "no hash repeats" on most pages; only rows with a repeated
+        hash are ordered and measured.
 
         (Of k equal n-grams at most k - 1 count as repeats; a hash shared by different n-grams
-        only makes the bound larger.)
+        only makes the bound larger, whichever of them comes first.)
         """
         out = {n: 0 for n in ns}
         self._bounds.update(out)
@@ -232,19 +266,26 @@ class WordNGrams:
             return out
         prefix, scale = self._hash_prefix()
         width = self.n_words - ns[0] + 1
-        start = np.arange(width)
-        stop = np.minimum(start + np.array(ns)[:, None], self.n_words)
-        lengths = self.ends[stop] - self.ends[start]
+        # past a row's last n-gram: distinct filler values; one equal to a real hash only sends the
+        # row to the measuring path below, which leaves fillers out
+        hashes = np.empty((len(ns), width), dtype=np.uint64)
+        rows = {}
         with np.errstate(over="ignore"):
-            hashes = (prefix[stop] - prefix[start]) * scale[start]
-        # past the last n-gram (stop clipped): filler hashes of empty strings, which count 0 chars
-        lengths[start + np.array(ns)[:, None] > self.n_words] = 0
-        order = np.argsort(hashes, axis=1)
-        ordered = np.take_along_axis(hashes, order, axis=1)
-        seen_before = ordered[:, 1:] == ordered[:, :-1]
-        bound = (np.take_along_axis(lengths, order[:, 1:], axis=1) * seen_before).sum(axis=1)
-        self._row_hashes.update(zip(ns, hashes))
-        out.update(zip(ns, bound.tolist()))
+            for row, n in enumerate(ns):
+                m = self.n_words - n + 1  # n-grams in this row
+                rows[n] = hashes[row, :m]
+                np.multiply(prefix[n:] - prefix[:m], scale[:m], out=rows[n])
+                hashes[row, m:] = ~np.arange(width - m, dtype=np.uint64)  # 2**64 - 1, - 2, ...
+        self._row_hashes.update(rows)
+        ordered = np.sort(hashes, axis=1)
+        repeats = (ordered[:, 1:] == ordered[:, :-1]).any(axis=1)
+        ends = self.ends
+        for n in (n for n, repeat in zip(ns, repeats.tolist()) if repeat):
+            h = rows[n]
+            order = np.argsort(h)
+            seen_before = h[order[1:]] == h[order[:-1]]
+            lengths = ends[n:] - ends[:len(h)]
+            out[n] = int(lengths[order[1:][seen_before]].sum())
         self._bounds.update(out)
         return out
 

@@ -233,13 +233,13 @@ def _nltk_word_tokenize(text: str) -> list[str]:
     return text.split()
 
 
-@lru_cache(maxsize=4)
 def words_of(text: str) -> tuple[str, ...]:
     """Words as FineWeb's `nltk.word_tokenize` gives them (see the module docstring), as a tuple:
     punkt's sentences (pipelines/quality/punkt.py), then the Treebank rules on each sentence.
 
-    The last few texts are cached: the Gopher and FineWeb filters tokenize the same text one after
-    the other (a cache hit costs one hash of the text, which Python keeps on the string).
+    The quality filters share one tokenization per document through
+    pipelines.quality.text_utils.document_words (the runner runs each stage over a batch of
+    documents, so a cache of the last few texts would miss).
     """
     out: list[str] = []
     pieces: list[str] = []  # the current run of sentences tokenized together (see _joins_cleanly)
