@@ -263,3 +263,14 @@ def test_tracker_new_run_stays_in_run_directory(tmp_path, monkeypatch):
     assert run.data.params == {"pretrain.train.lr": "0.1"}
     assert list(tmp_path.glob("mlartifacts/*/artifacts/samples/step_00000001.txt"))
     assert (tmp_path / "mlflow.db").exists()
+
+
+def test_an_export_dir_crawl2chat_did_not_write_stops_the_run_before_training(corpus, tmp_path):
+    from pipelines.errors import OutputExistsError
+    mine = tmp_path / "run" / "export"
+    mine.mkdir(parents=True)
+    (mine / "notes.txt").write_text("the user's own file")
+    with pytest.raises(OutputExistsError, match="replaces only outputs it wrote"):
+        run(corpus, tmp_path / "run", "train.steps=2")
+    assert (mine / "notes.txt").read_text() == "the user's own file"
+    assert not (tmp_path / "run" / "checkpoints").exists() and not (tmp_path / "run" / "metrics.jsonl").exists()

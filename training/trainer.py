@@ -44,6 +44,7 @@ from typing import Any, Callable, Protocol
 import torch
 
 from pipelines.errors import ConfigError
+from pipelines.io import check_output_target
 from training import checkpoint as ckpt
 from training.config import deepspeed_config, flat
 from training.data import Prefetcher
@@ -311,6 +312,9 @@ def run(cfg: dict, job: Job, model: GPT, out: str | Path, resume: bool = False) 
     out = Path(out)
     ckpt_dir = out / "checkpoints"
     if rank == 0:
+        # Before hours of training, not at the export: a directory there that crawl2chat did not write
+        # would be refused then (pipelines/io.py).
+        check_output_target(out / "export", "export")
         out.mkdir(parents=True, exist_ok=True)
     t, ev, lg = cfg["train"], cfg["eval"], cfg["log"]
     if job.seq_len > model.config.block_size:
