@@ -17,10 +17,16 @@ from pathlib import Path
 CHAT_MODEL = "crawl2chat-chat@candidate"
 
 
+JOB_SECONDS: dict[str, float] = {}  # wall time per job, printed at the end (the 20-minute budget)
+
+
 def dagster(*args: str, env: dict) -> None:
     """Run the venv's `dagster` CLI, echoing the command as a user would type it."""
     print("$ dagster", " ".join(a if " " not in a else f"'{a}'" for a in args), flush=True)
+    t0 = time.time()
     subprocess.run([str(Path(sys.executable).parent / "dagster"), *args], env=env, check=True)
+    job = args[args.index("-j") + 1] if "-j" in args else args[0]
+    JOB_SECONDS[job] = JOB_SECONDS.get(job, 0.0) + time.time() - t0
 
 
 def chat_figures(env: dict) -> str:
@@ -70,7 +76,7 @@ def main() -> int:
 
     crawl_dir = lake / "crawls" / args.crawl
     print(f"""
-Done in {time.time() - t0:.0f}s.
+Done in {time.time() - t0:.0f}s ({', '.join(f'{job} {sec:.0f}s' for job, sec in JOB_SECONDS.items())}).
   kept, PII-scrubbed text: {crawl_dir / 'clean'}
   every removed document and why: {crawl_dir / 'removed'}
   tokenizer and token shards: {lake / 'tokenizer'}  {lake / 'tokens'}
