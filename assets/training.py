@@ -77,7 +77,7 @@ class TrainingLauncher(dg.ConfigurableResource):
                 raise dg.Failure("TrainingLauncher(mode='hostfile') needs `hostfile`")
             head = [launcher, "--hostfile", self.hostfile]
         elif self.mode == "local":
-            from training.trainer import free_port
+            from pipelines.services import free_port
             # A free port, not the launcher's fixed 29500: two training runs on one machine (two assets,
             # a test beside a demo) would otherwise meet at the same rendezvous and one of them fail.
             head = [launcher, "--num_gpus", str(self.processes), "--master_port", str(free_port())]

@@ -34,7 +34,6 @@ import json
 import logging
 import math
 import os
-import socket
 import sys
 import time
 from dataclasses import dataclass, field
@@ -45,6 +44,7 @@ import torch
 
 from pipelines.errors import ConfigError
 from pipelines.io import check_output_target
+from pipelines.services import free_port
 from training import checkpoint as ckpt
 from training.config import deepspeed_config, flat
 from training.data import Prefetcher
@@ -63,13 +63,6 @@ class Dist:
     local_rank: int
     device: torch.device
     on_cuda: bool
-
-
-def free_port() -> int:
-    """A TCP port free on this machine now (the rendezvous of single-node runs)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def setup_distributed() -> tuple[int, int, int]:
