@@ -135,9 +135,12 @@ def test_run_killed_mid_stage_then_rerun_gives_the_same_dataset(materialized, tm
     extracted = lake / "crawls" / CRAWL / "extracted"
     proc = subprocess.Popen(run, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
+    # Kill as soon as extracted_text's staging directory exists: it is made before the Spark job starts
+    # and swapped into place only after every task wrote its part, so the kill lands mid-stage. (Waiting
+    # for part files inside it raced the swap: a small batch writes them and commits within one poll.)
     deadline = time.time() + 300
-    while time.time() < deadline and not list(extracted.glob(".*staging*/*.parquet*")):
-        time.sleep(0.2)  # wait until executors are writing the batch's part files
+    while time.time() < deadline and proc.poll() is None and not list(extracted.glob(".*staging*")):
+        time.sleep(0.01)
     assert proc.poll() is None, "the run ended before it could be killed"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
