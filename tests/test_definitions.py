@@ -51,3 +51,18 @@ def test_training_jobs_carry_the_tag_the_run_queue_limits_and_data_jobs_do_not()
     tagged = {name for name in ("pretrain", "end_to_end", "post_train", "rl", "data_pipeline", "tokenize")
               if defs.get_job_def(name).tags.get(limit["key"])}
     assert tagged == {"pretrain", "end_to_end", "post_train", "rl"}
+
+
+def test_cpu_training_ranks_share_the_machine_s_cores(monkeypatch):
+    # One rank on a CPU machine uses every core it may run on, two split them, and a user's
+    # OMP_NUM_THREADS is passed on as given (a fixed 1 thread left half of a 2-core demo idle).
+    import os
+
+    from assets.training import TrainingLauncher
+    cores = len(os.sched_getaffinity(0))
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert TrainingLauncher(processes=1).env() == {"LOCAL_SIZE": "1", "OMP_NUM_THREADS": str(cores)}
+    assert TrainingLauncher(processes=2).env()["OMP_NUM_THREADS"] == str(max(1, cores // 2))
+    assert TrainingLauncher(processes=4 * cores).env()["OMP_NUM_THREADS"] == "1"
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert TrainingLauncher(processes=1).env()["OMP_NUM_THREADS"] == "3"
