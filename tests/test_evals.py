@@ -282,3 +282,17 @@ def test_generated_multiple_choice_comes_from_validation_documents(corpus):
         assert any(sentence in t for t in val) and not any(sentence in t for t in train), sentence
         assert len(it.choices) == 4 and len(set(it.choices)) == 4
     assert len({it.gold for it in items}) > 1                 # the gold is not always in one place
+
+
+def test_letter_check_reads_the_answer_letter_not_the_pronoun_i():
+    from training.evals.generative import letter_check
+    g = letter_check("g")
+    assert g("The 3rd letter of 'dog' is 'g'.") == (True, "g")
+    assert g("The 3rd letter of dog is g. I hope that helps!") == (True, "g")
+    assert g("It is g, I'm sure.") == (True, "g")
+    assert g('The answer is "o", not g.') == (False, "o")  # the quoted letter is the answer
+    assert g("I don't know.") == (False, None)
+    i = letter_check("i")
+    assert i("The 2nd letter of 'line' is 'i'.") == (True, "i")
+    assert i("The 2nd letter of line is I.") == (True, "i")  # the letter, capitalised, ends the sentence
+    assert i("I think the answer is n.") == (False, "n")

@@ -95,10 +95,17 @@ def word_check(expected: str, chars: str = "a-z") -> Callable[[str], tuple[bool,
     return check
 
 
+_QUOTED_LETTER = re.compile(r"""(?<![A-Za-z])['"‘’“”]([A-Za-z])['"‘’“”](?![A-Za-z])""")
+_LONE_LETTER = re.compile(r"(?<![A-Za-z'’])([A-Za-z])(?![A-Za-z])")
+_PRONOUN_I = re.compile(r"I(?:['’][a-z]|\s+[a-z])")  # "I'm", "I hope": a word, not the letter
+
+
 def letter_check(expected: str) -> Callable[[str], tuple[bool, str | None]]:
-    """Right when the last single letter standing alone ('r', "r", r) is the expected one."""
+    """Right when the answer's letter is the expected one: the last quoted letter ('r', "r"), else
+    the last letter standing alone (r) that is not the pronoun I ("... is r. I hope that helps")."""
     def check(text: str):
-        found = re.findall(r"(?<![A-Za-z])([A-Za-z])(?![A-Za-z])", text)
+        found = _QUOTED_LETTER.findall(text) or [
+            m[1] for m in _LONE_LETTER.finditer(text) if not (m[1] == "I" and _PRONOUN_I.match(text, m.start()))]
         got = found[-1].lower() if found else None
         return got == expected.lower(), got
     return check
