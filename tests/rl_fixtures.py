@@ -31,8 +31,8 @@ def warm_toy_model(tokenizer_dir, out_dir, steps: int = WARMUP_STEPS, seed: int 
     torch.set_num_threads(1)
     try:
         for _ in range(steps):
-            x, y = packed.batch(torch.randint(len(packed), (16,), generator=g).numpy())
-            loss = model(x, y)
+            x, y, segments = packed.batch(torch.randint(len(packed), (16,), generator=g).numpy())
+            loss = model(x, y, segments=segments)
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -81,6 +81,27 @@ def test_switches_train(switch):
     assert loss.item() < first - 0.5
 
 
+@pytest.mark.parametrize("switch", [dict(), dict(rope=True)])
+def test_packed_segments_are_each_computed_as_if_alone(switch):
+    """Three sequences packed in one row with segments: every per-token loss equals that sequence's
+    loss run alone from position 0 (learned positions and RoPE); without segments it does not."""
+    torch.manual_seed(0)
+    m = GPT(small(**switch))
+    lengths = [5, 7, 4]
+    seqs = [torch.randint(0, 97, (1, n + 1)) for n in lengths]
+    alone = [m(s[:, :-1], s[:, 1:], reduction="none") for s in seqs]
+    x = torch.cat([s[:, :-1] for s in seqs], dim=1)
+    y = torch.cat([s[:, 1:] for s in seqs], dim=1)
+    segments = torch.cat([torch.full((1, n), k) for k, n in enumerate(lengths)], dim=1)
+    packed = m(x, y, reduction="none", segments=segments)
+    assert torch.allclose(packed, torch.cat(alone, dim=1), atol=1e-5)
+    crossing = m(x, y, reduction="none")
+    assert torch.allclose(crossing[:, :5], alone[0], atol=1e-5)      # the first sequence is at 0 anyway
+    assert not torch.allclose(crossing[:, 5:], torch.cat(alone[1:], dim=1), atol=1e-3)
+    m.activation_checkpointing = True                                 # the checkpointed path masks too
+    assert torch.allclose(m(x, y, reduction="none", segments=segments), packed, atol=1e-5)
+
+
 def test_activation_checkpointing_gives_same_loss_and_grads():
     torch.manual_seed(0)
     m = GPT(small())

@@ -233,7 +233,7 @@ def test_packed_windows_train_exactly_the_assistant_tokens(tiny_tok):
     assert len(packed) == len(best_fit_decreasing(lengths, BLOCK + 1))
     assert packed.padding_fraction == pytest.approx(1 - sum(lengths) / (len(packed) * (BLOCK + 1)))
     assert packed.padding_fraction < 0.10
-    x, y = packed.batch(np.arange(len(packed)))
+    x, y, segments = packed.batch(np.arange(len(packed)))
     tokens = packed.tokens.astype(np.int64)
     n_trained = 0
     for w in range(len(packed)):
@@ -244,6 +244,11 @@ def test_packed_windows_train_exactly_the_assistant_tokens(tiny_tok):
         assert y[w][y[w] != IGNORE].tolist() == tokens[w, 1:][np.asarray(expected[1:])].tolist()
         assert x[w].tolist() == tokens[w, :-1].tolist()
         n_trained += sum(trained_targets)
+        # segments: the k-th conversation of the window (each opens with <|endoftext|>), padding one more
+        conv = np.cumsum(tokens[w, :fill] == tiny_tok.bos_id) - 1
+        assert packed.segments[w, :fill].tolist() == conv.tolist()
+        assert set(packed.segments[w, fill:].tolist()) <= {conv[-1] + 1}
+        assert segments[w].tolist() == packed.segments[w, :-1].tolist()
     # every assistant token of every conversation is trained once (none start a window)
     assert n_trained == sum(sum(render_conversation(tiny_tok, r["messages"])[1]) for r in rows)
 
@@ -261,7 +266,7 @@ def test_val_batches_count_each_window_once_across_ranks(tiny_tok):
     assert len(packed) % 3 != 0                               # some rank is left short
     per_rank = [val_batches(packed, 10**9, r, 3, 4) for r in range(3)]
     assert len({len(b) for b in per_rank}) == 1              # every rank runs the same forwards
-    seen = sum(int((y != IGNORE).sum()) for batches in per_rank for _, y in batches)
+    seen = sum(int((y != IGNORE).sum()) for batches in per_rank for _, y, _ in batches)
     assert seen == int(packed.trained[:, 1:].sum())          # each window's targets count once
 
 
@@ -280,8 +285,8 @@ def test_sft_assistant_token_val_loss_falls(sft_run, mixture, base_export, tiny_
     packed = pack_conversations(tiny_tok, load_conversations(mixture, "val"), seq_len=BLOCK)
     base = load_model(base_export)
     with torch.no_grad():
-        x, y = packed.batch(np.arange(len(packed)))
-        before = base(x, y, reduction="sum").item() / int((y != IGNORE).sum())
+        x, y, segments = packed.batch(np.arange(len(packed)))
+        before = base(x, y, reduction="sum", segments=segments).item() / int((y != IGNORE).sum())
     assert vals[-1] < vals[0] < before
     assert vals[-1] < 0.6 * before
     meta = json.loads((sft_run["out"] / "export" / "config.json").read_text())
@@ -384,8 +389,8 @@ def test_two_ranks_normalize_by_the_global_trained_token_count(mixture, base_exp
     for r in (0, 1):
         loader = PackedLoader(packed, 4, rank=r, world_size=2, seed=seed)
         for _ in range(2):
-            x, y = loader.next_batch()
-            total = total + model(x, y, reduction="sum")
+            x, y, segments = loader.next_batch()
+            total = total + model(x, y, reduction="sum", segments=segments)
             count += int((y != IGNORE).sum())
     loss = total / count
     loss.backward()

@@ -21,23 +21,24 @@ def to_device(batch, device):
 
 
 def count_targets(batch) -> int:
-    """Trained positions of an (inputs, targets) micro-batch: targets that are not IGNORE."""
+    """Trained positions of an (inputs, targets[, segments]) micro-batch: targets that are not IGNORE."""
     return int((batch[1] != IGNORE).sum())
 
 
 def lm_loss(engine, batch) -> tuple[torch.Tensor, torch.Tensor]:
     """(Σ cross-entropy over the trained targets, their count, a tensor: no device sync). IGNORE
-    targets add exactly 0."""
-    x, y = batch
-    return engine(x, y, reduction="sum"), (y != IGNORE).sum()
+    targets add exactly 0. A third tensor is the rows' packed segments (SFT windows, training/sft.py)."""
+    x, y, *segments = batch
+    return engine(x, y, reduction="sum", segments=segments[0] if segments else None), (y != IGNORE).sum()
 
 
 @torch.no_grad()
-def lm_sums(model, x: torch.Tensor, y: torch.Tensor, token_bytes: torch.Tensor | None) -> torch.Tensor:
+def lm_sums(model, x: torch.Tensor, y: torch.Tensor, token_bytes: torch.Tensor | None,
+            segments: torch.Tensor | None = None) -> torch.Tensor:
     """Per row of an (inputs, targets) micro-batch, (B, 4) float64: Σ nats over the trained targets,
     their count, Σ nats over the text targets (UTF-8 bytes > 0) and Σ their bytes (0 without
     token_bytes). Shared by the trainer's validation and the bits-per-byte eval (training/evals)."""
-    per_tok = model(x, y, reduction="none").float()  # 0 at IGNORE targets
+    per_tok = model(x, y, reduction="none", segments=segments).float()  # 0 at IGNORE targets
     trained = y != IGNORE
     b = token_bytes[y.clamp(min=0)] * trained if token_bytes is not None else torch.zeros_like(y)
     return torch.stack([per_tok.sum(1).double(), trained.sum(1).double(),
@@ -53,8 +54,9 @@ def evaluate_lm(engine, batches, device, token_bytes: np.ndarray | None) -> dict
     engine.eval()
     tb = torch.from_numpy(token_bytes.astype(np.int64)).to(device) if token_bytes is not None else None
     sums = torch.zeros(4, dtype=torch.float64, device=device)
-    for x, y in batches:
-        sums += lm_sums(engine, *to_device((x, y), device), tb).sum(0)
+    for batch in batches:  # (inputs, targets[, segments])
+        x, y, *segments = to_device(batch, device)
+        sums += lm_sums(engine, x, y, tb, segments[0] if segments else None).sum(0)
     engine.train()
     if dist.get_world_size() > 1:
         dist.all_reduce(sums)

@@ -14,6 +14,11 @@ Inference passes a `KVCache` to forward: keys and values of earlier positions ar
 token costs one position's forward instead of the whole context's. Without a cache, forward is the
 training forward, unchanged.
 
+Packed training rows (SFT windows: several conversations end to end) pass `segments` (B, T), which
+sequence of the row each position belongs to: a position attends only to earlier positions of its own
+segment, and its position index counts from that segment's first token. Each packed conversation is
+then trained exactly as inference sees it: alone, from position 0.
+
 Sizing math (per block, d = n_embd, bias terms ignored):
     attention: qkv projection 3·d² + output projection d²   = 4·d²
     MLP:       d → 4d → d                                   = 8·d²
@@ -155,6 +160,22 @@ class KVCache:
         self.min_pad = int(self.pad.min())
 
 
+def segment_positions(segments: torch.Tensor) -> torch.Tensor:
+    """(B, T) index of each position within its segment (segments: (B, T), contiguous runs of ids)."""
+    at = torch.arange(segments.size(1), device=segments.device).expand_as(segments)
+    starts = torch.ones_like(segments, dtype=torch.bool)
+    starts[:, 1:] = segments[:, 1:] != segments[:, :-1]
+    return at - torch.where(starts, at, torch.zeros_like(at)).cummax(dim=1).values
+
+
+def segment_mask(segments: torch.Tensor) -> torch.Tensor:
+    """(B, 1, T, T) bool, True = attend: causal and within the segment (the diagonal always: no
+    softmax row is empty)."""
+    T = segments.size(1)
+    causal = torch.ones(T, T, dtype=torch.bool, device=segments.device).tril()
+    return ((segments[:, :, None] == segments[:, None, :]) & causal)[:, None]
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: GPTConfig, layer: int = 0):
         super().__init__()
@@ -176,10 +197,11 @@ class CausalSelfAttention(nn.Module):
             q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:
             q, k = _apply_rope(q, *rope), _apply_rope(k, *rope)
-        if kv_cache is None:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        else:
+        if kv_cache is not None:
             k, v = kv_cache.store(self.layer, k, v)
+        if mask is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:  # a KV cache's padding, or packed segments
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C))
 
@@ -295,45 +317,52 @@ class GPT(nn.Module):
         self._compiled_loss = torch.compile(self._train_loss, dynamic=False)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, reduction: str = "mean",
-                kv_cache: KVCache | None = None):
+                kv_cache: KVCache | None = None, segments: torch.Tensor | None = None):
         """idx (B, T) token ids. Without targets: logits of the last position (B, 1, V) for sampling.
         With targets: the cross-entropy loss ("mean" over the trained targets, "sum", or "none": per
         token (B, T), 0 at IGNORE). With kv_cache: idx continues the cached positions (inference; the
-        cache advances by T)."""
+        cache advances by T). segments (B, T): packed sequences of a row, each seen alone."""
+        if kv_cache is not None and segments is not None:
+            raise ValueError("segments with a kv_cache: a cache decodes one sequence per row")
         if targets is not None:
             if kv_cache is not None:
                 raise ValueError("targets with a kv_cache: the cache is for decoding, not for a loss")
             if self._compiled_loss is not None and self.training and reduction != "none":
-                return self._compiled_loss(idx, targets, reduction)
-            return self._train_loss(idx, targets, reduction)
-        return self.lm_head(self._trunk(idx, kv_cache)[:, [-1], :])
+                return self._compiled_loss(idx, targets, reduction, segments)
+            return self._train_loss(idx, targets, reduction, segments)
+        return self.lm_head(self._trunk(idx, kv_cache, segments)[:, [-1], :])
 
-    def _train_loss(self, idx: torch.Tensor, targets: torch.Tensor, reduction: str) -> torch.Tensor:
-        return self.chunked_loss(self._trunk(idx, None), targets, reduction)
+    def _train_loss(self, idx: torch.Tensor, targets: torch.Tensor, reduction: str,
+                    segments: torch.Tensor | None = None) -> torch.Tensor:
+        return self.chunked_loss(self._trunk(idx, None, segments), targets, reduction)
 
-    def _trunk(self, idx: torch.Tensor, kv_cache: KVCache | None) -> torch.Tensor:
+    def _trunk(self, idx: torch.Tensor, kv_cache: KVCache | None,
+               segments: torch.Tensor | None = None) -> torch.Tensor:
         """Hidden states after the final norm, (B, T, d)."""
         B, T = idx.shape
         x, rope, mask = self.wte(idx), None, None
-        if kv_cache is None:
-            if T > self.config.block_size:
-                raise ValueError(f"sequence of {T} tokens exceeds block_size {self.config.block_size}")
+        if kv_cache is None and T > self.config.block_size:
+            raise ValueError(f"sequence of {T} tokens exceeds block_size {self.config.block_size}")
+        if kv_cache is None and segments is None:
             if self.wpe is not None:
                 x = x + self.wpe(torch.arange(T, device=idx.device))
             else:
                 rope = (self.rope_cos[:T], self.rope_sin[:T])
         else:
-            if kv_cache.length + T - kv_cache.min_pad > self.config.block_size:
-                raise ValueError(f"{kv_cache.length + T - kv_cache.min_pad} positions exceed block_size "
-                                 f"{self.config.block_size}")
-            pos, mask = kv_cache.positions(T), kv_cache.mask(T)
+            if segments is not None:
+                pos, mask = segment_positions(segments), segment_mask(segments)
+            else:
+                if kv_cache.length + T - kv_cache.min_pad > self.config.block_size:
+                    raise ValueError(f"{kv_cache.length + T - kv_cache.min_pad} positions exceed block_size "
+                                     f"{self.config.block_size}")
+                pos, mask = kv_cache.positions(T), kv_cache.mask(T)
             if self.wpe is not None:
                 x = x + self.wpe(pos)
             else:  # per-row positions (B, T) -> tables (B, 1, T, Q/2), broadcast over heads
                 rope = (self.rope_cos[pos][:, None], self.rope_sin[pos][:, None])
         for block in self.h:
             if self.activation_checkpointing and self.training:
-                x = checkpoint(block, x, rope, use_reentrant=False)
+                x = checkpoint(block, x, rope, None, mask, use_reentrant=False)
             else:
                 x = block(x, rope, kv_cache, mask)
         if kv_cache is not None:

@@ -15,8 +15,12 @@ checkpoints, resume, export, MLflow and Pipes. What is SFT's own:
   - targets: the next token where the mask trains it (assistant text, tool calls, its <|im_end|>),
     IGNORE elsewhere (prompts, headers, tool outputs, padding), so the loss and the validation loss
     are per assistant token, normalized over the whole optimizer step by the trainer.
-Windows of a window hold several conversations; attention crosses their boundaries (each starts with
-<|endoftext|>), as it crosses documents in pretraining.
+  - isolation: a window holds several conversations, but each is trained as inference sees it: alone,
+    from position 0. The batch carries each position's conversation (`segments`); the model attends
+    within a conversation only and counts positions from its start (training/model.py). Without it,
+    a short conversation packed after a long one learned to answer from the other's text at
+    positions it never has in a chat: the demo model's replies mixed identity, tool and arithmetic
+    phrases and ran on past their answer.
 """
 from __future__ import annotations
 
@@ -83,9 +87,11 @@ def best_fit_decreasing(lengths: list[int], capacity: int) -> list[list[int]]:
 @dataclass
 class Packed:
     """Windows of seq_len + 1 tokens: tokens (N, W) int32, trained (N, W) bool (the token at that
-    position is one the model must write), filled (N,) tokens before the padding."""
+    position is one the model must write), segments (N, W) int16 (which conversation of the window;
+    the padding is one more), filled (N,) tokens before the padding."""
     tokens: np.ndarray
     trained: np.ndarray
+    segments: np.ndarray
     filled: np.ndarray
     conversations: int
     truncated: int
@@ -106,11 +112,13 @@ class Packed:
         n = len(self) - len(self) % world
         return np.arange(rank, n, world)
 
-    def batch(self, rows) -> tuple[torch.Tensor, torch.Tensor]:
-        """(inputs, targets) (B, seq_len) int64; targets IGNORE where the next token is not trained."""
+    def batch(self, rows) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(inputs, targets, segments) (B, seq_len) int64; targets IGNORE where the next token is not
+        trained; segments: the inputs' conversations (the model's `segments`)."""
         tokens = torch.from_numpy(self.tokens[rows].astype(np.int64))
         trained = torch.from_numpy(self.trained[rows])
-        return tokens[:, :-1], tokens[:, 1:].masked_fill(~trained[:, 1:], IGNORE)
+        segments = torch.from_numpy(self.segments[rows, :-1].astype(np.int64))
+        return tokens[:, :-1], tokens[:, 1:].masked_fill(~trained[:, 1:], IGNORE), segments
 
     def stats(self, prefix: str) -> dict:
         return {f"{prefix}_conversations": self.conversations, f"{prefix}_windows": len(self),
@@ -131,16 +139,19 @@ def pack_conversations(tokenizer, rows: list[dict], seq_len: int) -> Packed:
     bins = best_fit_decreasing([len(ids) for ids, _ in rendered], width)
     tokens = np.full((len(bins), width), tokenizer.bos_id, dtype=np.int32)  # padding: never a trained target
     trained = np.zeros((len(bins), width), dtype=bool)
+    segments = np.zeros((len(bins), width), dtype=np.int16)
     filled = np.zeros(len(bins), dtype=np.int64)
     for w, items in enumerate(bins):
         at = 0
-        for i in items:
+        for k, i in enumerate(items):
             ids, mask = rendered[i]
             tokens[w, at:at + len(ids)] = ids
             trained[w, at:at + len(ids)] = np.asarray(mask, dtype=bool)
+            segments[w, at:at + len(ids)] = k
             at += len(ids)
+        segments[w, at:] = len(items)
         filled[w] = at
-    return Packed(tokens, trained, filled, len(rows), truncated)
+    return Packed(tokens, trained, segments, filled, len(rows), truncated)
 
 
 class PackedLoader(WindowLoader):
@@ -155,7 +166,7 @@ class PackedLoader(WindowLoader):
                              "add conversations or lower train.micro_batch")
         super().__init__(packed, packed.tokens.shape[1] - 1, micro_batch, rank, world_size, seed, shuffle)
 
-    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.shards.batch(self.next_windows())
 
 
@@ -172,9 +183,9 @@ def val_batches(packed: Packed, max_tokens: int, rank: int, world: int, micro_ba
     out = []
     for j in range(0, per_rank, micro_batch):
         rows = mine[j:j + micro_batch]
-        x, y = packed.batch([min(w, n - 1) for w in rows])
+        x, y, segments = packed.batch([min(w, n - 1) for w in rows])
         y[torch.tensor([w >= n for w in rows])] = IGNORE
-        out.append((x, y))
+        out.append((x, y, segments))
     return out
 
 
