@@ -56,7 +56,7 @@ def _evaluate(export: Path, mixture: Path, cfg: dict, config_file: str) -> tuple
     c = cfg["checks"]
     engine = Engine.load(export, tools=default_tools())
     # each prompt sampled protocol_samples times (the engine seeds row i with seed + i): a rate over
-    # a few hundred replies, where one unlucky sample of 64 would swing it by 1.6 points
+    # hundreds of replies, where one unlucky sample of 64 would swing it by 1.6 points
     prompts = held_out_prompts(load_conversations(mixture, "val"), c["protocol_prompts"]) * c["protocol_samples"]
     protocol = protocol_adherence(engine, prompts, c["protocol_max_tokens"], c["protocol_temperature"])
     heldout = identity_questions("heldout")

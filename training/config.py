@@ -69,7 +69,9 @@ SFT_DEFAULTS: dict = {
     "log": {**DEFAULTS["log"], "experiment": "crawl2chat-sft"},
     # The chat_model asset's blocking check: held-out prompts (the val split's user turns) sampled
     # through the engine must end the turn with <|im_end|> within max_tokens and never open a turn.
-    "checks": {"protocol_adherence_min": 0.99, "protocol_prompts": 64, "protocol_samples": 3,
+    # 64 x 10 = 640 replies: at a true rate of 99.7% about 2 fail, so the 0.99 gate (6 allowed) is
+    # missed by chance well under 1% of the time; at 64 x 3 a single second failure already missed it.
+    "checks": {"protocol_adherence_min": 0.99, "protocol_prompts": 64, "protocol_samples": 10,
                "protocol_max_tokens": 176, "protocol_temperature": 0.7},
 }
 
