@@ -36,7 +36,7 @@ def chat_figures(env: dict) -> str:
     event = instance.get_latest_materialization_event(dg.AssetKey("chat_model"))
     meta = event.asset_materialization.metadata if event and event.asset_materialization else {}
     rate = {k: meta[k].value for k in ("protocol_adherence", "identity_name_rate") if k in meta}
-    return ", ".join(f"{k.replace('_', ' ')} {v:.0%}" for k, v in rate.items() if v is not None) or "no figures"
+    return ", ".join(f"{k.replace('_', ' ')} {v:.1%}" for k, v in rate.items() if v is not None) or "no figures"
 
 
 def main() -> int:
