@@ -1,7 +1,7 @@
 """The HTTP message inside a WARC response record: status line, headers, the decoded body, its charset.
 
-The WARC reader (pipelines/warc_reader.py) hands this module the first bytes of a response block;
-it says whether they start with an HTTP status line, what the status and MIME type are (so a
+The WARC reader's record layer (pipelines/warc_records.py) hands this module the first bytes of a
+response block; it says whether they start with an HTTP status line, what the status and MIME type are (so a
 record that will be dropped never has its body read), and decodes the body when it is wanted.
 Real archives break the happy path in a few known ways, each with its own policy:
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.samplecrawl import generate_crawl
-from test_warc_reader import bomb_member, html_pages, write_requests_only, write_warc
+from warc_fixtures import bomb_member, html_pages, write_requests_only, write_warc
 
 pytestmark = pytest.mark.slow
 
