@@ -1,8 +1,9 @@
 """The HTTP message inside a WARC response record: status line, headers, the decoded body, its charset.
 
 The WARC reader's record layer (pipelines/warc_records.py) hands this module the first bytes of a
-response block; it says whether they start with an HTTP status line, what the status and MIME type are (so a
-record that will be dropped never has its body read), and decodes the body when it is wanted.
+response block; it says whether they start with an HTTP status line, what the status and MIME type
+are (so a record that will be dropped never has its body read), and decodes the body when it is
+wanted.
 Real archives break the happy path in a few known ways, each with its own policy:
 
 - **No HTTP status line at all** (some archivers store the payload alone): the whole block is the

@@ -201,7 +201,8 @@ class CausalSelfAttention(nn.Module):
             k, v = kv_cache.store(self.layer, k, v)
         if mask is None:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        else:  # a KV cache's padding, or packed segments
+        else:  # a KV cache's padding, or packed segments (on GPUs an explicit mask takes SDPA's
+            # memory-efficient kernel instead of flash: SFT's cost, not pretraining's)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C))
 
