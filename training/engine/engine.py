@@ -304,7 +304,6 @@ _MODEL_URI = re.compile(r"^(?:models:/)?(?P<name>[^@/]+)(?:@(?P<alias>[^/@]+)|/(
 def _download_registered(spec: str) -> tuple[Path, str]:
     """Resolve 'NAME@ALIAS' / 'NAME/VERSION' in the MLflow registry and download the version's run
     artifacts 'model' into the local cache (once: a version's artifacts do not change)."""
-    import mlflow
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
     m = _MODEL_URI.match(spec)
@@ -317,16 +316,27 @@ def _download_registered(spec: str) -> tuple[Path, str]:
     except MlflowException as e:
         raise InputError(f"registered model {spec!r} not found in MLflow at {uri} ({e.message.splitlines()[0]}); "
                          "set MLFLOW_TRACKING_URI or check the name, alias and version") from e
-    cache = Path(os.environ.get("CRAWL2CHAT_MODEL_CACHE") or Path.home() / ".cache/crawl2chat/models")
-    dest = cache / f"{name}-v{mv.version}-{mv.run_id[:12]}"
+    return cached_model(mv, uri), spec.removeprefix("models:/")
+
+
+def cached_model(mv, tracking_uri: str, cache: Path | None = None) -> Path:
+    """The exported model of a registered version (its run's artifacts 'model'), downloaded once into
+    the model cache ($CRAWL2CHAT_MODEL_CACHE): a version's artifacts do not change. Downloaded into a
+    fresh temporary directory and renamed into place, so a half-written copy never looks complete
+    and two processes downloading at once both end with a whole one."""
+    import shutil
+    import tempfile
+
+    import mlflow
+    cache = Path(cache or os.environ.get("CRAWL2CHAT_MODEL_CACHE") or Path.home() / ".cache/crawl2chat/models")
+    dest = cache / f"{mv.name}-v{mv.version}-{mv.run_id[:12]}"
     if not (dest / "model" / "model.safetensors").exists():
-        tmp = dest.with_name(dest.name + f".tmp{os.getpid()}")
-        tmp.mkdir(parents=True, exist_ok=True)
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=dest.name + ".tmp", dir=cache))
         mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path="model", dst_path=str(tmp),
-                                            tracking_uri=uri)
+                                            tracking_uri=tracking_uri)
         try:
             tmp.rename(dest)
         except OSError:  # another process finished first: use its copy
-            import shutil
             shutil.rmtree(tmp, ignore_errors=True)
-    return dest / "model", spec.removeprefix("models:/")
+    return dest / "model"

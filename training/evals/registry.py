@@ -13,7 +13,6 @@ import json
 import os
 import platform
 import re
-import shutil
 import tempfile
 from dataclasses import dataclass
 from importlib import metadata
@@ -110,21 +109,10 @@ def dataset_input(run, name: str) -> tuple[str, str | None] | None:
 
 
 def export_dir(client, v: Version, cache: Path | None = None) -> Path:
-    """The version's exported model (artifact path 'model' of its run), downloaded once into the
-    engine's model cache ($CRAWL2CHAT_MODEL_CACHE, the same layout as Engine.load('NAME/VERSION'))."""
-    import mlflow
-    cache = Path(cache or os.environ.get("CRAWL2CHAT_MODEL_CACHE") or Path.home() / ".cache/crawl2chat/models")
-    dest = cache / f"{v.name}-v{v.mv.version}-{v.mv.run_id[:12]}"
-    if not (dest / "model" / "model.safetensors").exists():
-        cache.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=dest.name + ".tmp", dir=cache))
-        mlflow.artifacts.download_artifacts(run_id=v.mv.run_id, artifact_path="model", dst_path=str(tmp),
-                                            tracking_uri=client.tracking_uri)
-        try:
-            tmp.rename(dest)
-        except OSError:   # another process finished first: use its copy
-            shutil.rmtree(tmp, ignore_errors=True)
-    return dest / "model"
+    """The version's exported model, through the engine's model cache (the same copy that
+    Engine.load('NAME/VERSION') uses)."""
+    from training.engine.engine import cached_model
+    return cached_model(v.mv, client.tracking_uri, cache)
 
 
 def environment() -> dict[str, str]:
