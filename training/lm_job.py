@@ -20,6 +20,13 @@ def to_device(batch, device):
     return type(batch)(to_device(v, device) for v in batch)
 
 
+def split_batch(batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(inputs, targets, segments or None) of an (inputs, targets[, segments]) micro-batch: packed
+    SFT windows carry their rows' segments (training/sft.py), pretraining windows do not."""
+    x, y, *rest = batch
+    return x, y, (rest[0] if rest else None)
+
+
 def count_targets(batch) -> int:
     """Trained positions of an (inputs, targets[, segments]) micro-batch: targets that are not IGNORE."""
     return int((batch[1] != IGNORE).sum())
@@ -27,9 +34,9 @@ def count_targets(batch) -> int:
 
 def lm_loss(engine, batch) -> tuple[torch.Tensor, torch.Tensor]:
     """(Σ cross-entropy over the trained targets, their count, a tensor: no device sync). IGNORE
-    targets add exactly 0. A third tensor is the rows' packed segments (SFT windows, training/sft.py)."""
-    x, y, *segments = batch
-    return engine(x, y, reduction="sum", segments=segments[0] if segments else None), (y != IGNORE).sum()
+    targets add exactly 0."""
+    x, y, segments = split_batch(batch)
+    return engine(x, y, reduction="sum", segments=segments), (y != IGNORE).sum()
 
 
 @torch.no_grad()
@@ -54,9 +61,9 @@ def evaluate_lm(engine, batches, device, token_bytes: np.ndarray | None) -> dict
     engine.eval()
     tb = torch.from_numpy(token_bytes.astype(np.int64)).to(device) if token_bytes is not None else None
     sums = torch.zeros(4, dtype=torch.float64, device=device)
-    for batch in batches:  # (inputs, targets[, segments])
-        x, y, *segments = to_device(batch, device)
-        sums += lm_sums(engine, x, y, tb, segments[0] if segments else None).sum(0)
+    for batch in batches:
+        x, y, segments = split_batch(to_device(batch, device))
+        sums += lm_sums(engine, x, y, tb, segments).sum(0)
     engine.train()
     if dist.get_world_size() > 1:
         dist.all_reduce(sums)

@@ -341,26 +341,25 @@ class GPT(nn.Module):
                segments: torch.Tensor | None = None) -> torch.Tensor:
         """Hidden states after the final norm, (B, T, d)."""
         B, T = idx.shape
-        x, rope, mask = self.wte(idx), None, None
+        x, rope, pos, mask = self.wte(idx), None, None, None
         if kv_cache is None and T > self.config.block_size:
             raise ValueError(f"sequence of {T} tokens exceeds block_size {self.config.block_size}")
-        if kv_cache is None and segments is None:
+        if segments is not None:
+            pos, mask = segment_positions(segments), segment_mask(segments)
+        elif kv_cache is not None:
+            if kv_cache.length + T - kv_cache.min_pad > self.config.block_size:
+                raise ValueError(f"{kv_cache.length + T - kv_cache.min_pad} positions exceed block_size "
+                                 f"{self.config.block_size}")
+            pos, mask = kv_cache.positions(T), kv_cache.mask(T)
+        if pos is None:  # one sequence per row from position 0: plain causal attention
             if self.wpe is not None:
                 x = x + self.wpe(torch.arange(T, device=idx.device))
             else:
                 rope = (self.rope_cos[:T], self.rope_sin[:T])
-        else:
-            if segments is not None:
-                pos, mask = segment_positions(segments), segment_mask(segments)
-            else:
-                if kv_cache.length + T - kv_cache.min_pad > self.config.block_size:
-                    raise ValueError(f"{kv_cache.length + T - kv_cache.min_pad} positions exceed block_size "
-                                     f"{self.config.block_size}")
-                pos, mask = kv_cache.positions(T), kv_cache.mask(T)
-            if self.wpe is not None:
-                x = x + self.wpe(pos)
-            else:  # per-row positions (B, T) -> tables (B, 1, T, Q/2), broadcast over heads
-                rope = (self.rope_cos[pos][:, None], self.rope_sin[pos][:, None])
+        elif self.wpe is not None:
+            x = x + self.wpe(pos)
+        else:  # per-row positions (B, T) -> tables (B, 1, T, Q/2), broadcast over heads
+            rope = (self.rope_cos[pos][:, None], self.rope_sin[pos][:, None])
         for block in self.h:
             if self.activation_checkpointing and self.training:
                 x = checkpoint(block, x, rope, None, mask, use_reentrant=False)

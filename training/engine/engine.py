@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import tempfile
 import threading
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -324,9 +326,6 @@ def cached_model(mv, tracking_uri: str, cache: Path | None = None) -> Path:
     the model cache ($CRAWL2CHAT_MODEL_CACHE): a version's artifacts do not change. Downloaded into a
     fresh temporary directory and renamed into place, so a half-written copy never looks complete
     and two processes downloading at once both end with a whole one."""
-    import shutil
-    import tempfile
-
     import mlflow
     cache = Path(cache or os.environ.get("CRAWL2CHAT_MODEL_CACHE") or Path.home() / ".cache/crawl2chat/models")
     dest = cache / f"{mv.name}-v{mv.version}-{mv.run_id[:12]}"
