@@ -321,3 +321,9 @@ def test_load_registered_mlflow_model(tiny_export, tmp_path, monkeypatch):
         assert engine.generate([prompt], params)[0].tokens == want
     with pytest.raises(InputError, match="not found in MLflow"):
         Engine.load("tiny-base@nope", tools={})
+    # a version whose run logged no model: one clear error, and no half-download left in the cache
+    empty = client.create_run(exp)
+    client.create_model_version("tiny-base", source=f"{empty.info.artifact_uri}/model", run_id=empty.info.run_id)
+    with pytest.raises(InputError, match="has no 'model' artifacts"):
+        Engine.load("tiny-base/2", tools={})
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [f"tiny-base-v1-{run.info.run_id[:12]}"]

@@ -327,13 +327,21 @@ def cached_model(mv, tracking_uri: str, cache: Path | None = None) -> Path:
     fresh temporary directory and renamed into place, so a half-written copy never looks complete
     and two processes downloading at once both end with a whole one."""
     import mlflow
+    from mlflow.exceptions import MlflowException
     cache = Path(cache or os.environ.get("CRAWL2CHAT_MODEL_CACHE") or Path.home() / ".cache/crawl2chat/models")
     dest = cache / f"{mv.name}-v{mv.version}-{mv.run_id[:12]}"
     if not (dest / "model" / "model.safetensors").exists():
         cache.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=dest.name + ".tmp", dir=cache))
-        mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path="model", dst_path=str(tmp),
-                                            tracking_uri=tracking_uri)
+        try:
+            mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path="model", dst_path=str(tmp),
+                                                tracking_uri=tracking_uri)
+        except BaseException as e:  # no partial copy stays behind in the cache
+            shutil.rmtree(tmp, ignore_errors=True)
+            if isinstance(e, MlflowException):
+                raise InputError(f"registered model {mv.name} version {mv.version}: its run {mv.run_id} has no "
+                                 f"'model' artifacts to load ({str(e).splitlines()[0]})") from e
+            raise
         try:
             tmp.rename(dest)
         except OSError:  # another process finished first: use its copy
