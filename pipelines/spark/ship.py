@@ -15,15 +15,25 @@ Third-party packages (trafilatura, fastText, presidio, pyarrow) are not shipped:
 the project's environment (the same image), at the path PYSPARK_PYTHON names. The lake itself
 is shared storage (the same path on every node) by design: the executors write the outputs the
 driver then swaps into place.
+
+What is shipped is imported by every executor, so nobody else may choose its bytes: the zips are
+built in memory, reproducibly (sorted names, fixed timestamps), and kept in a private per-user
+cache directory (`cache_dir()`: 0700, owned by this user, else refused), each named by the hash of
+its own bytes, created with O_EXCL beside its final name and renamed into place, and hashed again
+before every use. A shared /tmp would let any local user (or a sandboxed tool) plant a zip under
+the predictable name that the next cluster job imports.
 """
 from __future__ import annotations
 
 import copy
 import hashlib
+import io
 import os
-import tempfile
+import stat
 import zipfile
 from pathlib import Path
+
+from pipelines.errors import UserError
 
 PREFIX = "sparkfiles:"
 _PACKAGE = Path(__file__).resolve().parents[1]  # pipelines/
@@ -94,18 +104,73 @@ def _add(spark, path: Path, kind: str) -> str:
     return path.name
 
 
-def _zip_dir(src: Path, stem: str, arcroot: str = "") -> Path:
-    """A zip of `src` (no caches), named by its content hash so a changed folder is a new file:
-    Spark refuses to re-add a name with other content."""
+def cache_dir() -> Path:
+    """This user's private folder for shipped files ($XDG_CACHE_HOME or ~/.cache, then
+    crawl2chat/spark-ship), created 0700; UserError if it is a symlink, not a directory, owned by
+    another user or open to others: whoever can write there chooses the code executors import."""
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    path = base / "crawl2chat" / "spark-ship"
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = os.lstat(path)
+    except OSError as e:
+        raise UserError(f"{path}: cannot create the private cache for Spark's shipped code ({e.strerror}); "
+                        "set XDG_CACHE_HOME to a folder of yours") from None
+    why = ("is not a directory (a symlink?)" if not stat.S_ISDIR(st.st_mode)
+           else f"is owned by uid {st.st_uid}, not by you (uid {os.geteuid()})" if st.st_uid != os.geteuid()
+           else f"has mode {st.st_mode & 0o777:o}: others may write or read it" if st.st_mode & 0o077
+           else None)
+    if why:
+        raise UserError(f"{path} {why}; refusing to ship code from it. Remove it (or `chmod 700` it if "
+                        "it is yours) or set XDG_CACHE_HOME to a private folder")
+    return path
+
+
+def _zip_bytes(src: Path, arcroot: str) -> bytes:
+    """A zip of `src` (no caches) that depends only on the files' names and contents."""
     files = sorted(p for p in src.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
-    digest = hashlib.sha256()
-    for p in files:
-        digest.update(str(p.relative_to(src)).encode() + b"\0" + p.read_bytes())
-    out = Path(tempfile.gettempdir()) / f"{stem}-{digest.hexdigest()[:16]}.zip"
-    if not out.exists():
-        tmp = out.parent / f".{out.name}.{os.getpid()}.tmp"
-        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
-            for p in files:
-                z.write(p, str(Path(arcroot) / p.relative_to(src)))
-        tmp.replace(out)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for p in files:
+            info = zipfile.ZipInfo(str(Path(arcroot) / p.relative_to(src)), date_time=(1980, 1, 1, 0, 0, 0))
+            info.external_attr = 0o644 << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            z.writestr(info, p.read_bytes())
+    return buf.getvalue()
+
+
+def _holds(path: Path, digest: str) -> bool:
+    """`path` is a regular file of ours whose bytes hash to `digest` (not a link to one)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+            return False
+        return hashlib.file_digest(f, "sha256").hexdigest() == digest
+
+
+def _zip_dir(src: Path, stem: str, arcroot: str = "") -> Path:
+    """A zip of `src` in cache_dir(), named by the hash of its bytes so a changed folder is a new
+    file (Spark refuses to re-add a name with other content), and checked against that hash
+    before it is handed to Spark."""
+    data = _zip_bytes(src, arcroot)
+    digest = hashlib.sha256(data).hexdigest()
+    out = cache_dir() / f"{stem}-{digest[:16]}.zip"
+    if not _holds(out, digest):
+        tmp = out.with_name(f".{out.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, out)  # whatever was there (not ours, or damaged) is replaced whole
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        if not _holds(out, digest):
+            raise UserError(f"{out}: changed while it was written; is another process writing {out.parent}?")
     return out
