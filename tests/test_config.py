@@ -89,4 +89,4 @@ def test_training_config_refuses_unknown_sections_and_keys(tmp_path):
         load_training_config(p)
     with pytest.raises(ConfigError, match="not key=value"):
         load_training_config(None, ["train.lr"])
-    assert load_training_config(None, ["model.rope=true"])["model"]["rope"] is True
+    assert load_training_config(None, ["model.rope=true", "model.rmsnorm=true", "model.mlp=swiglu"])["model"]["rope"] is True

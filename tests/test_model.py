@@ -132,7 +132,8 @@ def test_generate_lengths_greedy_and_top_k():
 def test_config_overrides_and_deepspeed_derivation(tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text("train:\n  zero_stage: 2\n  micro_batch: 4\nmodel:\n  preset: tiny\n")
-    cfg = load_config(p, ["train.lr=1e-3", "model.rope=true", "eval.prompts=[a, b]", "train.batch_tokens=8192"])
+    cfg = load_config(p, ["train.lr=1e-3", "model.rope=true", "model.rmsnorm=true", "model.mlp=swiglu",
+                          "eval.prompts=[a, b]", "train.batch_tokens=8192"])
     assert cfg["train"]["lr"] == 1e-3 and cfg["model"]["rope"] is True and cfg["eval"]["prompts"] == ["a", "b"]
     assert cfg["train"]["warmup_steps"] == 20  # defaults survive
     assert parse_override("a.b=[1, 2]") == (["a", "b"], [1, 2])

@@ -173,6 +173,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             node = node.setdefault(k, {})
         node[keys[-1]] = value
     check_keys(cfg, str(path) if path else "training config", job)
+    # A fresh model must be one that transformers and llama.cpp can load: refused now, not after training
+    from training.interop.families import check_trainable
+    check_trainable(cfg["model"])
     for name, checker in OWNED_ELSEWHERE.get(job, {}).items():
         if name in cfg:
             checker(cfg[name], path)

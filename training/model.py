@@ -2,7 +2,9 @@
 
 Pre-LN transformer blocks, causal self-attention through `F.scaled_dot_product_attention(is_causal=True)`
 (flash / memory-efficient kernels on GPUs, a fused math kernel on CPU), GELU MLP, tied input/output
-embeddings. RoPE, RMSNorm, QK-norm and an untied head are config switches, not forks.
+embeddings. RoPE, RMSNorm, QK-norm, a SwiGLU MLP and an untied head are config switches, not forks;
+the combinations a standard architecture has (GPT-2, Llama, Qwen3) are the ones the training config
+accepts (training/interop/families.py), so every trained model exports to transformers and llama.cpp.
 
 The embedding table and the head are padded to a multiple of `vocab_pad_multiple` rows (50257 -> 50304
 for GPT-2): a matmul whose width is a multiple of 128 runs on full tensor-core tiles. The head returns
@@ -22,6 +24,7 @@ then trained exactly as inference sees it: alone, from position 0.
 Sizing math (per block, d = n_embd, bias terms ignored):
     attention: qkv projection 3·d² + output projection d²   = 4·d²
     MLP:       d → 4d → d                                   = 8·d²
+               SwiGLU: d → 2·h (gate, up) → h → d, h ≈ 8d/3  ≈ 8·d² (the same budget, as Llama sizes it)
     block total ≈ 12·d²;  model ≈ 12·L·d² + V·d (token embedding) + T·d (learned positions)
 """
 from __future__ import annotations
@@ -50,6 +53,7 @@ class GPTConfig:
     rmsnorm: bool = False       # RMSNorm instead of LayerNorm
     qk_norm: bool = False       # normalize q and k per head before attention (stabilizes large lr)
     tie_embeddings: bool = True # lm_head shares the token embedding matrix (GPT-2)
+    mlp: str = "gelu"           # "gelu" (GPT-2) or "swiglu" (Llama / Qwen3: silu(gate) * up)
     vocab_pad_multiple: int = 128  # table/head rows rounded up to this (1 = no padding)
 
     @property
@@ -57,6 +61,18 @@ class GPTConfig:
         """Rows of the token table and the head: vocab_size rounded up to vocab_pad_multiple."""
         m = max(1, self.vocab_pad_multiple)
         return -(-self.vocab_size // m) * m
+
+    def __post_init__(self):
+        if self.mlp not in ("gelu", "swiglu"):
+            raise ValueError(f"mlp must be 'gelu' or 'swiglu', got {self.mlp!r}")
+
+    @property
+    def mlp_hidden(self) -> int:
+        """MLP hidden width: 4d for GELU; for SwiGLU 8d/3 rounded up to a multiple of 64 (its three
+        matrices then hold about the 8·d² of GELU's two, as Llama sizes it)."""
+        if self.mlp == "gelu":
+            return 4 * self.n_embd
+        return -(-8 * self.n_embd // (3 * 64)) * 64
 
     @classmethod
     def from_dict(cls, d: dict) -> "GPTConfig":
@@ -210,11 +226,16 @@ class CausalSelfAttention(nn.Module):
 class MLP(nn.Module):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
-        self.c_fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=cfg.bias)
-        self.c_proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        # SwiGLU: one matmul computes gate and up side by side (rows [:h] gate, [h:] up)
+        self.swiglu, hidden = cfg.mlp == "swiglu", cfg.mlp_hidden
+        self.c_fc = nn.Linear(cfg.n_embd, (2 if self.swiglu else 1) * hidden, bias=cfg.bias)
+        self.c_proj = nn.Linear(hidden, cfg.n_embd, bias=cfg.bias)
         self.c_proj.residual_scale = True  # type: ignore[attr-defined]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.swiglu:
+            gate, up = self.c_fc(x).chunk(2, dim=-1)
+            return self.c_proj(F.silu(gate) * up)
         return self.c_proj(F.gelu(self.c_fc(x), approximate="tanh"))
 
 
