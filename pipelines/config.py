@@ -6,6 +6,10 @@ the result against the schema below: an unknown section or key (`langauge:`), a 
 document) is a `ConfigError` naming the file, the field and the allowed values. The CLI and the
 Dagster resource both load through here, so both refuse the same mistakes.
 
+Every size (bytes, documents, tokens, processes) has an upper bound too: a typo such as
+`max_body_bytes: 1000000000000` is one config error here, not an allocation failure deep in a
+library (fastwarc aborted the process with a Rust backtrace).
+
 The schema only checks; the dict it returns keeps the file's values (the stages take their own
 sections as keyword arguments, and MLflow logs them as params).
 """
@@ -33,7 +37,9 @@ class Section(BaseModel):
 class WarcReaderConfig(Section):
     mime_types: list[str] = Field(min_length=1)
     only_http_ok: bool
-    max_body_bytes: int = Field(default=4 << 20, gt=0)
+    # a body is held (and fastwarc allocates its read buffer) up to this: 1 GiB is far past any page
+    max_body_bytes: int = Field(default=4 << 20, gt=0, le=1 << 30)
+    max_invalid_bytes_frac: float = Field(default=0.005, ge=0.0, le=0.1)
 
 
 class URLFilterConfig(Section):
@@ -46,8 +52,8 @@ class ExtractionConfig(Section):
     backend: Literal["trafilatura", "resiliparse"]
     timeout_s: float | None = Field(default=None, gt=0)
     wall_timeout_s: float | None = Field(default=None, gt=0)
-    workers: int = Field(ge=0)
-    lookahead: int = Field(ge=1)
+    workers: int = Field(ge=0, le=1024)
+    lookahead: int = Field(ge=1, le=1024)
     extractor: str | None = None
     resiliparse_collapse_blank_lines: bool
     favor_precision: bool
@@ -108,10 +114,10 @@ class FineWebQualityConfig(Section):
 
 
 class MinhashConfig(Section):
-    num_perm: int = Field(ge=1)
-    bands: int = Field(ge=1)
-    rows: int = Field(ge=1)
-    shingle_words: int = Field(ge=1)
+    num_perm: int = Field(ge=1, le=1 << 14)
+    bands: int = Field(ge=1, le=1 << 14)
+    rows: int = Field(ge=1, le=1 << 14)
+    shingle_words: int = Field(ge=1, le=1 << 10)
     seed: int
 
     @model_validator(mode="after")
@@ -130,14 +136,14 @@ class PIIConfig(Section):
     phone_regions: list[str]
     phone_leniency: int = Field(ge=0, le=3)
     score_threshold: float = Fraction
-    window_margin: int = Field(ge=0)
+    window_margin: int = Field(ge=0, le=1 << 16)
 
 
 class ChecksConfig(Section):
     min_language_share: float = Fraction
     dedup_rate_min: float = Fraction
     dedup_rate_max: float = Fraction
-    pii_sample_docs: int = Field(ge=0)
+    pii_sample_docs: int = Field(ge=0, le=1 << 24)
 
     @model_validator(mode="after")
     def _range(self):
@@ -148,12 +154,12 @@ class ChecksConfig(Section):
 
 class TokenizerConfig(Section):
     vocab_size: int = Field(ge=264, le=1 << 22)   # 256 bytes + 8 reserved specials at least
-    max_chars: int | None = Field(default=None, ge=1)
-    max_docs: int | None = Field(default=None, ge=1)
+    max_chars: int | None = Field(default=None, ge=1, le=1 << 40)
+    max_docs: int | None = Field(default=None, ge=1, le=1 << 32)
     min_frequency: int = Field(ge=1)
     val_fraction: float = Field(ge=0.0, lt=1.0)
-    shard_tokens: int = Field(ge=1)
-    encode_batch_docs: int = Field(ge=1)
+    shard_tokens: int = Field(ge=1, le=1 << 32)
+    encode_batch_docs: int = Field(ge=1, le=1 << 20)
 
 
 class DataConfig(Section):

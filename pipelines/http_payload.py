@@ -10,16 +10,18 @@ Real archives break the happy path in a few known ways, each with its own policy
   body. It is taken as a 200 text/html page when its first KiB looks like HTML (`looks_like_html`:
   a `<html`, `<!doctype html`, `<head` or `<body` tag); the reader counts every such record as
   `no_http_headers` and drops the others with that reason (never `http_status`: nothing said 4xx).
-- **`Transfer-Encoding: chunked` on a body stored de-chunked** (pywb and webrecorder archives keep
-  the header but write the payload de-chunked): fastwarc's de-chunking fails on it. The body is
-  then de-chunked leniently, the way warcio's ChunkedDataReader does it: if the first chunk-size
-  line does not parse the body is taken raw (warcio: "assume not chunked"), chunks are kept up to
-  the first line that does not parse (the rest raw from there) and a cut-short chunk keeps what
-  is there; then any Content-Encoding is decoded. The reader counts it as `dechunk_fallback`.
-  (warcio also drops the two bytes it read looking for a chunk terminator that was not there;
-  we keep them.)
-- **A Content-Encoding that cannot be decoded** (corrupt gzip, x-gzip, zstd): the body is None;
-  the reader drops the record as `undecodable` and counts `content_decoding_failed`.
+- **A coding named in the headers that the body does not carry** (stored decoded): one policy for
+  both codings. `Transfer-Encoding: chunked` on a body stored de-chunked (pywb and webrecorder
+  archives keep the header) is de-chunked leniently, the way warcio's ChunkedDataReader does it: if
+  the first chunk-size line does not parse the body is taken raw (warcio: "assume not chunked"),
+  chunks are kept up to the first line that does not parse (the rest raw from there) and a
+  cut-short chunk keeps what is there; counted as `dechunk_fallback`. (warcio also drops the two
+  bytes it read looking for a chunk terminator that was not there; we keep them.)
+  `Content-Encoding: gzip` (deflate, br, ...) on a body stored decoded (a Japanese crawl had every
+  page so) is read as it is when it is plain text and does not start with a gzip/zstd magic;
+  counted as `content_encoding_fallback`.
+- **A Content-Encoding that cannot be decoded** (a corrupt gzip stream, x-gzip, zstd): the body is
+  None; the reader drops the record as `undecodable` and counts `content_decoding_failed`.
 - **Header lines ending in a bare LF** (ClueWeb-era files): parsed like CRLF lines.
 
 Bodies are decoded by fastwarc (gzip, deflate, brotli, chunked) from an in-memory one-record WARC,
@@ -92,27 +94,50 @@ def looks_like_html(data: bytes) -> bool:
     return any(sign in head for sign in _HTML_SIGNS)
 
 
-def decode_body(head: HttpHead, head_bytes: bytes, raw: bytes, max_body: int) -> tuple[bytes | None, str | None]:
-    """(body, event) with the transfer and content codings of `raw` undone, at most max_body + 1
-    bytes of it (one more says "longer"). event: None, "dechunk_fallback" or
-    "content_decoding_failed" (then body is None)."""
+def decode_body(head: HttpHead, head_bytes: bytes, raw: bytes, max_body: int) -> tuple[bytes | None, tuple[str, ...]]:
+    """(body, events) with the transfer and content codings of `raw` undone, at most max_body + 1
+    bytes of it (one more says "longer"). events: what the fallback did ("dechunk_fallback",
+    "content_encoding_fallback") or "content_decoding_failed" (then body is None).
+
+    One policy for both codings (module doc): undo it when the body carries it; when the header
+    names a coding the body does not carry (stored decoded, as pywb and many crawlers do), read the
+    body as it is, counted; only a body that carries a coding and still does not decode is lost."""
     if head.transfer_encoding is None and head.content_encoding is None:
-        return raw[:max_body + 1], None
+        return raw[:max_body + 1], ()
     try:
-        return _fastwarc_decode(head_bytes, raw, "all", max_body), None
+        return _fastwarc_decode(head_bytes, raw, "all", max_body), ()
     except Exception:  # noqa: BLE001 - fastwarc raises OSError or ValueError on bad codings
         pass
-    if head.transfer_encoding is None or "chunked" not in head.transfer_encoding:
-        return None, "content_decoding_failed"
-    # de-chunked already (or cut short): dechunk leniently, then the content coding only
-    body = dechunk_leniently(raw)
+    events: list[str] = []
+    body = raw
+    if head.transfer_encoding is not None and "chunked" in head.transfer_encoding:
+        try:
+            body = _fastwarc_decode(head_bytes, raw, "transfer", len(raw))
+        except Exception:  # noqa: BLE001 - de-chunked already (or cut short): as far as it is chunked
+            body = dechunk_leniently(raw)
+            events.append("dechunk_fallback")
+        head_bytes = _TRANSFER_ENCODING_LINE.sub(b"", head_bytes)  # the content coding alone next
     if head.content_encoding is None:
-        return body[:max_body + 1], "dechunk_fallback"
+        return body[:max_body + 1], tuple(events)
     try:
-        return _fastwarc_decode(_TRANSFER_ENCODING_LINE.sub(b"", head_bytes), body, "content", max_body), \
-            "dechunk_fallback"
+        return _fastwarc_decode(head_bytes, body, "content", max_body), tuple(events)
     except Exception:  # noqa: BLE001
-        return None, "content_decoding_failed"
+        pass
+    if _stored_decoded(body):
+        return body[:max_body + 1], (*events, "content_encoding_fallback")
+    return None, (*events, "content_decoding_failed")
+
+
+# Magic bytes of the codings a body can carry (gzip, zstd); deflate (zlib) and brotli have none
+# that text could not start with, so for them the text test below decides alone.
+_CODING_MAGIC = (b"\x1f\x8b", b"\x28\xb5\x2f\xfd")
+
+
+def _stored_decoded(body: bytes) -> bool:
+    """Is a body that failed to decode plain text, i.e. stored already decoded? Compressed data is
+    near-random bytes (~10% C0 controls), so `_mostly_text` (<= 1%) never holds for more than a few
+    bytes of it; a body that starts with a coding's magic is a damaged stream, not text."""
+    return bool(body) and not body.startswith(_CODING_MAGIC) and _mostly_text(body)
 
 
 def _fastwarc_decode(head_bytes: bytes, raw: bytes, mode: str, max_body: int) -> bytes:
@@ -168,34 +193,54 @@ def _html5_label(label: str | None) -> str | None:
     return map_encoding_to_html5(label.strip().strip("\"'"))
 
 
-def decode_html(body: bytes, http_charset: str | None = None) -> tuple[str, str] | None:
-    """(text, encoding) or None when nothing decodes it sanely.
+def decode_html(body: bytes, http_charset: str | None = None,
+                max_invalid_frac: float = 0.0) -> tuple[str, str, int] | None:
+    """(text, encoding, invalid bytes replaced) or None when nothing decodes it sanely.
 
     Order: a BOM; UTF-8 when the bytes are valid UTF-8 (FineWeb: "UTF-8, else detected"; also
     right when an ASCII/latin-1 label sits on UTF-8 bytes, which is common); the HTTP charset;
     a `<meta charset>` / http-equiv tag in the first 4 KB; uchardet detection (resiliparse).
-    Labels are mapped as browsers do (WHATWG: latin-1 and ascii mean windows-1252)."""
+    Labels are mapped as browsers do (WHATWG: latin-1 and ascii mean windows-1252).
+
+    Strict first, always: a page that one candidate decodes cleanly is never read leniently. Only
+    when every candidate fails is the one with the fewest invalid bytes used with errors="replace"
+    (each bad sequence becomes U+FFFD), if those bytes are at most `max_invalid_frac` of the body:
+    real pages with a few stray bytes (0.1-0.4% of them, a cut multi-byte character, one pasted
+    latin-1 line in a UTF-8 page) were lost whole. datatrove 0.2.0 drops them (max_invalid_frac 0)."""
     for bom, enc in _BOMS:
         if body.startswith(bom):
             try:
-                return body[len(bom):].decode(enc), enc
+                return body[len(bom):].decode(enc), enc, 0
             except UnicodeDecodeError:
                 break
     if not _mostly_text(body):
         return None
-    tried = set()
+    tried: list[str] = []
     candidates = [lambda: "utf-8", lambda: _html5_label(http_charset), lambda: _meta_charset(body),
                   lambda: _detect(body)]
     for get in candidates:
         enc = get()
         if not enc or enc in tried:
             continue
-        tried.add(enc)
         try:
-            return body.decode(enc), enc
-        except (UnicodeDecodeError, LookupError):
+            return body.decode(enc), enc, 0
+        except UnicodeDecodeError:
+            tried.append(enc)
+        except LookupError:
             continue
+    if max_invalid_frac > 0 and tried:
+        invalid, enc = min((_invalid_bytes(body, enc), i, enc) for i, enc in enumerate(tried))[::2]
+        if invalid <= max_invalid_frac * len(body):
+            return body.decode(enc, "replace"), enc, invalid
     return None
+
+
+_ESCAPED_BYTE = re.compile("[\udc80-\udcff]")  # what surrogateescape makes of one undecodable byte
+
+
+def _invalid_bytes(body: bytes, encoding: str) -> int:
+    """How many bytes of `body` do not decode in `encoding`."""
+    return len(_ESCAPED_BYTE.findall(body.decode(encoding, "surrogateescape")))
 
 
 def _meta_charset(body: bytes) -> str | None:

@@ -16,6 +16,7 @@ import threading
 from pathlib import Path
 
 from pipelines.document import Document
+from pipelines.errors import ConfigError
 from pipelines.runner import Filter
 
 _MODELS: dict[str, object] = {}
@@ -31,8 +32,15 @@ def bundled_model_path() -> Path:
     return Path(str(path))
 
 
+def check_model_path(path: str | Path) -> None:
+    if not Path(path).is_file():
+        raise ConfigError(f"language.model_path: {path} is not a file (a fastText language ID model such "
+                          "as lid.176.bin or .ftz; null for the bundled lid.176.ftz)")
+
+
 def load_model(path: str | Path | None = None):
-    """The fastText model at `path` (default: the bundled lid.176.ftz), loaded once per process."""
+    """The fastText model at `path` (default: the bundled lid.176.ftz), loaded once per process.
+    A configured path that is not there or not a fastText model is a ConfigError (one line)."""
     key = str(path or bundled_model_path())
     model = _MODELS.get(key)
     if model is None:
@@ -41,7 +49,11 @@ def load_model(path: str | Path | None = None):
             if model is None:
                 import fasttext
 
-                model = fasttext.load_model(key)
+                check_model_path(key)
+                try:
+                    model = fasttext.load_model(key)
+                except ValueError as e:  # fastText's "cannot be opened for loading", bad magic
+                    raise ConfigError(f"language.model_path: {key} is not a fastText model ({e})") from None
                 _MODELS[key] = model
     return model
 
@@ -62,6 +74,8 @@ class LanguageFilter(Filter):
 
     def __init__(self, languages=("en",), threshold: float = 0.65, model_path: str | None = None,
                  newline_replacement: str = ""):
+        if model_path is not None:  # before any work, not at the first document in a worker
+            check_model_path(model_path)
         # languages: null or [] keeps any language whose top score passes the threshold
         self.languages = frozenset(languages or ())
         self.threshold = threshold

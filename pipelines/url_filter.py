@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Iterable
 
 from pipelines.document import Document
+from pipelines.errors import ConfigError
 from pipelines.runner import Filter
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,27 @@ WORD_FILES = {"hard": "hard_banned.txt", "soft": "soft_banned.txt", "subwords": 
 
 _NON_ALNUM = re.compile(r"[^a-z0-9]+")  # ASCII only, as datatrove: percent-escapes split into tokens
 _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.\-]*://")
+_SCHEME_AUTHORITY = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.\-]*)://([^/?#]*)")
+
+
+def canonical_url(url: str | None) -> str | None:
+    """A WARC-Target-URI as the URL it names: the one form the reader stores and the filter checks.
+
+    wget (and WARC/1.0's grammar) writes the URI in angle brackets, `<https://a.example/>`; some
+    writers leave spaces around it; scheme and host are case-insensitive (RFC 3986). Left as they
+    were, `<https://blocked.example/>` had `<https` for a host and got past every domain list, and
+    the same page under two spellings was two URLs. Only those are changed: userinfo, path, query
+    and fragment keep their case and bytes (they are case-sensitive)."""
+    if url is None:
+        return None
+    u = url.strip()
+    if u.startswith("<") and u.endswith(">"):
+        u = u[1:-1].strip()
+    m = _SCHEME_AUTHORITY.match(u)
+    if m is None:
+        return u
+    userinfo, at, host = m.group(2).rpartition("@")
+    return f"{m.group(1).lower()}://{userinfo}{at}{host.lower()}{u[m.end():]}"
 
 
 def normalize_url(url: str) -> str:
@@ -144,12 +166,14 @@ class URLFilter(Filter):
                  len(self.banned_subwords), self._subwords.backend, self.blocklist_dir)
 
     def _category_dirs(self) -> list[Path]:
+        # a config mistake: one line for the user (errors.py), not a traceback from a worker
         if not self.blocklist_dir.is_dir():
-            raise FileNotFoundError(f"url_filter.blocklist_dir {self.blocklist_dir} is not a folder")
+            raise ConfigError(f"url_filter.blocklist_dir: {self.blocklist_dir} is not a folder (a UT1-layout "
+                              "folder of category/{domains,urls}; null for the shipped lists)")
         if self.categories is not None:
             missing = [c for c in self.categories if not (self.blocklist_dir / c).is_dir()]
             if missing:
-                raise FileNotFoundError(f"block list categories {missing} not in {self.blocklist_dir}")
+                raise ConfigError(f"url_filter.categories: {', '.join(missing)} not a folder in {self.blocklist_dir}")
             return [self.blocklist_dir / c for c in self.categories]
         return sorted(p for p in self.blocklist_dir.iterdir()
                       if p.is_dir() and p.name != "words" and not p.name.startswith((".", "_")))
@@ -161,6 +185,7 @@ class URLFilter(Filter):
 
     def check(self, url: str) -> str | None:
         """The drop reason for `url`, or None to keep it."""
+        url = canonical_url(url)  # the reader stores it so; documents from elsewhere may not be
         host = url_host(url)
         if host:
             registered = self._registered(host)

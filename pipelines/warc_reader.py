@@ -1,20 +1,29 @@
 """WARC reader: the source stage. WARC files in, one Document per HTML response out.
 
 Built on fastwarc's ArchiveIterator (streaming). Keeps `response` records with a 2xx status
-and an HTML MIME type, decodes the body to text (the HTML, extraction comes later) and keeps
-provenance: id = WARC-Record-ID, url, date (WARC-Date), dump (crawl name), file_path and the
+and a payload type in `mime_types`, decodes the body to text (the HTML, extraction comes later) and
+keeps provenance: id = WARC-Record-ID, url, date (WARC-Date), dump (crawl name), file_path and the
 record's byte offset. Drops, with reason: `http_status`, `non_html`, `no_http_headers`,
 `undecodable`, `oversize_body`. Every record is accounted for, per file: `records` =
 responses (docs_in: each kept or dropped with a reason) + `other_records` (warcinfo, request, ...).
 
+The payload type is the record's WARC-Identified-Payload-Type when it has one (Common Crawl's,
+detected from the bytes: what FineWeb decided on), else the HTTP Content-Type. `mime_types`
+defaults to FineWeb's (datatrove 0.2.0) [text/html]: application/xhtml+xml pages are dropped as
+`non_html`, as FineWeb did; list it to read them. The url is the WARC-Target-URI in one canonical
+form (url_filter.canonical_url: no `<...>` around it, as wget writes it, no surrounding spaces,
+lower-case scheme and host), the form every later stage sees, the URL filter included.
+
 The HTTP message inside a response is parsed by pipelines/http_payload.py, which holds the
 policies for what real archives do to it: a response with no HTTP status line is a 200 HTML page
 when its payload looks like HTML, else dropped as `no_http_headers` (all counted as
-`no_http_headers`); `Transfer-Encoding: chunked` on a body stored de-chunked (pywb) is read raw
-(`dechunk_fallback`); a Content-Encoding that does not decode is `undecodable`
-(`content_decoding_failed`). Files whose header lines end in a bare LF (ClueWeb09's WARC/0.18)
-are read in fastwarc's lenient mode, chosen per file (`lenient_warc_parsing`); pre-1.0 versions
-with CRLF lines (WARC/0.17) read as they are.
+`no_http_headers`); a transfer or content coding named in the headers that the body does not
+carry (stored decoded) is read as stored (`dechunk_fallback`, `content_encoding_fallback`); a
+Content-Encoding that does not decode is `undecodable` (`content_decoding_failed`). A body that no
+charset decodes cleanly is read with its few invalid bytes replaced when they are at most
+`max_invalid_bytes_frac` of it (`lenient_decode`), else dropped as `undecodable`. Files whose
+header lines end in a bare LF (ClueWeb09's WARC/0.18) are read in fastwarc's lenient mode, chosen
+per file (`lenient_warc_parsing`); pre-1.0 versions with CRLF lines (WARC/0.17) read as they are.
 
 Records are read by pipelines/warc_records.py, which keeps memory bounded and survives damaged
 files (truncated or corrupt gzip members, wrong lengths, garbage between records); what it finds is
@@ -53,9 +62,9 @@ class WarcReader(Stage):
     name = "warc_reader"
     is_source = True  # counts its own docs_in: response records seen
 
-    def __init__(self, paths: Iterable = (), mime_types=("text/html", "application/xhtml+xml"),
+    def __init__(self, paths: Iterable = (), mime_types=("text/html",),
                  only_http_ok: bool = True, dump: str | None = None,
-                 max_body_bytes: int = DEFAULT_MAX_BODY_BYTES):
+                 max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, max_invalid_bytes_frac: float = 0.005):
         self.paths = [Path(p) for p in paths]
         self.mime_types = tuple(m.lower() for m in mime_types)
         self.only_http_ok = only_http_ok
@@ -64,10 +73,12 @@ class WarcReader(Stage):
         if self.max_body_bytes <= 0:
             raise ConfigError(f"warc_reader.max_body_bytes must be a positive number of bytes, "
                               f"got {max_body_bytes!r}")
+        self.max_invalid_bytes_frac = float(max_invalid_bytes_frac)
 
     def config(self) -> dict:
         return {"mime_types": list(self.mime_types), "only_http_ok": self.only_http_ok,
-                "dump": self.dump, "max_body_bytes": self.max_body_bytes, "n_files": len(self.paths)}
+                "dump": self.dump, "max_body_bytes": self.max_body_bytes,
+                "max_invalid_bytes_frac": self.max_invalid_bytes_frac, "n_files": len(self.paths)}
 
     def _wanted(self, r: RawRecord) -> bool:
         """Read the body only of records that will be kept (drops stay cheap)."""
@@ -97,19 +108,22 @@ class WarcReader(Stage):
                 meta = {"url": r.url, "date": r.date, "dump": dump, "file_path": str(path),
                         "warc_record_offset": r.pos}
                 doc = Document("", r.record_id or f"{path}:{r.pos}", meta)
-                for quirk in ([] if r.http else ["no_http_headers"]) + ([r.event] if r.event else []):
+                quirks = ([] if r.http else ["no_http_headers"]) + list(r.events)
+                reason = self._reason(r)
+                if reason is None:
+                    decoded = decode_html(r.body or b"", r.charset, self.max_invalid_bytes_frac)
+                    if decoded is None:
+                        reason = "undecodable"
+                    else:
+                        doc.text = decoded[0]
+                        if decoded[2]:
+                            quirks.append("lenient_decode")
+                for quirk in quirks:
                     ctx.count(quirk)
                     if quirk not in logged:
                         logged.add(quirk)
                         log.warning("%s: response record %s (%s): %s (further ones in this file are "
                                     "counted, not logged)", path, r.record_id, r.url, _QUIRKS[quirk])
-                reason = self._reason(r)
-                if reason is None:
-                    decoded = decode_html(r.body or b"", r.charset)
-                    if decoded is None:
-                        reason = "undecodable"
-                    else:
-                        doc.text = decoded[0]
                 if reason is not None:
                     meta["http_status"], meta["content_type"] = r.status, r.mime
                     if reason == "oversize_body":
@@ -143,14 +157,17 @@ class WarcReader(Stage):
             return "non_html"
         if r.oversize:
             return "oversize_body"
-        return "undecodable" if r.event == "content_decoding_failed" else None
+        return "undecodable" if "content_decoding_failed" in r.events else None
 
 
 # What each record-level quirk counter means (one warning line per file and kind).
 _QUIRKS = {"no_http_headers": "no HTTP status line: the block is the payload (kept as a 200 page when "
                               "it looks like HTML, else dropped as no_http_headers)",
            "dechunk_fallback": "Transfer-Encoding: chunked on a body that is not chunked: read raw",
-           "content_decoding_failed": "its Content-Encoding does not decode: dropped as undecodable"}
+           "content_encoding_fallback": "a Content-Encoding on a body stored decoded (plain text): read as it is",
+           "content_decoding_failed": "its Content-Encoding does not decode: dropped as undecodable",
+           "lenient_decode": "no charset decodes it cleanly; a few invalid bytes (at most "
+                             "max_invalid_bytes_frac of the body) replaced with U+FFFD"}
 
 
 def iter_warc_documents(paths: Iterable, dump: str | None = None, stats: StageStats | None = None,

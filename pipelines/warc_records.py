@@ -20,11 +20,15 @@ wrong Content-Length makes it read into the next record. So the reader:
 - after an error, or a stop before the end of the file, resynchronises at the next gzip member
   that decompresses cleanly and starts with `WARC/` (the next `WARC/x.y` version line in plain
   files) and restarts the iterator there;
+- in a plain file, when a record's Content-Length runs past the end of the file (fastwarc stops
+  there without an error, and everything after the record was lost in silence), reads that record
+  up to the next version line (`bad_content_length`) and goes on from there; with no record after
+  it, the file was cut short (`truncated_record`, read as far as it goes);
 - in a lenient-mode file, whose parser skips what it cannot parse without an error, checks that
   each record ends where the next member starts (else as after an error) and, in plain files,
   counts the version lines it returned no record for (`unparsed_record`);
-- counts each event (`truncated_gzip`, `corrupt_gzip`, `bad_content_length`, `invalid_record`,
-  `single_gzip_stream`, `empty_file`, ...) through `count` and logs one line for it.
+- counts each event (`truncated_gzip`, `corrupt_gzip`, `bad_content_length`, `truncated_record`,
+  `invalid_record`, `single_gzip_stream`, `empty_file`, ...) through `count` and logs one line for it.
 """
 from __future__ import annotations
 
@@ -40,6 +44,7 @@ from typing import Iterator
 from fastwarc.warc import ArchiveIterator, WarcRecordType
 
 from pipelines.http_payload import HEAD_PEEK, blank_line, decode_body, looks_like_html, parse_head
+from pipelines.url_filter import canonical_url
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +54,7 @@ DEFAULT_MAX_BODY_BYTES = 4 << 20
 # inflates past max_body_bytes + this cannot hold a body within the cap.
 _HEADER_SLACK = 1 << 20
 _PIECE = 1 << 20  # the most one zlib call may produce: 64 KiB of bomb would otherwise be 64 MiB at once
+_CONTENT_LENGTH = re.compile(rb"(?im)^content-length:[ \t]*(\d+)")
 _VERSION_LINE = re.compile(rb"(WARC/\d\.\d+)\r?\n")  # WARC/1.0, WARC/1.1; WARC/0.17, WARC/0.18 (pre-ISO)
 
 
@@ -62,12 +68,13 @@ class RawRecord:
     declared_length: int = 0
     http: bool = False       # has an HTTP status line
     status: int | None = None
-    mime: str | None = None
+    mime: str | None = None  # the payload's type: WARC-Identified-Payload-Type, else the HTTP Content-Type
     charset: str | None = None
     looks_html: bool = False  # no HTTP status line, and the payload looks like HTML
     body: bytes | None = None
     oversize: bool = False   # the body is longer than the cap: not kept, dropped as oversize_body
-    event: str | None = None  # dechunk_fallback / content_decoding_failed (then body is None)
+    events: tuple[str, ...] = ()  # dechunk_fallback, content_encoding_fallback, content_decoding_failed
+                                  # (then body is None): http_payload.decode_body
 
 
 def _materialize(rec, pos: int | None, want_body, max_body: int) -> RawRecord:
@@ -77,7 +84,7 @@ def _materialize(rec, pos: int | None, want_body, max_body: int) -> RawRecord:
     if rec.record_type != WarcRecordType.response:
         return RawRecord(pos, False)
     h = rec.headers
-    r = RawRecord(pos, True, rec.record_id, h.get("WARC-Target-URI"), h.get("WARC-Date"))
+    r = RawRecord(pos, True, rec.record_id, canonical_url(h.get("WARC-Target-URI")), h.get("WARC-Date"))
     try:
         r.declared_length = int(h.get("Content-Length") or 0)
     except ValueError:
@@ -88,6 +95,12 @@ def _materialize(rec, pos: int | None, want_body, max_body: int) -> RawRecord:
         r.looks_html = looks_like_html(start)
     else:
         r.http, r.status, r.mime, r.charset = True, head.status, head.mime, head.charset
+    # Common Crawl's type detected from the payload bytes: what FineWeb (datatrove 0.2.0) decides
+    # on, in place of what the server said (it writes XHTML served as text/html as
+    # application/xhtml+xml, and FineWeb skipped those)
+    identified = (h.get("WARC-Identified-Payload-Type") or "").split(";")[0].strip().lower()
+    if identified and r.http:
+        r.mime = identified
     if not want_body(r):
         return r
     # The raw (still encoded) body, at most cap + slack bytes: fastwarc inflates the gzip member
@@ -97,7 +110,7 @@ def _materialize(rec, pos: int | None, want_body, max_body: int) -> RawRecord:
     if len(raw) > max_body + _HEADER_SLACK:
         r.oversize = True
         return r
-    body, r.event = decode_body(head, start[:at], raw, max_body) if head else (raw, None)
+    body, r.events = decode_body(head, start[:at], raw, max_body) if head else (raw, ())
     if body is not None and len(body) > max_body:
         r.oversize = True
     else:
@@ -279,7 +292,32 @@ def _records(path: Path, f, size: int, gz: bool, lenient: bool, count, want_body
                     log.warning("%s: the gzip stream is cut short; the record at the cut and any "
                                 "after it are lost", path)
                 elif pending is not None:
-                    yield pending
+                    end = None if gz or lenient else _declared_end(fd, last_pos)
+                    if end is None or end <= size:
+                        yield pending
+                        return
+                    # fastwarc stops without a word when a record's length runs past the end of
+                    # the file: the file is cut short, or the length lies and records follow
+                    nxt = _next_member(fd, last_pos + 1, size, False, 0)
+                    if nxt is None:
+                        count("truncated_record")
+                        log.warning("%s: the record at byte %d runs %d bytes past the end of the file "
+                                    "(cut short): read as far as it goes", path, last_pos, end - size)
+                        yield pending
+                        return
+                    count("bad_content_length")
+                    log.warning("%s: record at byte %d says it ends at byte %d, past the end of the file "
+                                "(%d bytes); the next record starts at byte %d: read up to it, then on",
+                                path, last_pos, end, size, nxt)
+                    if nxt - last_pos > max_member:
+                        pending.oversize, pending.body = pending.is_response, None
+                    else:
+                        pending = _repair_length(pending, os.pread(fd, nxt - last_pos, last_pos), want_body,
+                                                 max_body_bytes)
+                    if pending is not None:
+                        yield pending
+                    start = nxt
+                    continue
                 return
             if pending is not None:
                 yield pending
@@ -350,6 +388,14 @@ def _records(path: Path, f, size: int, gz: bool, lenient: bool, count, want_body
         if nxt is None:
             return
         start = nxt
+
+
+def _declared_end(fd: int, pos: int) -> int | None:
+    """Where the record at `pos` of a plain file ends by its Content-Length (None: unreadable)."""
+    head = os.pread(fd, HEAD_PEEK, pos)
+    end, sep = blank_line(head)
+    m = _CONTENT_LENGTH.search(head, 0, end) if end >= 0 else None
+    return pos + end + sep + int(m.group(1)) if m else None
 
 
 def _member_end(fd: int, pos: int, size: int, max_bytes: int) -> int | None:

@@ -41,6 +41,19 @@ def test_unknown_key_inside_a_section(tmp_path):
     ("checks:\n  dedup_rate_min: 0.6\n", "checks"),                 # above dedup_rate_max 0.5
     ("tokenizer:\n  vocab_size: 100\n", "tokenizer.vocab_size"),
     ("warc_reader:\n  mime_types: []\n", "warc_reader.mime_types"),
+    # every size has an upper bound: 1e12 bytes made fastwarc abort the process with a Rust backtrace
+    ("warc_reader:\n  max_body_bytes: 1000000000000\n", "warc_reader.max_body_bytes: input should be less than"),
+    ("warc_reader:\n  max_invalid_bytes_frac: 0.5\n", "warc_reader.max_invalid_bytes_frac"),
+    ("extraction:\n  lookahead: 100000000\n", "extraction.lookahead"),
+    ("extraction:\n  workers: 100000\n", "extraction.workers"),
+    ("minhash:\n  num_perm: 100000000\n  bands: 1\n  rows: 100000000\n", "minhash.num_perm"),
+    ("minhash:\n  shingle_words: 100000000\n", "minhash.shingle_words"),
+    ("pii:\n  window_margin: 1000000000\n", "pii.window_margin"),
+    ("checks:\n  pii_sample_docs: 1000000000000\n", "checks.pii_sample_docs"),
+    ("tokenizer:\n  shard_tokens: 1000000000000\n", "tokenizer.shard_tokens"),
+    ("tokenizer:\n  encode_batch_docs: 1000000000\n", "tokenizer.encode_batch_docs"),
+    ("tokenizer:\n  max_docs: 100000000000\n", "tokenizer.max_docs"),
+    ("tokenizer:\n  max_chars: 10000000000000000\n", "tokenizer.max_chars"),
 ])
 def test_wrong_types_and_ranges(tmp_path, yaml_text, field):
     with pytest.raises(ConfigError, match=rf"{field}"):
@@ -90,3 +103,25 @@ def test_training_config_refuses_unknown_sections_and_keys(tmp_path):
     with pytest.raises(ConfigError, match="not key=value"):
         load_training_config(None, ["train.lr"])
     assert load_training_config(None, ["model.rope=true", "model.rmsnorm=true", "model.mlp=swiglu"])["model"]["rope"] is True
+
+
+@pytest.mark.parametrize("yaml_text, what", [
+    ("warc_reader:\n  max_body_bytes: 1000000000000\n", "warc_reader.max_body_bytes"),
+    ("url_filter:\n  blocklist_dir: {tmp}/no-such-lists\n", "url_filter.blocklist_dir: {tmp}/no-such-lists is not a folder"),
+    ("language:\n  model_path: {tmp}/no-such-lid.bin\n", "language.model_path: {tmp}/no-such-lid.bin is not a file"),
+    ("language:\n  model_path: {tmp}/x.warc.gz\n", "language.model_path: {tmp}/x.warc.gz is not a fastText model"),
+])
+def test_bad_paths_and_sizes_are_one_line_not_a_traceback(tmp_path, yaml_text, what):
+    """A size past its bound, a missing block list folder or language model: `crawl2chat process`
+    exits 2 with one `crawl2chat: error:` line naming the field (tracebacks before)."""
+    from warc_fixtures import html_pages, write_warc
+    warc = tmp_path / "x.warc.gz"
+    write_warc(warc, html_pages(2))
+    cfg = write(tmp_path, yaml_text.format(tmp=tmp_path))
+    r = subprocess.run([sys.executable, "-m", "pipelines.cli", "process", str(warc), "--out",
+                        str(tmp_path / "out"), "--config", str(cfg)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr and "panicked" not in r.stderr
+    errors = [line for line in r.stderr.splitlines() if "crawl2chat: error:" in line]
+    assert len(errors) == 1 and what.format(tmp=tmp_path) in errors[0], r.stderr[-2000:]
+    assert not (tmp_path / "out").exists()

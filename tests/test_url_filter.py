@@ -9,6 +9,7 @@ import pytest
 
 from pipelines.config import load_config
 from pipelines.document import Document
+from pipelines.errors import ConfigError
 from pipelines.runner import run_stages
 from pipelines.url_filter import DEFAULT_BLOCKLIST_DIR, URLFilter, normalize_url, squash, url_host, url_tokens
 
@@ -100,8 +101,10 @@ def test_ut1_folder_every_category_and_its_own_words(tmp_path):
     only_adult = URLFilter(blocklist_dir=tmp_path, categories=["adult"])
     assert only_adult.check("https://play.casino-example.net/") is None
     assert only_adult.check("https://www.bad-example.com/") == "domain"
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(ConfigError, match="url_filter.categories: nope not a folder"):
         URLFilter(blocklist_dir=tmp_path, categories=["nope"])
+    with pytest.raises(ConfigError, match="url_filter.blocklist_dir: .*missing is not a folder"):
+        URLFilter(blocklist_dir=tmp_path / "missing")
     # a words/ folder in the configured dir replaces the shipped words
     (tmp_path / "words").mkdir()
     (tmp_path / "words" / "hard_banned.txt").write_text("Kitten\n")

@@ -216,3 +216,32 @@ def test_cap_applies_to_the_decoded_body(crawl_dir):
     assert urls(docs) == ["http://ok.example/"] and dict(stats.dropped) == {"oversize_body": 1}
     docs, stats, _ = read([path])
     assert len(docs) == 2 and len(docs[0].text) == len(body)
+
+
+def test_plain_record_whose_length_runs_past_the_end(crawl_dir, caplog):
+    """A plain .warc whose first record claims 3 GiB lost the 9 records after it without a word
+    (fastwarc stops at the end of the file) and kept the first with all of them as its body. The
+    record is read up to the next version line (bad_content_length) and the reader goes on; a file
+    cut short in its last record keeps what is there, counted truncated_record."""
+    path = crawl_dir / "claims-3gib.warc"
+    liar = raw_record("http://liar.example/", http_block(200, "text/html", page(0)), length=3 << 30)
+    rest = [raw_record(f"http://site{i}.example/", http_block(200, "text/html", page(i))) for i in range(1, 10)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(liar + b"".join(rest))
+    with caplog.at_level(logging.WARNING, logger="pipelines.warc_records"):
+        docs, stats, _ = read([path])
+    assert urls(docs) == ["http://liar.example/"] + [f"http://site{i}.example/" for i in range(1, 10)]
+    assert [d.text for d in docs] == [page(i).decode() for i in range(10)]
+    assert damage(stats) == {"bad_content_length": 1}
+    assert any("past the end of the file" in r.message for r in caplog.records)
+    # the same with a body over the cap up to the next record: dropped as oversize, the rest read
+    big = raw_record("http://big.example/", http_block(200, "text/html", page(0, "x" * 5000)), length=3 << 30)
+    path.write_bytes(big + b"".join(rest))
+    docs, stats, removed = read([path], max_body_bytes=2000)
+    assert urls(docs) == [f"http://site{i}.example/" for i in range(1, 10)]
+    assert [(d.metadata["url"], r) for d, r in removed] == [("http://big.example/", "oversize_body")]
+    # cut short inside the last record: kept as far as it goes, and counted
+    cut = crawl_dir / "cut.warc"
+    cut.write_bytes(b"".join(rest[:3])[:-30])
+    docs, stats, _ = read([cut])
+    assert len(docs) == 3 and damage(stats) == {"truncated_record": 1}

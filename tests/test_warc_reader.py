@@ -31,9 +31,9 @@ def test_keeps_html_and_drops_with_reasons(crawl_dir):
         ("http://notype.example/", 200, None, page(4)),
     ])
     docs, stats, removed = read([path])
-    assert [d.metadata["url"] for d in docs] == ["http://ok.example/", "http://xhtml.example/"]
-    assert stats.docs_in == 7 and stats.docs_out == 2  # request/metadata records are not documents
-    assert dict(stats.dropped) == {"http_status": 2, "non_html": 3}
+    assert [d.metadata["url"] for d in docs] == ["http://ok.example/"]  # XHTML: FineWeb's choice, below
+    assert stats.docs_in == 7 and stats.docs_out == 1  # request/metadata records are not documents
+    assert dict(stats.dropped) == {"http_status": 2, "non_html": 4}
     assert {d.metadata["url"]: r for d, r in removed}["http://img.example/a.png"] == "non_html"
     assert all(d.text == "" for d, _ in removed)  # drops stay cheap: no body kept
     d = docs[0]
@@ -79,7 +79,8 @@ def test_dump_from_path_or_argument(tmp_path):
     ("\ufeff<p>hello</p>".encode("utf-16-le"), None, "<p>hello</p>", "utf-16-le"),
 ])
 def test_decode_html(body, http_charset, expected, encoding):
-    assert decode_html(body, http_charset) == (expected, encoding)
+    assert decode_html(body, http_charset) == (expected, encoding, 0)
+    assert decode_html(body, http_charset, max_invalid_frac=0.01) == (expected, encoding, 0)  # strict wins
 
 
 def test_decode_html_rejects_binary():
@@ -257,3 +258,101 @@ def test_empty_and_request_only_files_are_counted(crawl_dir, caplog):
     warnings = [r.getMessage() for r in caplog.records]
     assert any(str(empty) in m and "empty" in m for m in warnings)
     assert any(str(requests_only) in m and "3 records, none of them a response" in m for m in warnings)
+
+
+def test_xhtml_follows_fineweb_unless_listed(crawl_dir):
+    """FineWeb (datatrove 0.2.0) reads a record when its WARC-Identified-Payload-Type (Common Crawl's
+    type, detected from the bytes) is text/html, or, without that header, when the payload is HTML:
+    XHTML pages are skipped, including those served as text/html. The config says so (mime_types:
+    [text/html]); listing application/xhtml+xml reads them all."""
+    path = crawl_dir / "xhtml.warc.gz"
+    cc = lambda t: {"WARC-Identified-Payload-Type": t}  # noqa: E731
+    write_warc(path, [
+        raw_record("http://served-xhtml.example/", http_block(200, "application/xhtml+xml", page(1))),
+        raw_record("http://cc-xhtml.example/", http_block(200, "text/html", page(2)), headers=cc("application/xhtml+xml")),
+        raw_record("http://cc-html.example/", http_block(200, "text/html", page(3)), headers=cc("text/html")),
+        # the server said octet-stream, Common Crawl's detector says HTML: FineWeb read it
+        raw_record("http://cc-sniffed.example/", http_block(200, "application/octet-stream", page(4)),
+                   headers=cc("text/html")),
+    ])
+    from pipelines.config import load_config
+    cfg = load_config()["warc_reader"]
+    assert cfg["mime_types"] == ["text/html"]
+    docs, stats, removed = read([path], **cfg)
+    assert urls(docs) == ["http://cc-html.example/", "http://cc-sniffed.example/"]
+    assert [(d.metadata["url"], r) for d, r in removed] == [("http://served-xhtml.example/", "non_html"),
+                                                             ("http://cc-xhtml.example/", "non_html")]
+    docs, _, removed = read([path], **{**cfg, "mime_types": ["text/html", "application/xhtml+xml"]})
+    assert len(docs) == 4 and not removed and docs[1].text == page(2).decode()
+
+
+def test_content_encoding_on_a_body_stored_decoded(crawl_dir, caplog):
+    """`Content-Encoding: gzip` (or deflate, br) on a body the archiver stored decoded lost the page as
+    undecodable (a Japanese crawl: 29 of 29 pages); the chunked case already had a fallback. One
+    policy now: a coding the body does not carry is read as stored and counted; a body that carries
+    it and does not decode is still undecodable; a real gzip body is decoded, not counted."""
+    path = crawl_dir / "ce-decoded.warc.gz"
+    html = {i: ('<html><body><p>' + '日本語のページです。' * 40 + f' {i}</p></body></html>').encode() for i in range(7)}
+    ce = lambda c: f"Content-Encoding: {c}\r\n"  # noqa: E731
+    corrupt = gzip.compress(html[6])
+    corrupt = corrupt[:20] + bytes(40) + corrupt[60:]  # a gzip stream, damaged: still undecodable
+    write_warc(path, [
+        raw_record("http://gzip.example/", http_block(200, "text/html; charset=utf-8", html[0], ce("gzip"))),
+        raw_record("http://deflate.example/", http_block(200, "text/html", html[1], ce("deflate"))),
+        raw_record("http://br.example/", http_block(200, "text/html", html[2], ce("br"))),
+        raw_record("http://real-gzip.example/", http_block(200, "text/html", gzip.compress(html[3]), ce("gzip"))),
+        # really chunked, its content stored decoded; then chunked label and gzip label both stale
+        raw_record("http://chunked.example/", te_block(chunked(html[4]), ce("gzip"))),
+        raw_record("http://both.example/", te_block(html[5], ce("gzip"))),
+        raw_record("http://broken.example/", http_block(200, "text/html", corrupt, ce("gzip"))),
+    ])
+    with caplog.at_level(logging.WARNING, logger="pipelines.warc_reader"):
+        docs, stats, removed = read([path])
+    assert urls(docs) == ["http://gzip.example/", "http://deflate.example/", "http://br.example/",
+                          "http://real-gzip.example/", "http://chunked.example/", "http://both.example/"]
+    assert [d.text.encode() for d in docs] == [html[i] for i in range(6)]
+    assert [(d.metadata["url"], r) for d, r in removed] == [("http://broken.example/", "undecodable")]
+    assert damage(stats) == {"content_encoding_fallback": 5, "dechunk_fallback": 1, "content_decoding_failed": 1}
+    assert sum("stored decoded" in r.message for r in caplog.records) == 1
+
+
+def test_a_few_invalid_bytes_are_replaced_many_are_undecodable(crawl_dir):
+    """Real pages with 0.1-0.4% invalid UTF-8 bytes were dropped (only strict decodes were tried).
+    When no charset decodes a body cleanly and its invalid bytes are at most max_invalid_bytes_frac
+    of it, they become U+FFFD (counted lenient_decode); more than that is undecodable; 0 is strict."""
+    path = crawl_dir / "invalid.warc.gz"
+    body = ('<html><body><p>' + 'これは日本語のページです。' * 300 + '</p></body></html>').encode()
+    few = body[:300] + b"\xff" + body[300:3000] + b"\xc3" + body[3000:]     # 2 stray bytes in 11.7 KB
+    many = bytes(b if i % 50 else 0xFF for i, b in enumerate(body))        # 2% of the bytes
+    write_warc(path, [raw_record("http://few.example/", http_block(200, "text/html", few)),
+                      raw_record("http://many.example/", http_block(200, "text/html", many)),
+                      raw_record("http://clean.example/", http_block(200, "text/html", body))])
+    docs, stats, removed = read([path])
+    assert urls(docs) == ["http://few.example/", "http://clean.example/"]
+    assert docs[0].text == few.decode("utf-8", "replace") and docs[0].text.count("\ufffd") == 2
+    assert [(d.metadata["url"], r) for d, r in removed] == [("http://many.example/", "undecodable")]
+    assert damage(stats) == {"lenient_decode": 1}
+    docs, stats, _ = read([path], max_invalid_bytes_frac=0)  # datatrove 0.2.0: strict only
+    assert urls(docs) == ["http://clean.example/"] and dict(stats.dropped) == {"undecodable": 2}
+    assert decode_html(few, None, 0.005)[1:] == ("utf-8", 2)
+    assert decode_html(many, None, 0.005) is None
+
+
+def test_wget_angle_bracket_uris_are_canonical_and_filtered(crawl_dir):
+    """wget writes `WARC-Target-URI: <https://...>` (WARC/1.0's grammar): the brackets were kept, the
+    URL filter took `<https` for the host, and a block-listed domain went through. The reader stores
+    one canonical URL (no brackets or surrounding spaces, lower-case scheme and host), which is what
+    the URL filter checks and every later stage keeps."""
+    from pipelines.runner import run_stages
+    from pipelines.url_filter import URLFilter
+    path = crawl_dir / "wget.warc"
+    write_warc(path, [raw_record("<https://www.XVIDEOS.com/video123>", http_block(200, "text/html", page(1))),
+                      raw_record("< HTTP://News.Example.COM/A/Story?ID=7 >", http_block(200, "text/html", page(2))),
+                      raw_record("<http://blocked-by-url.example/Path>", http_block(200, "text/html", page(3)))],
+               gz=False)
+    removed = []
+    out, stats = run_stages(iter(()), [WarcReader([path]), URLFilter(extra_urls=["blocked-by-url.example/Path"])],
+                            sink=lambda d, s, r: removed.append((d.metadata["url"], s, r)))
+    assert urls(list(out)) == ["http://news.example.com/A/Story?ID=7"]
+    assert removed == [("https://www.xvideos.com/video123", "url_filter", "domain"),
+                       ("http://blocked-by-url.example/Path", "url_filter", "url")]

@@ -44,16 +44,20 @@ def write_warc(path, records, gz=True) -> list[int]:
     return offsets
 
 
-def raw_record(url: str, block: bytes, content_type="application/http; msgtype=response", length=None) -> bytes:
+def raw_record(url: str, block: bytes, content_type="application/http; msgtype=response", length=None,
+               headers: dict | None = None) -> bytes:
+    """One response record, byte by byte: `url` is written as given (wget's `<...>` included),
+    `length` may lie, `headers` are extra WARC headers."""
     n = len(block) if length is None else length
+    extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
     head = (f"WARC/1.0\r\nWARC-Type: response\r\nWARC-Record-ID: <urn:uuid:{abs(hash(url)):032x}>\r\n"
             f"WARC-Date: 2099-01-01T00:00:00Z\r\nWARC-Target-URI: {url}\r\nContent-Type: {content_type}\r\n"
-            f"Content-Length: {n}\r\n\r\n")
+            f"{extra}Content-Length: {n}\r\n\r\n")
     return head.encode() + block + b"\r\n\r\n"
 
 
-def http_block(status: int, ctype: str, body: bytes) -> bytes:
-    return f"HTTP/1.1 {status} X\r\nContent-Type: {ctype}\r\n\r\n".encode() + body
+def http_block(status: int, ctype: str, body: bytes, extra: str = "") -> bytes:
+    return f"HTTP/1.1 {status} X\r\nContent-Type: {ctype}\r\n{extra}\r\n".encode() + body
 
 
 def damage(stats) -> dict:
