@@ -52,6 +52,7 @@ class ExtractionConfig(Section):
     backend: Literal["trafilatura", "resiliparse"]
     timeout_s: float | None = Field(default=None, gt=0)
     wall_timeout_s: float | None = Field(default=None, gt=0)
+    max_tags: int | None = Field(default=None, gt=0)  # the extraction work budget (extraction.py)
     workers: int = Field(ge=0, le=1024)
     lookahead: int = Field(ge=1, le=1024)
     extractor: str | None = None

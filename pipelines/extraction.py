@@ -8,17 +8,21 @@ Pipe. Exceptions in the extractor give `error`, a worker that dies gives `error`
 gives `empty`, and a document that overruns its time is dropped with reason `timeout` (the worker
 is replaced by a fresh fork).
 
-The time limit is CPU time, so that the same input gives the same output whatever else the machine
-is doing: `timeout_s` is CPU seconds of the worker for one document, enforced by the kernel
-(setitimer(ITIMER_PROF) armed around each extraction: past it the worker gets SIGPROF, whose
-default action ends it, even inside C code). Wall-clock time depends on load: with the old
-wall-clock deadline a 0.1 s page timed out on a busy machine and 0.8-1.1 s pages passed in one run
-and not the next (issue 15). A wall-clock backstop (`wall_timeout_s`, default 10 x timeout_s) still
-kills a worker that blocks without using CPU (counted as `wall_timeouts`: the one timeout that
-depends on load). CPU time is not wholly load-free either: on a 2-core VM, three busy-loop processes
-per core made trafilatura's CPU time per page 1.35-1.6x longer (its wall time: ~4x). So a page that
-close to the limit can still go either way; the limit guards against pathological pages and sits
-far above what normal ones cost (2-20 ms of CPU on the generated crawl).
+A page's fate must not depend on machine load (issue 26: a 655 KB page costing ~0.7 CPU-s was
+dropped as `timeout` against a 1.0 CPU-s limit in 3 of 8 identical runs). So the budget that decides
+is counted in work, not time: `max_tags`, the number of tag starts (`<` then a letter) in the HTML,
+which is what trafilatura's cost grows with (its XPath passes visit every element). A page over it is
+dropped as `too_many_tags` before any extractor sees it: the same on every run and every machine.
+On ../shared/realweb (1,310 real pages, 204 B - 2.9 MB) the most tags a page has is ~4,100 and the
+costliest page ~0.2 CPU-s; the default cap is 50,000 tags.
+
+The CPU limit (`timeout_s`) stays only as a guard against a pathological page under the cap (lxml
+stuck in C code), with a margin so wide that no normal page comes near it: 30 CPU seconds, 150x the
+costliest real page, and CPU time itself grows 1.35-1.6x when the cores are oversubscribed.
+It is enforced by the kernel (setitimer(ITIMER_PROF) armed around each extraction: past it the
+worker gets SIGPROF, whose default action ends it, even inside C code). A wall-clock backstop
+(`wall_timeout_s`, default 10 x timeout_s) kills a worker that blocks without using CPU (counted
+as `wall_timeouts`).
 
 Throughput: `workers` processes run concurrently. Documents are dealt to workers round-robin
 (document i goes to worker i % workers) and results are re-ordered, so the output order equals
@@ -47,6 +51,14 @@ from pipelines.runner import Stage
 Extractor = Callable[[str], "str | None"]
 # Wall-clock backstop per document, in multiples of the CPU limit, when wall_timeout_s is not set.
 WALL_BACKSTOP = 10
+# What the work budget counts: a tag start. Over the whole text, scripts included (counting only
+# outside <script>/<style> needs a lazy scan that costs 30 ms on a 2 MB page; this is one C pass).
+_TAG_START = re.compile(r"<[A-Za-z]")
+
+
+def count_tags(html: str) -> int:
+    """The work measure of the extraction budget: tag starts in the HTML (see module doc)."""
+    return len(_TAG_START.findall(html))
 
 
 def trafilatura_extractor(favor_precision: bool = True, include_comments: bool = False,
@@ -190,15 +202,17 @@ class _Worker:
 class Extraction(Stage):
     name = "extraction"
 
-    def __init__(self, backend: str = "trafilatura", timeout_s: float | None = 1.0, workers: int = 1,
+    def __init__(self, backend: str = "trafilatura", timeout_s: float | None = 30.0, workers: int = 1,
                  favor_precision: bool = True, include_comments: bool = False, deduplicate: bool = True,
                  extractor: str | Callable | None = None, lookahead: int = 4,
-                 resiliparse_collapse_blank_lines: bool = True, wall_timeout_s: float | None = None):
+                 resiliparse_collapse_blank_lines: bool = True, wall_timeout_s: float | None = None,
+                 max_tags: int | None = 50_000):
         if backend not in ("trafilatura", "resiliparse"):
             raise ValueError(f"unknown extraction backend {backend!r} (trafilatura or resiliparse)")
         self.backend = backend
         self.timeout_s = timeout_s  # CPU seconds per document (see module doc)
         self.wall_timeout_s = wall_timeout_s  # backstop for a worker blocked without using CPU
+        self.max_tags = max_tags  # the work budget that decides (see module doc); None: no cap
         self.workers = int(workers)
         self.favor_precision = favor_precision
         self.include_comments = include_comments
@@ -212,6 +226,7 @@ class Extraction(Stage):
 
     def config(self) -> dict:
         return {"backend": self.backend, "timeout_s": self.timeout_s, "wall_timeout_s": self.wall_timeout_s,
+                "max_tags": self.max_tags,
                 "workers": self.workers,
                 "favor_precision": self.favor_precision, "include_comments": self.include_comments,
                 "deduplicate": self.deduplicate, "lookahead": self.lookahead,
@@ -245,8 +260,11 @@ class Extraction(Stage):
                 return None
             doc.text = payload
             return doc
-        ctx.drop(doc, status)  # "timeout" or "error"
+        ctx.drop(doc, status)  # "too_many_tags", "timeout" or "error"
         return None
+
+    def _over_budget(self, html: str) -> bool:
+        return self.max_tags is not None and count_tags(html) > self.max_tags
 
     def _limits(self) -> tuple[float | None, float]:
         """(CPU seconds per document or None, wall-clock backstop in seconds or inf)."""
@@ -264,10 +282,13 @@ class Extraction(Stage):
     def _process_inline(self, docs, ctx):
         extract = self.extract_fn()
         for doc in docs:
-            try:
-                status, payload = "ok", extract(doc.text)
-            except Exception as exc:  # noqa: BLE001
-                status, payload = "error", repr(exc)
+            if self._over_budget(doc.text):
+                status, payload = "too_many_tags", None
+            else:
+                try:
+                    status, payload = "ok", extract(doc.text)
+                except Exception as exc:  # noqa: BLE001
+                    status, payload = "error", repr(exc)
             out = self._finish(doc, status, payload, ctx)
             if out is not None:
                 yield out
@@ -293,7 +314,10 @@ class Extraction(Stage):
                         exhausted = True
                         break
                     pending[next_in] = doc
-                    workers[next_in % n].queue.append(next_in)
+                    if self._over_budget(doc.text):  # decided here, by work: no worker, no clock
+                        results[next_in] = ("too_many_tags", None)
+                    else:
+                        workers[next_in % n].queue.append(next_in)
                     next_in += 1
                 # emit every finished document at the head, in input order
                 while head in results:

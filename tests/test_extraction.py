@@ -128,6 +128,20 @@ def test_timeout_counts_cpu_time_not_wall_time():
     assert not out and stats.dropped == {"timeout": 1}  # 0.3 CPU seconds is over a 0.2 s limit
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_work_budget_decides_before_any_extractor_runs(workers):
+    """A page over max_tags is dropped by its tag count, never handed to an extractor (BOOM would
+    give `error` if it were); pages at the cap go through."""
+    at_cap = "<p>" + "<b>x</b>" * 9 + "</p>"           # 10 tag starts; closing tags do not count
+    over = "<p>BOOM" + "<i>y</i>" * 10 + "</p>"         # 11
+    docs = [Document(at_cap, "at"), Document(over, "over"), Document("<p>after</p>", "after")]
+    out, stats = run(Extraction(extractor=FLAKY, workers=workers, timeout_s=5, max_tags=10), docs)
+    assert [d.id for d in out] == ["at", "after"]
+    assert stats.dropped == {"too_many_tags": 1}
+    assert not stats.counters["worker_restarts"]
+    assert Extraction(**load_config()["extraction"]).max_tags == 50_000
+
+
 def test_wall_timeout_defaults_to_ten_times_the_cpu_limit():
     from pipelines.extraction import WALL_BACKSTOP
     assert WALL_BACKSTOP == 10
