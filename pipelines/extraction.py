@@ -13,12 +13,15 @@ dropped as `timeout` against a 1.0 CPU-s limit in 3 of 8 identical runs). So the
 is counted in work, not time: `max_tags`, the number of tag starts (`<` then a letter) in the HTML,
 which is what trafilatura's cost grows with (its XPath passes visit every element). A page over it is
 dropped as `too_many_tags` before any extractor sees it: the same on every run and every machine.
-On ../shared/realweb (1,310 real pages, 204 B - 2.9 MB) the most tags a page has is ~4,100 and the
-costliest page ~0.2 CPU-s; the default cap is 50,000 tags.
+On ../shared/realweb (1,310 real pages, 204 B - 2.9 MB) a page has at most 12,815 tags, the
+costliest costs 0.74 CPU-s (a 1 MB Wikipedia page, 9,877 tags) and the most per tag is 181 us; the
+default cap, 25,000 tags, is twice the largest real page. FineWeb's own budget (datatrove, 0.1 s of
+wall time) dropped far more.
 
 The CPU limit (`timeout_s`) stays only as a guard against a pathological page under the cap (lxml
-stuck in C code), with a margin so wide that no normal page comes near it: 30 CPU seconds, 150x the
-costliest real page, and CPU time itself grows 1.35-1.6x when the cores are oversubscribed.
+stuck in C code), with a margin so wide that no normal page comes near it: 30 CPU seconds, 40x the
+costliest real page and 6x a page at the cap at the worst cost per tag seen (25,000 x 181 us = 4.5 s),
+while CPU time itself grows only 1.35-1.6x when the cores are oversubscribed.
 It is enforced by the kernel (setitimer(ITIMER_PROF) armed around each extraction: past it the
 worker gets SIGPROF, whose default action ends it, even inside C code). A wall-clock backstop
 (`wall_timeout_s`, default 10 x timeout_s) kills a worker that blocks without using CPU (counted
@@ -206,7 +209,7 @@ class Extraction(Stage):
                  favor_precision: bool = True, include_comments: bool = False, deduplicate: bool = True,
                  extractor: str | Callable | None = None, lookahead: int = 4,
                  resiliparse_collapse_blank_lines: bool = True, wall_timeout_s: float | None = None,
-                 max_tags: int | None = 50_000):
+                 max_tags: int | None = 25_000):
         if backend not in ("trafilatura", "resiliparse"):
             raise ValueError(f"unknown extraction backend {backend!r} (trafilatura or resiliparse)")
         self.backend = backend

@@ -139,7 +139,7 @@ def test_work_budget_decides_before_any_extractor_runs(workers):
     assert [d.id for d in out] == ["at", "after"]
     assert stats.dropped == {"too_many_tags": 1}
     assert not stats.counters["worker_restarts"]
-    assert Extraction(**load_config()["extraction"]).max_tags == 50_000
+    assert Extraction(**load_config()["extraction"]).max_tags == 25_000
 
 
 def test_wall_timeout_defaults_to_ten_times_the_cpu_limit():
