@@ -3,6 +3,7 @@ package (llama.cpp's own writer), in the architecture llama.cpp has for the mode
 
     OUT/model.gguf    weights, hyperparameters, the BPE tokenizer and the chat template (Jinja)
     OUT/Modelfile     `ollama create NAME -f OUT/Modelfile`: the same protocol as a Go template, stops
+    OUT/README.md     the model card (card.py)
 
 Tensors are the transformers ones (families.hf_state) renamed with the gguf package's name table,
 transformed as llama.cpp's convert_hf_to_gguf.py does: GPT-2's Conv1D weights back to (out, in), and
@@ -95,7 +96,7 @@ def modelfile(gguf_name: str) -> str:
 
 
 def export_gguf(export_dir: str | Path, out: str | Path, name: str, dtype: str = "f32",
-                force: bool = False) -> Path:
+                card: str | None = None, force: bool = False) -> Path:
     """Write OUT/model.gguf (+ Modelfile) from the crawl2chat export `export_dir`; returns the GGUF
     file. Refused before anything is written for an output crawl2chat did not write, an
     architecture with no llama.cpp family, or a dtype some weight overflows."""
@@ -142,4 +143,6 @@ def export_gguf(export_dir: str | Path, out: str | Path, name: str, dtype: str =
         w.write_tensors_to_file()
         w.close()
         (tmp / "Modelfile").write_text(modelfile(FILE))
+        if card:
+            (tmp / "README.md").write_text(card)
     return Path(out) / FILE
