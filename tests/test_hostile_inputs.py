@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.samplecrawl import generate_crawl
-from warc_fixtures import bomb_member, html_pages, write_requests_only, write_warc
+from warc_fixtures import bomb_member, html_pages, http_block, page, raw_record, write_requests_only, write_warc
 
 pytestmark = pytest.mark.slow
 
@@ -70,6 +70,10 @@ def hostile(tmp_path_factory) -> Path:
                                      + bomb_member("http://bomb.example/", 1 << 30)
                                      + (root / "after.warc.gz").read_bytes())
     (d / "gone.warc.gz").symlink_to(root / "does-not-exist.warc.gz")
+    # a plain WARC whose first record claims 3 GiB: the 9 records after it were lost without a word
+    (d / "claims-3gib.warc").write_bytes(
+        raw_record("http://liar.example/", http_block(200, "text/html", page(0)), length=3 << 30)
+        + b"".join(raw_record(f"http://after{i}.example/", http_block(200, "text/html", page(i))) for i in range(1, 10)))
     return d
 
 
@@ -92,7 +96,8 @@ def test_process_a_directory_of_hostile_files(hostile, tmp_path):
     warnings = [line for line in r["stderr"].splitlines() if line.startswith("crawl2chat: warning:")]
     expect = {"gone.warc.gz": "skipped", "truncated.warc.gz": "truncated_gzip",
               "flipped.warc.gz": "corrupt_gzip", "empty.warc.gz": "empty_file",
-              "requests.warc.gz": "no_response_records", "notes.warc": "corrupt_record"}
+              "requests.warc.gz": "no_response_records", "notes.warc": "corrupt_record",
+              "claims-3gib.warc": "bad_content_length"}
     for name, what in expect.items():
         assert any(name in w and what in w for w in warnings), (name, what, warnings)
 
@@ -107,6 +112,7 @@ def test_process_a_directory_of_hostile_files(hostile, tmp_path):
     assert files["requests.warc.gz"]["other_records"] == 3
     assert files["bomb.warc.gz"]["dropped"].get("warc_reader.oversize_body") == 1
     assert files["bomb.warc.gz"]["responses"] == 3  # the pages around the bomb were read
+    assert files["claims-3gib.warc"]["responses"] == 10  # resynchronised after the lying length
     assert files["truncated.warc.gz"]["responses"] > 0  # the records before the cut survive
     totals = stats["stages"]["warc_reader"]
     assert totals["docs_in"] == sum(f["responses"] for f in files.values())
