@@ -13,9 +13,11 @@ directory whose lock is free. A concurrent live writer keeps its lock, and its w
 The swap writes a hidden marker (`.crawl2chat-output.json`: kind, writer version, time) into the
 output. A target may be replaced only when it is absent, an empty directory, or carries the marker
 of the same kind; anything else (a user's directory, a regular file, a symlink) is refused with
-OutputExistsError, before any work and again at the swap, unless `force=True`. Outputs written
-before markers existed are recognised by their files (LEGACY_FILES). A read-only, full or
-otherwise unwritable output location becomes an OutputError naming the path.
+OutputExistsError, before any work and again at the swap, unless `force=True`. Only the marker
+makes a directory the project's: no guess from its files (a user's `train.parquet`, a
+Hive-partitioned tree or a lone `config.json` looked like old outputs and were replaced). Outputs
+written before markers existed are marked once with `crawl2chat adopt DIR` (pipelines/adopt.py). A
+read-only, full or otherwise unwritable output location becomes an OutputError naming the path.
 """
 from __future__ import annotations
 
@@ -29,7 +31,6 @@ import shutil
 import time
 import uuid
 from contextlib import contextmanager
-from fnmatch import fnmatch
 from functools import lru_cache
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -43,22 +44,6 @@ from pipelines.errors import OutputError, OutputExistsError
 log = logging.getLogger(__name__)
 
 MARKER = ".crawl2chat-output.json"
-
-# Outputs written before the marker existed carry none. An unmarked directory is still taken as the
-# project's own output of `kind` (and replaced) when it holds at least one file and every file in it,
-# at any depth, matches that kind's patterns: what the previous version wrote there and nothing else.
-# A user's directory practically never consists only of these; one that does was made of our files.
-_PARQUET = ("*.parquet",)
-LEGACY_FILES: dict[str, tuple[str, ...]] = {
-    "extracted_text": _PARQUET, "filtered_text": _PARQUET, "removed": _PARQUET,
-    "deduped_text": _PARQUET, "clean_text": _PARQUET,
-    "process": (*_PARQUET, "stats.json", "config.json"),
-    "tokenizer": ("tokenizer.json", "tokenizer_meta.json", "token_bytes.npy"),
-    "token_shards": (*_PARQUET, "manifest.json", "shard_*.bin", "shard_*.idx"),
-    "export": ("model.safetensors", "config.json", "tokenizer.json", "tokenizer_meta.json",
-               "token_bytes.npy"),
-}
-
 
 def tmp_sibling(path: Path) -> Path:
     path = Path(path)
@@ -92,15 +77,6 @@ def _marker_kind(path: Path) -> str | None:
     return kind if isinstance(kind, str) else None
 
 
-def _is_legacy_output(path: Path, kind: str) -> bool:
-    patterns = LEGACY_FILES.get(kind, ())
-    # os.walk lists a symlinked directory among the directories but does not descend into it.
-    entries = [Path(top, n) for top, dirs, names in os.walk(path)
-               for n in names + [d for d in dirs if os.path.islink(os.path.join(top, d))]]
-    return bool(entries) and all(not e.is_symlink() and any(fnmatch(e.name, p) for p in patterns)
-                                 for e in entries)
-
-
 def _refusal(final: Path, kind: str) -> str | None:
     """Why `final` must not be replaced by a `kind` output without force (None: it may be)."""
     if final.is_symlink():
@@ -116,9 +92,10 @@ def _refusal(final: Path, kind: str) -> str | None:
         if written is None:
             return f"has an unreadable {MARKER}"
         return f"holds a crawl2chat {written!r} output, not {kind!r}"
-    if not any(final.iterdir()) or _is_legacy_output(final, kind):
+    if not any(final.iterdir()):
         return None
-    return f"exists and was not written by crawl2chat (it has no {MARKER})"
+    return (f"exists and was not written by crawl2chat (it has no {MARKER}; an output of a crawl2chat "
+            f"older than markers: run `crawl2chat adopt {final}` once)")
 
 
 def check_output_target(final, kind: str, force: bool = False) -> None:
@@ -139,7 +116,8 @@ def _writer_version() -> str:
         return "crawl2chat (not installed)"
 
 
-def _write_marker(directory: Path, kind: str) -> None:
+def write_marker(directory: Path, kind: str) -> None:
+    """Mark `directory` as crawl2chat's `kind` output (staged() does it at the swap; adopt for old outputs)."""
     atomic_write_text(directory / MARKER, json.dumps({
         "kind": kind, "writer": _writer_version(),
         "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, indent=1) + "\n")
@@ -215,7 +193,7 @@ def replace_dir(staging: Path, final: Path, *, kind: str, force: bool = False) -
     staging, final = Path(staging), Path(final)
     with _output_errors(final):
         check_output_target(final, kind, force)  # again: something may have appeared meanwhile
-        _write_marker(staging, kind)
+        write_marker(staging, kind)
         final.parent.mkdir(parents=True, exist_ok=True)
         old = final.with_name(f".{final.name}.old.{uuid.uuid4().hex[:8]}")
         moved = os.path.lexists(final)

@@ -1,7 +1,7 @@
 """Staged directory outputs: swapped in whole, removed on error, and what a killed writer leaves
 is swept by the next writer while a live writer's work is left alone. They replace only what the
-project wrote (a marker, or a pre-marker output recognised by its files), refuse anything else
-unless forced, and an unwritable output location is one clear error."""
+project marked as its own (old outputs are adopted once), refuse anything else unless forced, and
+an unwritable output location is one clear error."""
 from __future__ import annotations
 
 import json
@@ -16,7 +16,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.errors import OutputError, OutputExistsError, UserError
-from pipelines.io import MARKER, dir_digest, parquet_files, read_documents, scratch, staged
+from pipelines.document import Document
+from pipelines.io import MARKER, ParquetSink, dir_digest, parquet_files, read_documents, scratch, staged
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -176,29 +177,70 @@ def test_refused_at_the_swap_when_something_appeared_meanwhile(tmp_path):
     assert _hidden(tmp_path) == []  # the staging directory went
 
 
-def test_unmarked_output_of_the_previous_version_is_replaced(tmp_path):
-    """Lakes written before markers: a directory holding only the files its kind writes is ours."""
+def _write_old(d: Path, text: str) -> None:
+    """A Parquet part as crawl2chat wrote it before markers (every document column)."""
+    sink = ParquetSink(d / "part-00000.parquet")
+    sink.write(Document(text=text, id=text, metadata={"url": "https://example.com/"}))
+    sink.close()
+
+
+def test_an_unmarked_directory_is_never_replaced_whatever_its_files(tmp_path):
+    """Only the marker makes a directory the project's: a directory that merely looks like an old
+    output (a user's Parquet parts, a lone config.json) is refused, untouched."""
     old = tmp_path / "lake" / "crawls" / "C" / "clean"
     old.mkdir(parents=True)
-    _write(old, "written by 0.0")
-    with staged(old, kind="clean_text") as d:
-        _write(d, "rewritten")
-    assert _texts(old) == ["rewritten"] and (old / MARKER).exists()
-    shards = tmp_path / "tokens"
-    (shards / "train").mkdir(parents=True)
+    _write_old(old, "written by 0.0")
+    before = dir_digest(old)
+    with pytest.raises(OutputExistsError, match=f"crawl2chat adopt {old}"):
+        with staged(old, kind="clean_text") as d:
+            _write(d, "rewritten")
+    assert dir_digest(old) == before and not (old / MARKER).exists()
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    (alone / "config.json").write_text("{}")
+    with pytest.raises(OutputExistsError):
+        with staged(alone, kind="process"):
+            pass
+    assert [p.name for p in alone.iterdir()] == ["config.json"]
+
+
+def test_adopt_marks_an_old_lake_once_and_refuses_what_crawl2chat_never_wrote(tmp_path):
+    from pipelines.adopt import adopt
+    lake = tmp_path / "lake"
+    clean, filtered = lake / "crawls" / "C" / "clean", lake / "crawls" / "C" / "filtered" / "00000-00001"
+    shards = lake / "tokens" / "v1"
+    for d in (clean, filtered, shards / "train"):
+        d.mkdir(parents=True)
+    _write_old(clean, "clean")
+    _write_old(filtered, "filtered")
     for name in ("manifest.json", "train/shard_00000.bin", "train/shard_00000.idx"):
         (shards / name).write_bytes(b"old")
-    with staged(shards, kind="token_shards") as d:
-        (d / "manifest.json").write_text("{}")
-    # ... but one extra file of any other name, or the wrong kind's files, and it is the user's.
-    (old / MARKER).unlink()
-    (old / "README.md").write_text("my notes")
-    with pytest.raises(OutputExistsError):
-        with staged(old, kind="clean_text"):
-            pass
-    with pytest.raises(OutputExistsError):
-        with staged(shards, kind="clean_text"):  # manifest.json is no Parquet dataset
-            pass
+    assert sorted((p.relative_to(lake).as_posix(), k) for p, k in adopt(lake)) == [
+        ("crawls/C/clean", "clean_text"), ("crawls/C/filtered/00000-00001", "filtered_text"),
+        ("tokens/v1", "token_shards")]
+    with staged(clean, kind="clean_text") as d:  # now the project's: replaced as any marked output
+        _write(d, "rewritten")
+    assert _texts(clean) == ["rewritten"]
+    assert adopt(lake) == []  # once is enough: marked outputs are left as they are
+    # a lake holding anything its outputs never held is refused whole, and nothing is marked
+    other = tmp_path / "other"
+    (other / "crawls" / "C" / "clean").mkdir(parents=True)
+    (other / "crawls" / "C" / "deduped").mkdir(parents=True)
+    _write_old(other / "crawls" / "C" / "deduped", "d")
+    _write_old(other / "crawls" / "C" / "clean", "c")
+    (other / "crawls" / "C" / "clean" / "README.md").write_text("my notes")
+    with pytest.raises(UserError, match="README.md, which a clean_text output never held"):
+        adopt(other)
+    assert not list(other.rglob(MARKER))
+    # Parquet that is not crawl2chat's documents (a user's dataset), or no recognisable output
+    user = tmp_path / "user"
+    user.mkdir()
+    pq.write_table(pa.table({"question": ["q"], "answer": ["a"]}), user / "part-00000.parquet")
+    with pytest.raises(UserError, match="lacks crawl2chat's document columns"):
+        adopt(user, "clean_text")
+    with pytest.raises(UserError, match="neither a lake"):
+        adopt(user)
+    assert sorted(p.name for p in user.iterdir()) == ["part-00000.parquet"]
 
 
 def test_marker_is_invisible_to_readers_and_digests(tmp_path):

@@ -75,3 +75,62 @@ def test_empty_directory_is_an_error(tmp_path):
     (tmp_path / "empty").mkdir()
     r = crawl2chat("process", tmp_path / "empty", "--out", tmp_path / "out", "--keep-going")
     assert r.returncode == 2 and "no WARC files to process" in r.stderr
+
+
+# ------------------------------------------------------------------------------------------------
+# --out replaces only what crawl2chat marked as its own
+
+def _tree(path: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def _user_parquet_dataset(d: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    d.mkdir()
+    pq.write_table(pa.table({"text": ["a question"], "label": [1]}), d / "train.parquet")
+    pq.write_table(pa.table({"text": ["another"], "label": [0]}), d / "test.parquet")
+
+
+def _hive_tree(d: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    for year in ("2023", "2024"):
+        (d / f"year={year}").mkdir(parents=True)
+        pq.write_table(pa.table({"text": [f"row of {year}"]}), d / f"year={year}" / "part-00000.parquet")
+
+
+def _lone_config(d: Path) -> None:
+    d.mkdir()
+    (d / "config.json").write_text('{"model_type": "llama", "hidden_size": 4096}\n')
+
+
+@pytest.mark.parametrize("make", [_user_parquet_dataset, _hive_tree, _lone_config],
+                         ids=["parquet-dataset", "hive-tree", "lone-config-json"])
+def test_out_refuses_a_users_directory_that_merely_looks_like_an_old_output(warcs, tmp_path, make):
+    out = tmp_path / "mine"
+    make(out)
+    before = _tree(out)
+    r = crawl2chat("process", warcs[0], "--out", out)
+    assert r.returncode == 2, r.stderr
+    assert len(errors(r.stderr)) == 1 and "was not written by crawl2chat" in r.stderr and "Traceback" not in r.stderr
+    assert _tree(out) == before and sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
+
+
+def test_adopt_marks_an_old_process_output_once_and_refuses_a_users_directory(warcs, tmp_path):
+    from pipelines.io import MARKER
+    out = tmp_path / "out"
+    assert crawl2chat("process", warcs[0], "--out", out).returncode == 0
+    (out / MARKER).unlink()  # as a crawl2chat older than markers left it
+    r = crawl2chat("process", warcs[0], "--out", out)
+    assert r.returncode == 2 and f"crawl2chat adopt {out}" in r.stderr
+    r = crawl2chat("adopt", out)
+    assert r.returncode == 0 and f"adopted {out} (process)" in r.stdout, r.stderr
+    assert crawl2chat("process", warcs[0], "--out", out).returncode == 0
+    user = tmp_path / "user"
+    _user_parquet_dataset(user)
+    before = _tree(user)
+    r = crawl2chat("adopt", user, "--kind", "process")
+    assert r.returncode == 2 and len(errors(r.stderr)) == 1, r.stderr
+    assert "holds test.parquet, which a process output never held" in r.stderr
+    assert _tree(user) == before
