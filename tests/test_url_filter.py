@@ -11,7 +11,8 @@ from pipelines.config import load_config
 from pipelines.document import Document
 from pipelines.errors import ConfigError
 from pipelines.runner import run_stages
-from pipelines.url_filter import DEFAULT_BLOCKLIST_DIR, URLFilter, normalize_url, squash, url_host, url_tokens
+from pipelines.url_filter import (DEFAULT_BLOCKLIST_DIR, URLFilter, canonical_url, normalize_url, squash,
+                                  url_host, url_tokens)
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +80,16 @@ def test_helpers():
     assert url_host("http://[::1]:8080/x") == "[::1]"
     assert url_tokens("https://a.com/B_c-d?e=F") == {"https", "a", "com", "b", "c", "d", "e", "f"}
     assert squash("https://X-n.com/") == "httpsxncom"
+
+
+def test_canonical_url_and_bracketed_uris(default_filter):
+    """wget's `<...>` WARC-Target-URIs, spaces around them, scheme/host case: one URL, checked as such
+    (userinfo, path, query and fragment are case-sensitive and kept as they are)."""
+    assert canonical_url(" <HTTPS://Me:PW@WWW.Example.COM:8080/A/b?Q=1#F> ") == "https://Me:PW@www.example.com:8080/A/b?Q=1#F"
+    assert canonical_url("\t< http://a.example/ >\r\n") == "http://a.example/"
+    assert canonical_url("dns:Example.COM") == "dns:Example.COM" and canonical_url(None) is None
+    assert default_filter.check("<https://www.xvideos.com/video123>") == "domain"
+    assert default_filter.check(" <HTTP://Forum-Example.org/threads/after-dark-lounge> ") == "url"
 
 
 def test_ut1_folder_every_category_and_its_own_words(tmp_path):
