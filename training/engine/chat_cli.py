@@ -178,7 +178,7 @@ def read_lines(interactive: bool):
 
 def main(args) -> int:
     from training.engine.engine import SamplingParams
-    from training.engine.tools import default_tools
+    from training.engine.tools import default_tools, isolation_line
     params = SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature,
                             top_k=args.top_k or None, top_p=args.top_p, seed=args.seed)
     params.validate()
@@ -191,6 +191,8 @@ def main(args) -> int:
         shown = ", ".join(sorted(tools)) or "none"
         note(f"{engine.model_name} on {engine.device} (context {context} tokens); tools: {shown}"
              + (f" (search: {index})" if index else ""))
+        if line := isolation_line(tools):  # sandboxed, or why the python tool is disabled (issue 23)
+            note(line)
         note(HELP)
     if args.base:
         note(BASE_NOTE)

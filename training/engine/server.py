@@ -359,7 +359,7 @@ def main(args) -> int:
     import uvicorn
     from pipelines.errors import ConfigError
     from training.engine.chat_cli import load_engine, resolve_search_index
-    from training.engine.tools import default_tools
+    from training.engine.tools import default_tools, isolation_line
 
     if args.max_queue < 0:
         raise ConfigError(f"--max-queue must be >= 0 (requests that may wait), got {args.max_queue}")
@@ -373,5 +373,7 @@ def main(args) -> int:
     shown = f"[{args.host}]" if ":" in args.host else args.host
     print(f"crawl2chat: serving {engine.model_name}: chat at http://{shown}:{args.port}/ , "
           f"OpenAI API at http://{shown}:{args.port}/v1", file=sys.stderr, flush=True)
+    if line := isolation_line(tools):  # sandboxed, or why the python tool is disabled (issue 23)
+        print(f"crawl2chat: {line}", file=sys.stderr, flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=5)
     return 0
