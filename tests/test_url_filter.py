@@ -88,7 +88,8 @@ def test_canonical_url_and_bracketed_uris(default_filter):
     assert canonical_url(" <HTTPS://Me:PW@WWW.Example.COM:8080/A/b?Q=1#F> ") == "https://Me:PW@www.example.com:8080/A/b?Q=1#F"
     assert canonical_url("\t< http://a.example/ >\r\n") == "http://a.example/"
     assert canonical_url("dns:Example.COM") == "dns:Example.COM" and canonical_url(None) is None
-    assert default_filter.check("<https://www.xvideos.com/video123>") == "domain"
+    assert default_filter.check("<https://www.onlyfans.com/someone>") == "domain"  # was kept
+    assert default_filter.check("<https://www.xvideos.com/video123>") == "domain"  # was blacklisted_subword
     assert default_filter.check(" <HTTP://Forum-Example.org/threads/after-dark-lounge> ") == "url"
 
 
