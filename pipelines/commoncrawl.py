@@ -7,11 +7,15 @@ Content-Range total), every gzip member must decompress with a good CRC, and onl
 part renamed into place. Files already at their final name are skipped: by construction they are
 complete. Transient failures (connection drops, timeouts, 429/5xx, a corrupt body) are retried
 with exponential backoff; a 404 is not.
+
+Requests go only to --base-url's host: a redirect is followed only to the same host (and port, or
+from http to https on it); one to another host is refused (DownloadError), so a listing or file
+cannot be fetched from, nor reveal the crawl being fetched to, anywhere else. A listing is read
+as a bounded stream (pipelines/listing.py: read_listing).
 """
 from __future__ import annotations
 
 import argparse
-import gzip
 import logging
 import os
 import random
@@ -26,7 +30,7 @@ from contextlib import contextmanager
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Iterable, Iterator
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urljoin, urlsplit
 
 import requests
 import urllib3
@@ -34,7 +38,8 @@ import urllib3
 from pipelines.errors import InputError, UnsafePathError
 # check_listing_entry and safe_join are re-exported: callers find the whole client here
 from pipelines.listing import (check_crawl_name, check_listing_entry, checked_listing,  # noqa: F401
-                               describe_rejected, safe_join, same_origin_url, split_listing)
+                               describe_rejected, gunzip_stream, read_listing, safe_join, same_origin_url,
+                               split_listing)
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +67,39 @@ def _base(base_url: str) -> str:
     return base_url if base_url.endswith("/") else base_url + "/"
 
 
+def _origin(url: str) -> tuple[str, str | None, int | None]:
+    parts = urlsplit(url)
+    return parts.scheme, parts.hostname, parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+
+
+class SameHostSession(requests.Session):
+    """A requests session that follows a redirect only on the host it was sent to: the same
+    scheme, host and port, or the same host from http to https on its default port. Any other
+    target raises DownloadError before a request is sent there."""
+
+    def get_redirect_target(self, resp):
+        target = super().get_redirect_target(resp)
+        if target is not None:
+            here, there = _origin(resp.url), _origin(urljoin(resp.url, target))
+            upgrade = here[:2] == ("http", there[1]) and there == ("https", here[1], 443)
+            if there != here and not upgrade:
+                raise DownloadError(f"{resp.url}: redirected to another host ({urljoin(resp.url, target)}); "
+                                    "crawl2chat fetches only from --base-url's host")
+        return target
+
+
 def _session(session: requests.Session | None) -> requests.Session:
     if session is not None:
         return session
-    s = requests.Session()
+    s = SameHostSession()
     s.headers["User-Agent"] = "crawl2chat/0.1 (+https://github.com/; Common Crawl client)"
     return s
+
+
+def _file_chunks(path: Path, size: int = 1 << 16) -> Iterator[bytes]:
+    with open(path, "rb") as f:
+        while block := f.read(size):
+            yield block
 
 
 def _sleep_backoff(attempt: int, backoff: float, max_backoff: float) -> None:
@@ -86,31 +118,30 @@ def fetch_listing(crawl: str, base_url: str = DEFAULT_BASE_URL, *, retries: int 
     if base_url.startswith("file://") or not re.match(r"^https?://", base_url):
         local = Path(base_url.removeprefix("file://")) / rel
         try:
-            data = local.read_bytes()
+            return read_listing(_file_chunks(local), str(local))
         except OSError as e:
             raise DownloadError(f"{local}: cannot read the crawl listing ({e.strerror}); is {crawl!r} "
                                 f"the crawl name and {base_url} the crawl's folder?") from None
-    else:
-        s, url = _session(session), same_origin_url(_base(base_url), rel)
-        for attempt in range(retries + 1):
-            try:
-                r = s.get(url, timeout=timeout)
+    s, url = _session(session), same_origin_url(_base(base_url), rel)
+    for attempt in range(retries + 1):
+        try:
+            with s.get(url, timeout=timeout, stream=True) as r:
                 if r.status_code in RETRY_STATUS:
                     raise _Retryable(f"HTTP {r.status_code}")
                 if r.status_code >= 400:
                     raise DownloadError(f"{url}: HTTP {r.status_code} (is {crawl!r} a crawl name?)")
-                data = r.content
-                break
-            except (_Retryable, requests.ConnectionError, requests.Timeout) as e:
-                if attempt == retries:
-                    raise DownloadError(f"listing {url} failed after {retries + 1} tries: {e}") from e
-                log.warning("listing %s: %s; retrying", url, e)
-                _sleep_backoff(attempt, backoff, 60.0)
-    try:
-        text = gzip.decompress(data).decode("utf-8")
-    except (OSError, EOFError, zlib.error) as e:
-        raise DownloadError(f"{rel} is not a valid gzip file: {e}") from e
-    return [line.strip() for line in text.splitlines() if line.strip()]
+                # raw bytes, read as they arrive: never the whole body, nor a Content-Encoding
+                # layer, decompressed at once
+                chunks = r.raw.stream(1 << 16, decode_content=False)
+                if r.headers.get("Content-Encoding", "").lower() in ("gzip", "x-gzip"):
+                    chunks = gunzip_stream(chunks, url)
+                return read_listing(chunks, url)
+        except _TRANSIENT as e:
+            if attempt == retries:
+                raise DownloadError(f"listing {url} failed after {retries + 1} tries: {e}") from e
+            log.warning("listing %s: %s; retrying", url, e)
+            _sleep_backoff(attempt, backoff, 60.0)
+    raise AssertionError("unreachable")
 
 
 def list_warc_paths(crawl: str, base_url: str = DEFAULT_BASE_URL, **kwargs) -> list[str]:
@@ -407,9 +438,10 @@ def main(args: argparse.Namespace) -> int:
     if args.path:
         entries = list(args.path)
     elif args.paths_file:
-        raw = Path(args.paths_file).read_bytes()
-        raw = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
-        entries = [line.strip() for line in raw.decode().splitlines() if line.strip()]
+        try:
+            entries = read_listing(_file_chunks(Path(args.paths_file)), args.paths_file)
+        except OSError as e:
+            raise InputError(f"{args.paths_file}: cannot read the paths file ({e.strerror})") from None
     elif args.crawl:
         entries = fetch_listing(args.crawl, args.base_url, retries=args.retries)
     else:

@@ -8,20 +8,31 @@ Only WARC names pass because they are all the stages read, so a listing can neve
 downloader create any other kind of file. Every caller that turns an entry into a URL or a path
 (commoncrawl.download_warcs, lake.fetch_warcs, CrawlLake.local_warc, the Dagster listing readers)
 goes through `check_listing_entry` / `split_listing`, and every destination through `safe_join`.
+
+A listing is read as a stream (`read_listing`), gzip or plain, and bounded: at most
+MAX_LISTING_BYTES of text, MAX_LISTING_ENTRIES entries and MAX_ENTRY_BYTES per line. A real crawl's
+warc.paths.gz holds up to ~100,000 entries of ~140 bytes (~14 MB of text); a hostile one used to be
+decompressed whole (a 1.8 MB gzip bomb cost 1.4 GB of memory) and is now refused as soon as it
+passes a bound, having held at most about a megabyte of it at a time beyond the entries kept.
 """
 from __future__ import annotations
 
 import re
+import zlib
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 from urllib.parse import unquote, urljoin, urlsplit
 
-from pipelines.errors import UnsafePathError
+from pipelines.errors import InputError, UnsafePathError
 
 _SAFE_SEGMENT = re.compile(r"[A-Za-z0-9_.-]+")
 _PLAIN = re.compile(r"[A-Za-z0-9_./-]+")  # every character a Common Crawl entry uses
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
 WARC_SUFFIXES = (".warc.gz", ".warc")
+MAX_LISTING_BYTES = 64 << 20  # decompressed text: ~4x a real crawl's listing
+MAX_LISTING_ENTRIES = 500_000  # ~5x a real crawl's file count
+MAX_ENTRY_BYTES = 4096  # a Common Crawl entry is ~140 bytes
+_GZIP_MAGIC = b"\x1f\x8b"
 
 
 def _odd_characters(entry: str) -> str:
@@ -138,3 +149,79 @@ def same_origin_url(base: str, rel: str) -> str:
     if urljoin(base, rel) != url or urlsplit(url)[:2] != urlsplit(base)[:2]:
         raise UnsafePathError(f"{rel!r}: the URL {url!r} is not under {base}")
     return url
+
+
+# ---- reading a listing: streamed, bounded --------------------------------------------------------
+
+def gunzip_stream(chunks: Iterable[bytes], name: str, limit: int = MAX_LISTING_BYTES) -> Iterator[bytes]:
+    """The decompressed bytes of gzip data arriving in `chunks` (members may chain), at most 1 MB
+    at a time and `limit` bytes in all: InputError past it, or on data that is not gzip."""
+    d, total, fed = zlib.decompressobj(wbits=31), 0, False
+    for data in chunks:
+        while data:
+            fed = True
+            try:
+                out = d.decompress(data, 1 << 20)
+                while True:
+                    total += len(out)
+                    if total > limit:
+                        raise InputError(f"{name}: decompresses to more than {limit >> 20} MB, far more than any "
+                                         "crawl listing; refusing it (a damaged file or a decompression bomb)")
+                    if out:
+                        yield out
+                    if not d.unconsumed_tail or d.eof:
+                        break
+                    out = d.decompress(d.unconsumed_tail, 1 << 20)
+            except zlib.error as e:
+                raise InputError(f"{name}: not valid gzip data ({e})") from None
+            if d.eof:
+                data, fed = d.unused_data, False
+                d = zlib.decompressobj(wbits=31)
+            else:
+                data = b""
+    if fed:
+        raise InputError(f"{name}: truncated gzip data")
+
+
+def read_listing(chunks: Iterable[bytes], name: str) -> list[str]:
+    """The non-empty stripped lines of a listing arriving in `chunks` (gzip, recognised by its
+    magic bytes, or plain UTF-8 text), read as a stream within the module's bounds; InputError
+    naming `name` otherwise. The entries are not judged here (split_listing does)."""
+    chunks = iter(chunks)
+    first = b""
+    for first in chunks:
+        if first:
+            break
+    if not first:
+        return []
+    stream: Iterable[bytes] = (c for part in ([first], chunks) for c in part)
+    if first[:2] == _GZIP_MAGIC:
+        stream = gunzip_stream(stream, name)
+    entries: list[str] = []
+    pending, total = b"", 0
+    for data in stream:
+        total += len(data)
+        if total > MAX_LISTING_BYTES:
+            raise InputError(f"{name}: more than {MAX_LISTING_BYTES >> 20} MB of text, far more than any crawl listing")
+        lines = (pending + data).split(b"\n")
+        pending = lines.pop()
+        if len(pending) > MAX_ENTRY_BYTES:
+            raise InputError(f"{name}: a line longer than {MAX_ENTRY_BYTES} bytes; not a listing of WARC paths")
+        for line in lines:
+            _add_entry(entries, line, name)
+    _add_entry(entries, pending, name)
+    return entries
+
+
+def _add_entry(entries: list[str], line: bytes, name: str) -> None:
+    if len(line) > MAX_ENTRY_BYTES:
+        raise InputError(f"{name}: a line longer than {MAX_ENTRY_BYTES} bytes; not a listing of WARC paths")
+    try:
+        entry = line.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise InputError(f"{name}: a line after entry {len(entries)} is not UTF-8 text; not a listing of "
+                         "WARC paths") from None
+    if entry:
+        if len(entries) >= MAX_LISTING_ENTRIES:
+            raise InputError(f"{name}: more than {MAX_LISTING_ENTRIES} entries, far more than any crawl listing")
+        entries.append(entry)

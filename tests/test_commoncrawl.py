@@ -466,3 +466,82 @@ def test_fetched_url_stays_on_the_base_host():
     for base, rel in [("http://127.0.0.1:8000", "@evil.example/x"), ("http://a.example/cc/", "../x")]:
         with pytest.raises(UnsafePathError, match="not under"):
             same_origin_url(base, rel)
+
+
+# ---- only --base-url's host, and bounded listings ---------------------------------------------------
+
+def redirecting_server(root, moves: dict):
+    """Serves `root`, answering 302 for each path in `moves` with its target URL (which may be
+    on another host), and recording every request."""
+    class Redirecting(RangeRequestHandler):
+        requests: list = []
+
+        def do_GET(self):
+            type(self).requests.append(self.path)
+            target = moves.get(self.path.lstrip("/"))
+            if target is None:
+                return super().do_GET()
+            self.send_response(302)
+            self.send_header("Location", target)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    return serve_directory(root, handler=Redirecting), Redirecting.requests
+
+
+def test_a_redirect_to_another_host_is_refused_and_never_followed(crawl, evil, tmp_path):
+    root, rels = crawl
+    evil_url, evil_requests = evil
+    listing = f"crawl-data/{CRAWL}/warc.paths.gz"
+    # the same host: followed (a CDN moving a file within the bucket)
+    moved = tmp_path / "moved"
+    shutil.copytree(root, moved / "old")
+    server, _ = redirecting_server(moved, {f"old/{listing}": f"/old/{listing}.moved"})
+    (moved / "old" / f"{listing}.moved").write_bytes((root / listing).read_bytes())
+    with server as base_url:
+        assert list_warc_paths(CRAWL, base_url + "old/") == rels
+    # another host (a different port of the same address is another origin, too), for the listing
+    # and for a WARC file: refused before any request goes there
+    evil_host = evil_url.replace("127.0.0.1", "localhost")
+    server, requests = redirecting_server(root, {listing: f"{evil_host}x.warc.gz", rels[0]: f"{evil_url}x.warc.gz"})
+    with server as base_url:
+        with pytest.raises(DownloadError, match="redirected to another host"):
+            list_warc_paths(CRAWL, base_url, retries=0)
+        with pytest.raises(DownloadError, match="redirected to another host"):
+            download_warcs([rels[0]], tmp_path / "dl", base_url, retries=0, crawl=CRAWL)
+    assert evil_requests == [] and requests == [f"/{listing}", f"/{rels[0]}"]
+    assert [p for p in (tmp_path / "dl").rglob("*") if not p.is_dir()] == []  # no file, not even a .part
+
+
+BOMB_CLIENT = """
+import resource, sys
+from pipelines.commoncrawl import fetch_listing
+from pipelines.errors import InputError
+try:
+    print("ENTRIES", len(fetch_listing(sys.argv[1], sys.argv[2], retries=0)))
+except InputError as e:
+    print("REFUSED", e)
+print("MAXRSS_MB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+"""
+
+
+def test_a_gzip_bomb_listing_is_refused_with_bounded_memory(tmp_path):
+    """A listing of ~1.4 MB that decompresses to ~400 MB of plausible entries (four identical
+    gzip members; the issue's was 1.8 MB): the client stops at the listing bounds instead of
+    decompressing it whole."""
+    import subprocess
+    import sys
+    root = tmp_path / "bucket"
+    listing = root / "crawl-data" / CRAWL / "warc.paths.gz"
+    listing.parent.mkdir(parents=True)
+    line = f"crawl-data/{CRAWL}/segments/1700000000000.0/warc/CC-MAIN-20990101000000-00000.warc.gz\n".encode()
+    member = gzip.compress(line * (100_000_000 // len(line)), compresslevel=9)
+    listing.write_bytes(member * 4)
+    assert listing.stat().st_size < 2_000_000
+    with serve_directory(root) as base_url:
+        out = subprocess.run([sys.executable, "-c", BOMB_CLIENT, CRAWL, base_url], capture_output=True, text=True,
+                             cwd=Path(__file__).resolve().parents[1], timeout=600)
+    lines = dict(line.split(" ", 1) for line in out.stdout.splitlines())
+    assert "REFUSED" in lines, out.stdout + out.stderr[-2000:]
+    assert "far more than any crawl listing" in lines["REFUSED"]
+    assert int(lines["MAXRSS_MB"]) < 400, lines  # the whole listing would take over 1.5 GB
