@@ -142,8 +142,20 @@ def test_no_network_even_to_localhost():
 def test_isolation_on_this_machine_is_reported():
     iso = isolation()
     assert iso["mechanism"] == "bubblewrap", iso
-    assert iso["pid_namespace"] and iso["network"] and iso["uid"] != 0
-    assert confinement().mechanism == "bubblewrap"
+    assert iso["pid_namespace"] and iso["network"] and iso["uid"] != 0 and iso["home"] == "/sandbox"
+    assert iso["seccomp"] == confinement().seccomp
+
+
+def test_the_seccomp_filter_refuses_keyrings_ptrace_and_terminal_injection():
+    if not confinement().seccomp:
+        pytest.skip("no seccomp filter here (pyseccomp or libseccomp missing)")
+    code = ("import ctypes, errno, fcntl, os, termios\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+            "print(libc.syscall(250, 0, 0, 0, 0), errno.errorcode[ctypes.get_errno()])\n"  # keyctl (x86_64)
+            "print(libc.syscall(101, 0, 0, 0, 0), errno.errorcode[ctypes.get_errno()])\n"  # ptrace(PTRACE_TRACEME)
+            "try:\n    fcntl.ioctl(1, termios.TIOCSTI, b'x')\nexcept OSError as e:\n    print(errno.errorcode[e.errno])")
+    if os.uname().machine != "x86_64":
+        pytest.skip("the syscall numbers below are x86_64's")
+    assert python_tool(code) == "-1 EPERM\n-1 EPERM\nEPERM"
 
 
 def test_fresh_private_working_directory_and_environment(monkeypatch):

@@ -21,7 +21,15 @@ Confinement is bubblewrap (`bwrap`, the sandbox under Flatpak), the same as root
   setsid() children included;
 - rlimits (sandbox_child.py): CPU seconds, address space, processes, file size (stdout and stderr are
   capped files), open files, no core dumps; `python -I -S`: no environment, no site-packages;
-- a seccomp filter (sandbox_seccomp.py) when the libseccomp bindings are installed.
+- a seccomp filter (built with pyseccomp, libseccomp's bindings, when installed): keyrings, ptrace,
+  bpf, perf, userfaultfd, io_uring, mounts, namespaces, modules and terminal injection refused;
+- as root, bwrap itself runs as a uid of its own per concurrent slot: the kernel exempts root's
+  processes from RLIMIT_NPROC even inside a user namespace, so only then does a fork bomb stop. That
+  uid reaches the interpreter by its "other" permission bits; one under /root is replaced by the
+  system's python of the same version (see _interpreter).
+Not protected: the kernel is shared (a kernel bug reachable through the allowed syscalls is an
+escape), world-readable system files under /usr can be read, and CPU, memory and the tmpfs sizes
+are spent up to the limits, by every concurrent run.
 Fail closed: where bwrap is missing or cannot build the sandbox (user namespaces refused, as under
 Docker's default seccomp profile), the tool answers "Error: the python tool is disabled: <reason>".
 CRAWL2CHAT_UNSAFE_PYTHON_TOOL=1 runs the code unconfined there instead (rlimits, a temporary working
@@ -118,9 +126,11 @@ def _confinement(bwrap: str | None, unsafe: bool) -> Confinement:
             return Confinement("bubblewrap", "new user, PID, network, IPC and UTS namespaces; read-only "
                                "system files only; private tmpfs home, /tmp and /dev/shm; rlimits; "
                                + ("seccomp filter" if seccomp else "no seccomp filter (pyseccomp or "
-                                                                    "libseccomp missing)"), bwrap, seccomp)
+                                                                    "libseccomp missing)")
+                               + f"; {_interpreter(os.geteuid() == 0)[0]}", bwrap, seccomp)
         reason = (f"bubblewrap cannot build its sandbox here ({err or f'exit status {rc}'}); it needs "
-                  "unprivileged user namespaces (in Docker: a seccomp profile that allows them)")
+                  "unprivileged user namespaces (Docker: see docker/Dockerfile; Ubuntu 24.04+: an "
+                  "AppArmor profile that lets bwrap use them)")
     if unsafe:
         return Confinement("unconfined", f"{UNSAFE_ENV}=1: model code runs as uid {os.getuid()} with rlimits "
                            f"only, no isolation ({reason})")
@@ -144,7 +154,7 @@ _BLOCKED = ("add_key", "keyctl", "request_key", "ptrace", "process_vm_readv", "p
             "fsopen", "fsmount", "fspick", "open_tree", "move_mount", "kexec_load", "kexec_file_load",
             "init_module", "finit_module", "delete_module", "syslog", "acct", "quotactl", "swapon", "swapoff",
             "reboot", "personality")
-_TIOCSTI = 0x5412  # pushes input into a terminal: no terminal here (--new-session), blocked anyway
+_TTY_IOCTLS = (0x5412, 0x541C)  # TIOCSTI, TIOCLINUX: push input into a terminal (none here: --new-session)
 
 
 @functools.lru_cache(maxsize=1)
@@ -161,7 +171,8 @@ def _seccomp_bpf() -> bytes | None:
             f.add_rule(sc.ERRNO(1), name)  # EPERM
         except OSError:  # a syscall this architecture does not have
             pass
-    f.add_rule(sc.ERRNO(1), "ioctl", sc.Arg(1, sc.MASKED_EQ, 0xFFFFFFFF, _TIOCSTI))
+    for request in _TTY_IOCTLS:
+        f.add_rule(sc.ERRNO(1), "ioctl", sc.Arg(1, sc.MASKED_EQ, 0xFFFFFFFF, request))
     with tempfile.TemporaryFile() as out:
         f.export_bpf(out)
         out.seek(0)
@@ -339,23 +350,25 @@ def _signal_error(sig: int, limits: SandboxLimits) -> str:
     return f"the process died with signal {name}"
 
 
-PROBE = """import os, socket
-print(os.getpid(), os.getuid(), sorted(name for _, name in socket.if_nameindex()), len(os.listdir('/proc')),
-      os.path.exists(os.path.expanduser('~/.bashrc')))
+PROBE = """import json, os, socket
+status = dict(line.split(':', 1) for line in open('/proc/self/status') if ':' in line)
+print(json.dumps({"pid": os.getpid(), "uid": os.getuid(), "interfaces": sorted(n for _, n in socket.if_nameindex()),
+                  "seccomp": status['Seccomp'].strip() == '2', "home": os.path.expanduser('~')}))
 """
 
 
 def isolation() -> dict:
-    """What confinement is in force, measured by running a probe in the sandbox."""
+    """What confinement is in force, measured by a probe in the sandbox: mechanism and detail (from
+    confinement()), and as the probe saw it, pid_namespace (it is PID 2 under bwrap's init), uid,
+    network (True: nothing but a loopback of its own), seccomp (a filter is loaded) and home."""
     conf = confinement()
-    report = {"mechanism": conf.mechanism, "detail": conf.detail, "seccomp": conf.seccomp}
+    report = {"mechanism": conf.mechanism, "detail": conf.detail}
     if conf.disabled:
         return report
     out = python_tool(PROBE)
     try:
-        pid, uid, rest = out.split(" ", 2)
-        net = rest[:rest.index("]") + 1]
-        report.update(pid_namespace=int(pid) <= 2, uid=int(uid), network=net == "['lo']")
+        seen = json.loads(out)
     except ValueError:
-        report["error"] = out
-    return report
+        return {**report, "error": out}
+    return {**report, "pid_namespace": seen["pid"] <= 2, "uid": seen["uid"], "network": seen["interfaces"] == ["lo"],
+            "seccomp": seen["seccomp"], "home": seen["home"]}
