@@ -15,6 +15,8 @@ from training.interop.families import FAMILIES, family
 from training.model import GPTConfig
 
 log = logging.getLogger(__name__)
+STAGE_NAMES = {"pretrain": "pretrained base", "sft": "chat (SFT)", "rl": "chat (RL)", "rlhf": "chat (RLHF)",
+               "rm": "reward"}
 
 
 def lineage_facts(run_id: str | None, tracking_uri: str | None) -> dict:
@@ -75,7 +77,7 @@ def model_card(name: str, export_dir: Path, meta: dict, lineage: dict) -> str:
     params = _params(Path(export_dir), cfg)
     lines = ["---", "library_name: transformers", "pipeline_tag: text-generation",
              f"tags: [crawl2chat, {fam}]", "---", "", f"# {name}", "",
-             f"A {meta.get('stage', 'crawl2chat')} model trained with crawl2chat from Common Crawl, exported as "
+             f"A {STAGE_NAMES.get(meta.get('stage'), 'language')} model trained with crawl2chat from Common Crawl, exported as "
              f"`{FAMILIES[fam][1]}` (llama.cpp architecture `{FAMILIES[fam][2]}`): standard code, no "
              "`trust_remote_code`.", "", "## Model", "",
              "| | |", "|---|---|",
