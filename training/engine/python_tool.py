@@ -127,7 +127,7 @@ def _confinement(bwrap: str | None, unsafe: bool) -> Confinement:
                                "system files only; private tmpfs home, /tmp and /dev/shm; rlimits; "
                                + ("seccomp filter" if seccomp else "no seccomp filter (pyseccomp or "
                                                                     "libseccomp missing)")
-                               + f"; {_interpreter(os.geteuid() == 0)[0]}", bwrap, seccomp)
+                               + f"; {_interpreter(_kernel_root())[0]}", bwrap, seccomp)
         reason = (f"bubblewrap cannot build its sandbox here ({err or f'exit status {rc}'}); it needs "
                   "unprivileged user namespaces (Docker: see docker/Dockerfile; Ubuntu 24.04+: an "
                   "AppArmor profile that lets bwrap use them)")
@@ -177,6 +177,22 @@ def _seccomp_bpf() -> bytes | None:
         f.export_bpf(out)
         out.seek(0)
         return out.read()
+
+
+def _kernel_root() -> bool:
+    """Whether this process is uid 0 as the kernel counts it, the uid exempt from RLIMIT_NPROC. The
+    root of a rootless container is an ordinary uid outside it (/proc/self/uid_map maps 0 elsewhere):
+    there bwrap runs as that root, whose processes the limit binds."""
+    if os.geteuid() != 0:
+        return False
+    try:
+        with open("/proc/self/uid_map") as f:
+            for inside, outside, count in (map(int, line.split()) for line in f):
+                if inside <= 0 < inside + count:
+                    return outside - inside == 0
+    except (OSError, ValueError):
+        pass
+    return True
 
 
 class SandboxUnavailable(Exception):
@@ -231,7 +247,7 @@ def _sandbox_files(code: bytes, conf: Confinement, limits: SandboxLimits, slot: 
         child.flush()
         child.seek(0)
         pass_fds.append(child.fileno())
-        exe, binds, hide = _interpreter(os.geteuid() == 0)
+        exe, binds, hide = _interpreter(_kernel_root())
         argv = [conf.bwrap, "--unshare-all", "--unshare-user", "--uid", "1000", "--gid", "1000",
                 "--hostname", "sandbox", "--disable-userns", "--die-with-parent", "--new-session", "--clearenv"]
         systems = [p for p in _SYSTEM if os.path.isdir(p) and not os.path.islink(p)]
@@ -259,7 +275,7 @@ def _sandbox_files(code: bytes, conf: Confinement, limits: SandboxLimits, slot: 
             argv += ["--seccomp", str(bpf.fileno())]
             pass_fds.append(bpf.fileno())
         popen = {"pass_fds": tuple(pass_fds)}
-        if os.geteuid() == 0:  # root's processes are exempt from RLIMIT_NPROC, even in a user namespace
+        if _kernel_root():  # root's processes are exempt from RLIMIT_NPROC, even in a user namespace
             uid = SANDBOX_UID_BASE + slot
             popen.update(user=uid, group=uid, extra_groups=[])
         yield argv + ["--", exe, "-I", "-S", "-u", "-X", "utf8"], popen
