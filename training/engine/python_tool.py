@@ -26,7 +26,8 @@ Confinement is bubblewrap (`bwrap`, the sandbox under Flatpak), the same as root
 - as root, bwrap itself runs as a uid of its own per concurrent slot: the kernel exempts root's
   processes from RLIMIT_NPROC even inside a user namespace, so only then does a fork bomb stop. That
   uid reaches the interpreter by its "other" permission bits; one under /root is replaced by the
-  system's python of the same version (see _interpreter).
+  system's python of the same version (see _interpreter). The root of a rootless container is an
+  ordinary uid to the kernel: there bwrap runs as it (_kernel_root).
 Not protected: the kernel is shared (a kernel bug reachable through the allowed syscalls is an
 escape), world-readable system files under /usr can be read, and CPU, memory and the tmpfs sizes
 are spent up to the limits, by every concurrent run.
