@@ -80,7 +80,25 @@ def setup_distributed() -> tuple[int, int, int]:
         if torch.cuda.is_available():
             torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
         deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
+        if not torch.cuda.is_available():
+            _unlink_cpu_shm_buffer()
     return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0))
+
+
+
+
+def _unlink_cpu_shm_buffer() -> None:
+    """DeepSpeed's CPU communication op creates a 66 MB /dev/shm/deepspeed_allreduce_buffer_<uid>_
+    <addr>_<port>_<rank> per rank when all ranks are local (the launcher's LOCAL_SIZE) and never
+    removes it: every CPU launch left one per rank. Each rank maps every peer's buffer before
+    init_distributed returns, so after a barrier the names can go (the mappings stay valid) and
+    nothing is left in /dev/shm however the run ends."""
+    import torch.distributed as dist
+    dist.barrier()
+    name = (f"deepspeed_allreduce_buffer_{os.getuid()}_{os.environ.get('MASTER_ADDR', '')}_"
+            f"{os.environ.get('MASTER_PORT', '')}_{dist.get_rank()}")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(Path("/dev/shm") / name)
 
 
 def start() -> Dist:
