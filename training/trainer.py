@@ -85,8 +85,6 @@ def setup_distributed() -> tuple[int, int, int]:
     return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0))
 
 
-
-
 def _unlink_cpu_shm_buffer() -> None:
     """DeepSpeed's CPU communication op creates a 66 MB /dev/shm/deepspeed_allreduce_buffer_<uid>_
     <addr>_<port>_<rank> per rank when all ranks are local (the launcher's LOCAL_SIZE) and never
