@@ -138,7 +138,7 @@ def test_languages_present_and_decodable(crawl, manifest):
         with open(crawl.out_dir / m["warc_file"], "rb") as fh:
             fh.seek(m["offset"])
             rec = next(iter(ArchiveIterator(fh)))
-        body = rec.content_stream().read()
+            body = rec.content_stream().read()
         text = body.decode(m["charset"])  # really encoded in the declared charset
         if m["charset"] != "windows-1252":
             with pytest.raises(UnicodeDecodeError):
@@ -227,6 +227,27 @@ def test_cli_writes_a_crawl(tmp_path, capsys):
     assert any("warc_0_18_lf" in m["quirks"] for m in lines) and any("no_http_headers" in m["quirks"] for m in lines)
 
 
+def test_pages_weigh_what_real_pages_weigh(crawl, tmp_path, capsys):
+    """HTML pages as heavy as real ones (boilerplate.py: median ~42 KB, mean ~54 KB; realweb's
+    Common-Crawl-like pages: median 62 KB; Common Crawl: ~50 KB on average), mostly chrome: the
+    light pages of old (~4 KB, small_pages=True) have the same texts, URLs and planted fates."""
+    sizes = crawl.page_bytes
+    assert 25_000 <= sizes["median"] <= 80_000 and 30_000 <= sizes["mean"] <= 100_000, sizes
+    assert 12_000 <= sizes["min"] and sizes["max"] <= 1_000_000 and sizes["p90"] > 1.5 * sizes["median"], sizes
+    light = generate_crawl(tmp_path / "light", pages=PAGES, seed=7, files=2, small_pages=True)
+    assert light.page_bytes["median"] < 8_000, light.page_bytes
+
+    def facts(info):
+        return [{k: v for k, v in json.loads(line).items() if k != "offset"}
+                for line in info.manifest_path.read_text(encoding="utf-8").splitlines()]
+    assert facts(light) == facts(crawl)
+
+    from pipelines.cli import main
+    assert main(["sample-crawl", "--out", str(tmp_path / "cli"), "--pages", "20", "--seed", "1"]) == 0
+    printed = json.loads(capsys.readouterr().out)["page_bytes"]
+    assert set(printed) == {"pages", "min", "median", "mean", "p90", "max"} and printed["median"] > 12_000
+
+
 def test_planted_fates_hold_through_the_real_stages(crawl, manifest):
     """Ground truth check: each capture through the real stages stops where the manifest says.
 
@@ -249,11 +270,11 @@ def test_planted_fates_hold_through_the_real_stages(crawl, manifest):
     for m in manifest:
         if m["fate"] == "any":
             continue
-        with open(crawl.out_dir / m["warc_file"], "rb") as fh:
+        with open(crawl.out_dir / m["warc_file"], "rb") as fh:  # a real page is more than one read buffer
             fh.seek(m["offset"])
             rec = next(iter(ArchiveIterator(fh)))
-        ctype = rec.http_headers.get_header("Content-Type") or ""
-        body = rec.content_stream().read()
+            ctype = rec.http_headers.get_header("Content-Type") or ""
+            body = rec.content_stream().read()
         got = None
         if rec.http_headers.get_statuscode() != "200":
             got = ("warc_reader", "http_status")

@@ -64,8 +64,9 @@ class Capture:
 
 
 class Builder:
-    def __init__(self, rng: random.Random, year: int):
+    def __init__(self, rng: random.Random, year: int, weight: float = 1.0):
         self.rng = rng
+        self.weight = weight  # real-page chrome around the text (boilerplate.py); 0: light ~4 KB pages
         self.deck = ProseDeck(rng)
         self.year = year
         self._n = 0
@@ -105,7 +106,7 @@ class Builder:
         if lang == "en" and len(paras) > 4 and self.rng.random() < 0.5:
             heads[len(paras) // 2] = self.rng.choice(("Details", "In practice", "A closer look", "Going further"))
         return pages.render_page(self.rng, site=host, title=title, paragraphs=paras, lang=lang,
-                                 charset=charset, date_text=self._date(), headings=heads, **kw)
+                                 charset=charset, date_text=self._date(), headings=heads, weight=self.weight, **kw)
 
     def _good(self, category: str, paras_extra: list[str] | None = None, url: str | None = None) -> Capture:
         title, paras = self._article()
@@ -172,7 +173,7 @@ class Builder:
             p.append(f"This story was originally published on {self._date()} and updated since.")
             host = self._host()
             html = pages.render_page(self.rng, site=host, title=title, paragraphs=p, date_text=self._date(),
-                                     headings=heads)
+                                     headings=heads, weight=self.weight)
             cap = Capture(self._url(host, title), html.encode("utf-8"), "near_duplicate")
             cap.dup_cluster = cluster
             out.append(cap)

@@ -45,6 +45,18 @@ class CrawlInfo:
     paths_listing: Path
     counts: dict  # planned pages per category
     captures: int
+    page_bytes: dict | None = None  # size distribution of the HTML pages' bodies (page_size_stats)
+
+
+def page_size_stats(sizes: list[int]) -> dict:
+    """min / median / mean / p90 / max of HTML body sizes in bytes, as realweb's README gives its own."""
+    if not sizes:
+        return {"pages": 0}
+    s = sorted(sizes)
+    mid = len(s) // 2
+    median = s[mid] if len(s) % 2 else (s[mid - 1] + s[mid]) / 2
+    return {"pages": len(s), "min": s[0], "median": round(median), "mean": round(sum(s) / len(s)),
+            "p90": s[min(len(s) - 1, int(0.9 * len(s)))], "max": s[-1]}
 
 
 def _crawl_start(crawl: str) -> datetime:
@@ -65,7 +77,7 @@ def _http_date(dt: datetime) -> str:
 
 
 def generate_crawl(out_dir, pages: int = 200, seed: int = 0, crawl: str = "CC-MAIN-2099-01",
-                   files: int = 2, quirks: bool = False) -> CrawlInfo:
+                   files: int = 2, quirks: bool = False, small_pages: bool = False) -> CrawlInfo:
     out_dir = Path(out_dir)
     files = max(1, min(files, pages))
     start = _crawl_start(crawl)
@@ -73,7 +85,8 @@ def generate_crawl(out_dir, pages: int = 200, seed: int = 0, crawl: str = "CC-MA
     id_rng = random.Random(f"ids-{seed}")
     order_rng = random.Random(f"order-{seed}")
 
-    builder = Builder(content_rng, start.year)
+    # real-page weight by default (boilerplate.py); small_pages: the ~4 KB pages of old, same texts
+    builder = Builder(content_rng, start.year, weight=0.0 if small_pages else 1.0)
     captures: list[Capture] = []
     for spec in plan_specs(pages, random.Random(f"plan-{seed}")):
         captures.extend(builder.build(spec))
@@ -123,7 +136,9 @@ def generate_crawl(out_dir, pages: int = 200, seed: int = 0, crawl: str = "CC-MA
             manifest.write(json.dumps(line, ensure_ascii=False) + "\n")
     listing = out_dir / "crawl-data" / crawl / "warc.paths.gz"
     ww.gzip_lines(listing, rel_paths)
-    return CrawlInfo(out_dir, crawl, warc_paths, manifest_path, listing, plan_counts(pages), len(captures))
+    sizes = [len(c.body) for c in captures if c.mime == "text/html" and c.status == 200]
+    return CrawlInfo(out_dir, crawl, warc_paths, manifest_path, listing, plan_counts(pages), len(captures),
+                     page_size_stats(sizes))
 
 
 def _decide_duplicates(captures: list[Capture], captured: dict[int, tuple[str, str]]) -> None:

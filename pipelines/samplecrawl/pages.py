@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 import random
 
+from pipelines.samplecrawl.boilerplate import Chrome
 from pipelines.samplecrawl.texts import FIRST_NAMES, FOREIGN_CHROME, LAST_NAMES
 
 _NAV_EN = ("Home", "News", "Tutorials", "Reviews", "About", "Contact", "Archive", "Topics", "Shop")
@@ -48,13 +49,15 @@ def person(rng: random.Random) -> str:
 def render_page(rng: random.Random, *, site: str, title: str, paragraphs: list[str], lang: str = "en",
                 date_text: str = "", charset: str = "utf-8", meta_charset: bool = True,
                 extra_main_html: str = "", byline: str | None = None, headings: dict[int, str] | None = None,
-                ads: bool = True) -> str:
+                ads: bool = True, weight: float = 1.0) -> str:
     """A full HTML page; `paragraphs` are the article body, already plain text (escaped here).
 
     `headings` maps a paragraph index to an <h2> placed before it; `extra_main_html` is raw
     HTML appended inside the article (for list-heavy or code-heavy low-quality pages).
+    `weight` scales the real-page chrome around it (boilerplate.py; 0: none, a ~4 KB page).
     """
     headings = headings or {}
+    chrome = Chrome(site, title, weight) if weight > 0 else None
     if lang == "en":
         nav, side_title, home, contact = _NAV_EN, rng.choice(_SIDEBAR_EN), "Home", "Contact"
         rights, also = "All rights reserved.", "Read next"
@@ -69,15 +72,18 @@ def render_page(rng: random.Random, *, site: str, title: str, paragraphs: list[s
               '<meta name="viewport" content="width=device-width, initial-scale=1">',
               f'<link rel="stylesheet" href="/static/css/main.{rng.randrange(16**6):06x}.css">',
               "<script>window.dataLayer=window.dataLayer||[];function gtag(){dataLayer.push(arguments);}"
-              f"gtag('config','G-{rng.randrange(10**8):08d}');</script>",
-              "</head>", f'<body class="{rng.choice(["post", "article-page", "single", "blog"])}">']
+              f"gtag('config','G-{rng.randrange(10**8):08d}');</script>"]
+    if chrome:
+        parts.append(chrome.head(title))
+    parts += ["</head>", f'<body class="{rng.choice(["post", "article-page", "single", "blog"])}">']
     if lang == "en" and rng.random() < 0.8:
         parts.append('<div id="cookie-banner" class="cookie-consent"><p>This website uses cookies to '
                      'improve your experience. See our <a href="/privacy">privacy policy</a>.</p>'
                      '<button class="accept">Accept all</button></div>')
     parts.append(f'<header class="site-header"><a class="logo" href="/">{esc(site)}</a>'
                  f'<nav class="main-nav"><ul>{_links(rng, nav, 6)}</ul></nav>'
-                 '<form class="search" action="/search"><input name="q" placeholder="Search"></form></header>')
+                 '<form class="search" action="/search"><input name="q" placeholder="Search"></form>'
+                 f'{chrome.nav() if chrome else ""}</header>')
     parts.append('<div class="container">')
     if rng.random() < 0.6:
         parts.append(f'<aside class="sidebar sidebar-left"><h3>{esc(side_title)}</h3>'
@@ -111,10 +117,14 @@ def render_page(rng: random.Random, *, site: str, title: str, paragraphs: list[s
         parts.append(f'<aside class="sidebar sidebar-right"><h3>{esc(also)}</h3>'
                      f'<ul>{_links(rng, _LINK_WORDS if lang == "en" else nav, 4)}</ul>'
                      '<div class="newsletter">Subscribe to our newsletter</div></aside>')
+    if chrome:
+        parts.append(chrome.sidebar())
     parts.append("</div>")
     footer_links = ("Terms of use", "Privacy policy", "Cookie settings", "Imprint") if lang == "en" else (contact,)
     parts.append(f'<footer class="site-footer"><ul>{_links(rng, footer_links, 4)}</ul>'
                  f"<p>&copy; {esc(site)}. {esc(rights)}</p></footer>")
+    if chrome:
+        parts += [chrome.footer(), chrome.tail()]
     parts.append("</body></html>")
     return "\n".join(parts)
 
