@@ -3,6 +3,7 @@ rows equal rows alone, sampling is reproducible, streaming decodes incrementally
 machine forces tool output (masked) into the row that called it."""
 from __future__ import annotations
 
+import random
 import threading
 import time
 
@@ -13,7 +14,7 @@ from engine_fixtures import (script_table, table_model, tiny_export, tiny_gpt,  
                              tiny_rope_export, tiny_tok, tiny_tokenizer_dir)
 from pipelines.errors import ConfigError, InputError, UserError
 from training.conversations import parse_assistant, render_for_completion
-from training.engine.engine import Engine, SamplingParams
+from training.engine.engine import Engine, SamplingParams, sample
 from training.model import KVCache
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -31,9 +32,14 @@ def prompts_of(tok) -> list[list[int]]:
 
 
 def reference(model, prompt: list[int], n: int, temperature: float, top_k=None, seed: int = 0) -> list[int]:
-    g = torch.Generator().manual_seed(seed)
-    out = model.generate(torch.tensor([prompt]), n, temperature=temperature, top_k=top_k, generator=g)
-    return out[0, len(prompt):].tolist()
+    """Uncached decoding: the whole context re-run per token (GPT.generate's forward), sampled by the
+    engine's sampler with the row's generator (random.Random(seed), one number per token)."""
+    rng, params, idx = random.Random(seed), SamplingParams(temperature=temperature, top_k=top_k), list(prompt)
+    with torch.no_grad():
+        for _ in range(n):
+            logits = model(torch.tensor([idx]))[:, -1].float()
+            idx.append(int(sample(logits, params, None if temperature <= 0 else [rng.random()])[0]))
+    return idx[len(prompt):]
 
 
 # ---- the cache in the model -----------------------------------------------------------------
@@ -265,6 +271,46 @@ def test_batched_tool_rows_equal_rows_alone_and_run_tools_concurrently(tiny_tok)
         [alone] = engine.generate([p], params)
         assert (b.tokens, b.sampled, b.finish_reason) == (alone.tokens, alone.sampled, alone.finish_reason)
     assert batched[1].finish_reason == "length" and all(batched[1].sampled)
+
+
+def test_a_row_waiting_for_its_tool_does_not_stall_the_others(tiny_tok):
+    """Two rows call the same tool, the second 9 tokens after the first; the tool is a rendezvous:
+    each call returns only once both have arrived. Tools run inside the decode loop -> the first
+    call stalls every row, the second never comes (the barrier breaks after 5 s); off the loop ->
+    the second row decodes on while the first waits, and both calls meet."""
+    tok = tiny_tok
+    prompt, call, rest = tool_script(tok, "print(6*7)")
+    script = set(prompt + call + rest)
+    chain = [t for t in dict.fromkeys(tok.encode("one two three four five six seven eight nine ten eleven"))
+             if t not in script][:8]
+    engine = tool_engine(tok, prompt, call, rest, {"python": lambda args: (barrier.wait(), "met")[1]})
+    engine.model = table_model(tok, {**script_table([prompt[-1], *call]), **script_table([*chain, prompt[-1]]),
+                                     **script_table([tok.special("output_end"), *rest])})
+    late = tok.encode("Hello") + chain[:1]
+    barrier = threading.Barrier(2, timeout=5)
+    a, b = engine.generate([prompt, late], SamplingParams(max_tokens=60, temperature=0))
+    for c in (a, b):
+        assert tok.decode([t for t, s in zip(c.tokens, c.sampled) if not s][1:-1]) == "met"
+        assert c.tokens[-len(rest):] == rest and c.finish_reason == "stop"
+    assert b.tokens[:len(chain)] == chain[1:] + [prompt[-1]]   # b called 8 tokens after a
+
+
+def test_the_cache_is_compacted_only_when_half_the_rows_are_done(tiny_tok, monkeypatch):
+    """8 rows stopping one step apart: 3 compactions (to 4, 2, 1 rows), not one per finished row;
+    every row still equals itself alone."""
+    from training.engine import engine as engine_module
+    tok = tiny_tok
+    chain = list(dict.fromkeys(tok.encode("one two three four five six seven eight nine ten")))[:8]
+    engine = Engine(table_model(tok, script_table([*chain, tok.special("im_end")])), tok, tools={})
+    sizes = []
+    keep = engine_module._RowCache.keep
+    monkeypatch.setattr(engine_module._RowCache, "keep", lambda self, rows: (sizes.append(len(rows)), keep(self, rows)))
+    prompts = [tok.encode("Hi") + [chain[k]] for k in range(8)]
+    out = engine.generate(prompts, SamplingParams(max_tokens=20, temperature=0))
+    assert sizes == [4, 2, 1]
+    for k, c in enumerate(out):
+        assert c.tokens == chain[k + 1:] + [tok.special("im_end")] and c.finish_reason == "stop"
+        assert engine.generate([prompts[k]], SamplingParams(max_tokens=20, temperature=0))[0].tokens == c.tokens
 
 
 # ---- loading and errors -----------------------------------------------------------------------
