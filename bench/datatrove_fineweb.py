@@ -11,6 +11,7 @@ language model, NLTK and trafilatura are loaded before it starts.
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import json
 import os
@@ -29,6 +30,36 @@ WARM_HTML = "<html><head><title>Warm up</title></head><body><article>" + "".join
     "Every summer a festival fills the streets with music, food stalls and boat races on the river.",
     "The council has promised to protect the forest to the north, which is home to deer and rare birds."]) + \
     "</article></body></html>"
+
+def reader_skip_reason(record) -> tuple[str | None, str | None]:
+    """(why datatrove 0.2.0's WarcReader skips this response record or None, charset it decodes with).
+    The checks of its `process_record` (datatrove/pipeline/readers/warc.py), replayed in order so
+    that a skip gets its computed reason; the caller checks the replay against the real reader."""
+    import cchardet
+    import magic
+    mime_type = record.rec_headers.get("WARC-Identified-Payload-Type", None)
+    if mime_type is not None and mime_type != "text/html":
+        return f"WARC-Identified-Payload-Type is {mime_type}", None
+    content = record.content_stream().read()
+    if mime_type is None:
+        mime_type = magic.from_buffer(content, mime=True)
+        if mime_type != "text/html":
+            return f"no WARC-Identified-Payload-Type and libmagic says {mime_type}", None
+    try:
+        content.decode("UTF-8")
+        return None, "UTF-8"
+    except UnicodeDecodeError:
+        guess = cchardet.detect(content)["encoding"]
+        if not guess or guess == "UTF-8":
+            return f"not valid UTF-8 and cchardet guesses {guess or 'nothing'}", None
+        try:
+            content.decode(guess)
+            return None, guess
+        except LookupError:
+            return f"cchardet guesses {guess}, a codec Python does not know", None
+        except UnicodeDecodeError:
+            return f"not valid UTF-8 nor valid {guess} (cchardet's guess)", None
+
 
 def datatrove_worker(spec: dict) -> dict:
     """Runs inside the datatrove venv: FineWeb's steps, every decision recorded. No pipelines import."""
@@ -95,7 +126,7 @@ def datatrove_worker(spec: dict) -> dict:
     sent_tokenize("Warm up. The tokenizer.")
     steps[1][1].extract(WARM_HTML)  # imports trafilatura
 
-    universe = {}
+    universe, skip_reason, charset = {}, {}, {}
     for path in spec["warcs"]:
         try:
             with open(path, "rb") as f:
@@ -103,6 +134,7 @@ def datatrove_worker(spec: dict) -> dict:
                     if record.rec_type == "response":
                         rid = record.rec_headers.get_header("WARC-Record-ID")
                         universe[rid] = record.rec_headers.get_header("WARC-Target-URI")
+                        skip_reason[rid], charset[rid] = reader_skip_reason(record)
         except Exception as e:  # a damaged file: what was read so far counts
             print(f"datatrove worker: warcio stopped in {path}: {e}", file=sys.stderr)
 
@@ -115,10 +147,13 @@ def datatrove_worker(spec: dict) -> dict:
             except Exception as e:
                 print(f"datatrove worker: WarcReader stopped in {path}: {e}", file=sys.stderr)
 
+    html_sha1: dict[str, str] = {}
+
     def entering(stream, stage):
         for doc in stream:
             if stage == "extraction":
                 current[0] = doc.id
+                html_sha1[doc.id] = hashlib.sha1(doc.text.encode("utf-8", "surrogatepass")).hexdigest()
             decisions[doc.id] = [stage, "passed"]  # replaced when the step drops it
             yield doc
 
@@ -154,9 +189,14 @@ def datatrove_worker(spec: dict) -> dict:
             decisions[doc_id] = ["extraction", extract_reason.get(doc_id, "empty")]
     for doc_id in kept:
         decisions[doc_id] = ["kept", None]
+    replay_mismatch = []
     for doc_id in universe:
-        decisions.setdefault(doc_id, ["warc_reader", "skipped"])
-    return {"decisions": decisions, "texts": texts, "lang": lang, "universe": universe,
+        read = doc_id in decisions
+        if read == (skip_reason.get(doc_id) is not None):  # the replay must agree with the real reader
+            replay_mismatch.append(doc_id)
+        decisions.setdefault(doc_id, ["warc_reader", skip_reason.get(doc_id) or "skipped (reason not replayed)"])
+    return {"decisions": decisions, "texts": texts, "lang": lang, "universe": universe, "html_sha1": html_sha1,
+            "charset": {k: v for k, v in charset.items() if v}, "reader_replay_mismatch": replay_mismatch,
             "records": len(universe), "cpu_s": cpu, "wall_s": wall,
             "versions": {k: importlib.metadata.version(k) for k in ("datatrove", "trafilatura", "nltk", "numpy")}}
 

@@ -2,7 +2,12 @@
 Prints one JSON object.
 
     .venv/bin/python bench/vs_datatrove.py [--pages 2000] [--seed 0] [--files 2] [--warcs F ...]
-                                           [--modes trafilatura resiliparse] [--out FILE]
+                                           [--realweb [DIR]] [--modes trafilatura resiliparse] [--out FILE]
+
+`--realweb` runs on real pages: all 1,310 of ../shared/realweb wrapped into one WARC in a temporary
+folder (bench/realweb_warc.py). The last line printed is one JSON object with the headline figures:
+speedup_trafilatura, speedup_resiliparse (our docs per CPU-second over datatrove's), agreement
+(keep/drop agreement on the documents both sides extract, trafilatura mode) and per-mode details.
 
 datatrove runs in its own virtualenv (default bench/.venv-datatrove, created on first use with
 pip; git-ignored) pinned to the FineWeb-era release 0.2.0, as FineWeb's script chains it
@@ -37,16 +42,26 @@ and initials before brackets, bullets, end ellipses, hashes, duplicate and short
 quotes and dashes, few sentences, foreign sentences); both sides run language .. fineweb_quality on
 exactly the same texts (`stress_filters` in the output).
 
-Output: per mode, every document's two decisions (`kept` or `stage/reason`), keep/drop agreement,
-same-stage-and-reason agreement, a confusion table (datatrove's stage -> our stage -> count),
-every disagreement with the first stage where the two differ, both sides' reason there, whether
-the extracted texts were identical and the known cause when there is one; and docs/s/core of both
-sides with the ratios. `--per-document` adds every document's pair of decisions. Takes about 5
-minutes for 2,000 pages on a free core (the first run also creates the venv: about a minute).
+Output: per mode, every document's two decisions (`kept` or `stage/reason`), keep/drop agreement
+over all records and over the documents both sides extract (`agreement_both_extracted`: where
+reading or extraction failed on one side there is nothing to compare the filters on), a confusion
+table (datatrove's stage -> our stage -> count), and every disagreement with its computed cause
+(`disagreement_cause`): which side dropped it, at which stage, with which reason, and what differed
+upstream. Datatrove's reader gives no reason when it skips a record, so its checks (payload type,
+libmagic, UTF-8 then cchardet) are replayed on every record (`reader_skip_reason`) and the replay is
+checked against what the reader really yielded (`reader_replay_mismatch`, expected empty). Causes
+fall into categories: `reader`, `url_filter`, `decoding` (the two readers decoded different HTML),
+`extraction_failure`, `extractor_backend` (resiliparse's text or emptiness: not a filter
+disagreement), `extraction_differs` (trafilatura's text differs on the same HTML) and `filter` (the
+same text, a filter decides differently). `disagreement_causes` counts them. docs/s/core of both sides
+with the ratios. `--per-document` adds every document's pair of decisions. Takes about 5 minutes for
+2,000 generated pages on a free core; --realweb about 4 minutes of CPU (the first run also creates
+the venv: about a minute).
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.metadata
 import json
 import os
@@ -59,6 +74,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+REALWEB = ROOT.parent / "shared" / "realweb"
 DEFAULT_VENV = ROOT / "bench" / ".venv-datatrove"
 # Pinned here: FineWeb's datatrove and what its steps import. fasttext-wheel is the fastText build
 # datatrove names; its predict() needs numpy < 2.
@@ -71,23 +87,20 @@ STAGES = ["warc_reader", "url_filter", "extraction", "language", "gopher_repetit
 LID_URL = "https://dl.fbaipublicfiles.com/fasttext/supervised-models/lid.176.bin"
 LID_CACHE = ("filters", "language_filter")  # datatrove's cached_asset_path_or_download namespace/subfolder
 
-# Differences explained by datatrove 0.2.0 itself (its bugs or a deliberate choice of ours),
-# keyed by (first stage that differs, datatrove's decision there, ours).
-KNOWN_CAUSES = {
-    ("url_filter", "passed", "url"):
+# Documented differences of datatrove 0.2.0's URL filter (its bugs), keyed by the computed
+# (first stage that differs, datatrove's decision there, ours): an explanation added to a cause
+# that is computed anyway, never a substitute for it.
+URL_FILTER_NOTES = {
+    ("passed", "url"):
         "datatrove 0.2.0 looks the raw URL (with its scheme) up in UT1's scheme-less `urls` list, so its "
         "`url` rule never fires; ours normalizes the URL the way UT1 writes it (url_filter.py)",
-    ("url_filter", "passed", "hard_blacklisted"):
+    ("passed", "hard_blacklisted"):
         "datatrove 0.2.0 compares URL tokens case-sensitively with its lowercase word lists "
         "(`/Hentai/` passes); ours lowercases them (url_filter.py)",
-    ("url_filter", "passed", "soft_blacklisted"):
+    ("passed", "soft_blacklisted"):
         "datatrove 0.2.0 compares URL tokens case-sensitively with its lowercase word lists; ours "
         "lowercases them (url_filter.py)",
 }
-READER_CAUSE = ("datatrove's WarcReader ignores the HTTP status and the Content-Type header (it trusts "
-                "WARC-Identified-Payload-Type, else libmagic); ours keeps only 200 responses "
-                "(warc_reader.only_http_ok) with an HTML Content-Type: Common Crawl stores non-200 captures "
-                "in separate crawldiagnostics files, so FineWeb's input held none")
 
 
 # ---------------------------------------------------------------- the datatrove virtualenv
@@ -184,6 +197,7 @@ def ours_worker(spec: dict) -> dict:
 
     decisions: dict[str, list] = {}
     texts: dict[str, str] = {}
+    html_sha1: dict[str, str] = {}
     lang: dict[str, list] = {}
 
     class RecordText(Stage):
@@ -192,6 +206,15 @@ def ours_worker(spec: dict) -> dict:
         def process(self, docs, ctx):
             for doc in docs:
                 texts[doc.id] = doc.text
+                yield doc
+
+    class RecordHtml(Stage):
+        """The decoded HTML's digest, to tell a decoding difference from an extraction one."""
+        name = "_record_html"
+
+        def process(self, docs, ctx):
+            for doc in docs:
+                html_sha1[doc.id] = hashlib.sha1(doc.text.encode("utf-8", "surrogatepass")).hexdigest()
                 yield doc
 
     def sink(doc, stage, reason):
@@ -210,13 +233,15 @@ def ours_worker(spec: dict) -> dict:
         stages = filter_stages(cfg)
     else:
         stages = build_batch_stages(cfg, spec["warcs"], spec["dump"])
-        stages.insert([s.name for s in stages].index("extraction") + 1, RecordText())
+        at = [s.name for s in stages].index("extraction")
+        stages[at:at + 1] = [RecordHtml(), stages[at], RecordText()]
     # warm up what loads lazily (the LID model, trafilatura/resiliparse imports) off the clock
     from datatrove_fineweb import WARM_HTML
     from pipelines.document import Document
     list(run_stages(iter([Document(WARM_HTML, "warm-up", {"url": "http://warm.example/"})]),
                     [s for s in stages if not s.is_source])[0])
     texts.clear()
+    html_sha1.clear()
     cpu0, wall0 = time.process_time(), time.perf_counter()
     docs, stats = run_stages(source, stages, sink)
     kept = []
@@ -227,7 +252,7 @@ def ours_worker(spec: dict) -> dict:
     for doc_id in kept:
         decisions[doc_id] = ["kept", None]
     records = stats["warc_reader"].docs_in if "warc_reader" in stats else stats["language"].docs_in
-    return {"decisions": decisions, "texts": texts, "lang": lang, "records": records,
+    return {"decisions": decisions, "texts": texts, "lang": lang, "records": records, "html_sha1": html_sha1,
             "cpu_s": cpu, "wall_s": wall, "stats": stats.as_dict()}
 
 
@@ -240,7 +265,9 @@ def run_worker(python: Path, side: str, spec: dict, workdir: Path, env: dict | N
         cmd = [str(python), str(Path(__file__).with_name("datatrove_fineweb.py")), str(spec_path), str(out_path)]
     else:
         cmd = [str(python), str(Path(__file__).resolve()), "--worker", str(spec_path), str(out_path)]
-    subprocess.run(cmd, check=True, env=env)
+    # one core each: the side's process (and anything it starts) is pinned to one CPU
+    core = min(os.sched_getaffinity(0))
+    subprocess.run(cmd, check=True, env=env, preexec_fn=lambda: os.sched_setaffinity(0, {core}))
     return json.loads(out_path.read_text())
 
 
@@ -296,11 +323,67 @@ def _label(decision) -> str:
     return "kept" if stage == "kept" else f"{stage}/{reason}"
 
 
-def compare(dt: dict, ours: dict, urls: dict) -> dict:
+EXTRACTED = STAGES[STAGES.index("extraction") + 1:]  # a decision at one of these: the side extracted text
+
+
+def disagreement_cause(stage: str, dt_there: str, ours_there: str, doc_id: str, dt: dict, ours: dict,
+                       mode: str) -> dict:
+    """Why the two sides part at `stage`, computed from what each side recorded for this document:
+    who dropped it, with which reason, and what differed upstream (decoded HTML, extracted text)."""
+    dropped_by = "datatrove" if dt_there != "passed" else "ours"
+    reason = dt_there if dropped_by == "datatrove" else ours_there
+    html_a, html_b = dt.get("html_sha1", {}).get(doc_id), ours.get("html_sha1", {}).get(doc_id)
+    text_a, text_b = dt["texts"].get(doc_id), ours["texts"].get(doc_id)
+    out = {"dropped_by": dropped_by, "stage": stage, "reason": reason}
+    if stage == "warc_reader":
+        out["category"] = "reader"
+        if dropped_by == "datatrove":  # computed by datatrove_fineweb.reader_skip_reason (its own checks replayed)
+            out["why"] = f"datatrove's WarcReader skipped it: {reason}; ours read it"
+        else:
+            out["why"] = f"our reader dropped it ({reason}); datatrove's WarcReader read it"
+        return out
+    if stage == "url_filter":
+        out["category"] = "url_filter"
+        out["why"] = (f"{dropped_by} dropped the URL ({reason})"
+                      + (f": {URL_FILTER_NOTES[(dt_there, ours_there)]}" if (dt_there, ours_there) in URL_FILTER_NOTES
+                         else ""))
+        return out
+    decoded_same = None if html_a is None or html_b is None else html_a == html_b
+    out["decoded_html_identical"] = decoded_same
+    out["extracted_text_identical"] = None if text_a is None or text_b is None else text_a == text_b
+    if decoded_same is False:
+        out["category"] = "decoding"
+        out["why"] = (f"the readers decoded the page to different HTML (charset: datatrove "
+                      f"{dt.get('charset', {}).get(doc_id)}); "
+                      f"{dropped_by} dropped it at {stage} ({reason})")
+    elif stage == "extraction":
+        if mode != "trafilatura" and dropped_by == "ours":
+            out["category"] = "extractor_backend"
+            out["why"] = f"{mode} gave {reason} where datatrove's trafilatura extracted text: not a filter decision"
+        else:
+            out["category"] = "extraction_failure"
+            out["why"] = f"{dropped_by}'s extraction gave {reason} on the same HTML"
+    elif out["extracted_text_identical"]:
+        out["category"] = "filter"
+        out["why"] = f"same extracted text; {dropped_by} dropped it at {stage} ({reason}), the other side passed it"
+    elif mode != "trafilatura":
+        out["category"] = "extractor_backend"
+        out["why"] = f"{mode}'s text differs from trafilatura's; {dropped_by} dropped it at {stage} ({reason})"
+    else:
+        out["category"] = "extraction_differs"
+        out["why"] = (f"trafilatura gave different text on the same HTML (deduplicate's per-process cache "
+                      f"saw different pages before); {dropped_by} dropped it at {stage} ({reason})")
+    if stage == "language":
+        out["lang"] = {"datatrove": dt["lang"].get(doc_id), "ours": ours["lang"].get(doc_id)}
+    return out
+
+
+def compare(dt: dict, ours: dict, urls: dict, mode: str = "trafilatura") -> dict:
     ids = sorted(set(dt["decisions"]) | set(ours["decisions"]))
     confusion: dict[str, dict[str, int]] = {}
     per_doc, disagreements = [], []
-    keep_agree = same = 0
+    keep_agree = same = both_extracted = both_agree = 0
+    causes: dict[str, int] = {}
     for doc_id in ids:
         a = dt["decisions"].get(doc_id, ["warc_reader", "skipped"])
         b = ours["decisions"].get(doc_id, ["warc_reader", "skipped"])
@@ -309,32 +392,28 @@ def compare(dt: dict, ours: dict, urls: dict) -> dict:
         agree = (a[0] == "kept") == (b[0] == "kept")
         keep_agree += agree
         same += _label(a) == _label(b)
+        if a[0] in EXTRACTED and b[0] in EXTRACTED:
+            both_extracted += 1
+            both_agree += agree
         per_doc.append({"id": doc_id, "datatrove": _label(a), "ours": _label(b)})
         if agree:
             continue
         # the first stage where the two differ: the earlier drop; the other side passed it
-        first = min(STAGES.index(a[0]), STAGES.index(b[0]))
-        stage = STAGES[first]
+        stage = STAGES[min(STAGES.index(a[0]), STAGES.index(b[0]))]
         dt_there = a[1] if a[0] == stage else "passed"
         ours_there = b[1] if b[0] == stage else "passed"
-        ta, tb = dt["texts"].get(doc_id), ours["texts"].get(doc_id)
-        entry = {"id": doc_id, "url": urls.get(doc_id), "datatrove": _label(a), "ours": _label(b),
-                 "first_stage": stage, "datatrove_there": dt_there, "ours_there": ours_there,
-                 "extracted_text_identical": None if ta is None or tb is None else ta == tb,
-                 "lang": {"datatrove": dt["lang"].get(doc_id), "ours": ours["lang"].get(doc_id)}}
-        cause = KNOWN_CAUSES.get((stage, dt_there, ours_there))
-        if stage == "warc_reader":
-            cause = READER_CAUSE
-        elif cause is None and entry["extracted_text_identical"] is False:
-            cause = "the extracted texts differ"
-        entry["cause"] = cause or "unexplained: same input, the filters decide differently"
-        disagreements.append(entry)
+        cause = disagreement_cause(stage, dt_there, ours_there, doc_id, dt, ours, mode)
+        key = f"{cause['category']}: {cause['dropped_by']} dropped at {stage} ({cause['reason']})"
+        causes[key] = causes.get(key, 0) + 1
+        disagreements.append({"id": doc_id, "url": urls.get(doc_id), "datatrove": _label(a), "ours": _label(b),
+                              "cause": cause})
     n = len(ids)
-    explained = sum(1 for d in disagreements if not d["cause"].startswith("unexplained"))
     return {"documents": n, "keep_drop_agreement": round(keep_agree / n, 5) if n else None,
             "same_stage_and_reason": round(same / n, 5) if n else None,
-            "disagreements_total": len(disagreements), "disagreements_explained": explained,
-            "keep_drop_agreement_unexplained_only": round((keep_agree + explained) / n, 5) if n else None,
+            "both_extracted": both_extracted,
+            "agreement_both_extracted": round(both_agree / both_extracted, 5) if both_extracted else None,
+            "disagreements_total": len(disagreements),
+            "disagreement_causes": dict(sorted(causes.items(), key=lambda kv: -kv[1])),
             "confusion_by_stage": confusion, "disagreements": disagreements, "per_document": per_doc}
 
 
@@ -349,25 +428,40 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--files", type=int, default=2, help="WARC files of the generated crawl")
     parser.add_argument("--warcs", nargs="+", type=Path, help="WARC files to use instead of a generated crawl")
+    parser.add_argument("--realweb", nargs="?", const=REALWEB, type=Path, metavar="DIR",
+                        help="use every page of ../shared/realweb (or DIR), wrapped into one WARC in a temporary "
+                             "folder, instead of a generated crawl; --stress defaults to 0 then")
     parser.add_argument("--dump", default="CC-MAIN-2099-01", help="crawl name stored as `dump`")
     parser.add_argument("--modes", nargs="+", default=["trafilatura", "resiliparse"],
                         choices=["trafilatura", "resiliparse"], help="our extraction backends to compare")
     parser.add_argument("--venv", type=Path, default=DEFAULT_VENV, help="datatrove virtualenv (created if missing)")
     parser.add_argument("--datatrove-timeout", type=float, default=60.0,
                         help="datatrove's per-page extraction timeout, wall-clock seconds (FineWeb: 0.1)")
-    parser.add_argument("--stress", type=int, default=2000,
+    parser.add_argument("--stress", type=int, default=None,
                         help="also run both sides' filters (language .. fineweb_quality) on this many texts made "
-                             "from the extracted pages by edits that push rules to their thresholds (0: skip)")
+                             "from the extracted pages by edits that push rules to their thresholds (0: skip; "
+                             "default 2000, 0 with --realweb)")
     parser.add_argument("--per-document", action="store_true", help="include every document's decisions")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args()
+    if args.stress is None:
+        args.stress = 0 if args.realweb else 2000
 
     sys.path.insert(0, str(ROOT))
     python = ensure_venv(args.venv)
     env = datatrove_env(args.venv)
     with tempfile.TemporaryDirectory(prefix="vs-datatrove-") as tmp:
         work = Path(tmp)
-        if args.warcs:
+        if args.realweb:
+            from realweb_warc import write_warc
+            try:
+                pages = write_warc(work / "realweb_pages.warc.gz", args.realweb)
+            except FileNotFoundError as e:
+                print(f"vs_datatrove: {e}", file=sys.stderr)
+                return 2
+            print(f"vs_datatrove: {pages} realweb pages in one WARC", file=sys.stderr)
+            warcs = [str(work / "realweb_pages.warc.gz")]
+        elif args.warcs:
             warcs = [str(p.resolve()) for p in args.warcs]
         else:
             from pipelines.samplecrawl import generate_crawl
@@ -377,13 +471,15 @@ def main() -> int:
         extra = build_blocklists(_datatrove_assets(python), work / "blocklists")
         dt = run_worker(python, "datatrove", {"warcs": warcs, "dump": args.dump, "extra": extra,
                                               "timeout": args.datatrove_timeout}, work, env)
-        result = {"input": {"warcs": len(warcs), "generated_pages": None if args.warcs else args.pages,
+        result = {"input": {"warcs": len(warcs), "realweb": str(args.realweb) if args.realweb else None,
+                            "generated_pages": None if args.warcs or args.realweb else args.pages,
                             "seed": args.seed, "response_records": dt["records"]},
-                  "datatrove": {"versions": dt["versions"], "speed": speed(dt)}, "modes": {}}
+                  "datatrove": {"versions": dt["versions"], "speed": speed(dt),
+                                "reader_replay_mismatch": dt["reader_replay_mismatch"]}, "modes": {}}
         for mode in args.modes:
             ours = run_worker(Path(sys.executable), "ours", {"warcs": warcs, "dump": args.dump, "mode": mode,
                                                              "blocklists": str(work / "blocklists")}, work)
-            cmp = compare(dt, ours, dt["universe"])
+            cmp = compare(dt, ours, dt["universe"], mode)
             if not args.per_document:
                 cmp.pop("per_document")
             s = speed(ours)
@@ -404,11 +500,29 @@ def main() -> int:
                 if not args.per_document:
                     cmp.pop("per_document")
                 result["stress_filters"] = {"texts": len(items), "edits": sorted(STRESS_EDITS), **cmp}
+    result["summary"] = summary(result)
     text = json.dumps(result, indent=2, ensure_ascii=False)
     print(text)
     if args.out:
         args.out.write_text(text)
+    print(json.dumps(result["summary"]))  # the last line: the headline figures alone
     return 0
+
+
+def summary(result: dict) -> dict:
+    """speedup_<mode> (our docs per CPU-second over datatrove's), agreement (keep/drop, on the
+    documents both sides extract, trafilatura mode; per mode under agreement_<mode>)."""
+    out = {"records": result["input"]["response_records"],
+           "datatrove_docs_per_cpu_s": result["datatrove"]["speed"]["docs_per_s_per_core"]}
+    for mode, m in result["modes"].items():
+        out[f"speedup_{mode}"] = m["speedup_vs_datatrove"]
+        out[f"docs_per_cpu_s_{mode}"] = m["speed"]["docs_per_s_per_core"]
+        out[f"agreement_{mode}"] = m["agreement_both_extracted"]
+        out[f"both_extracted_{mode}"] = m["both_extracted"]
+        out[f"disagreements_{mode}"] = m["disagreements_total"]
+    out["agreement"] = out.get("agreement_trafilatura", next(
+        (v for k, v in out.items() if k.startswith("agreement_")), None))
+    return out
 
 
 if __name__ == "__main__":

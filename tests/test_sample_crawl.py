@@ -233,7 +233,8 @@ def test_pages_weigh_what_real_pages_weigh(crawl, tmp_path, capsys):
     light pages of old (~4 KB, small_pages=True) have the same texts, URLs and planted fates."""
     sizes = crawl.page_bytes
     assert 25_000 <= sizes["median"] <= 80_000 and 30_000 <= sizes["mean"] <= 100_000, sizes
-    assert 12_000 <= sizes["min"] and sizes["max"] <= 1_000_000 and sizes["p90"] > 1.5 * sizes["median"], sizes
+    # the lightest may be a malformed page, cut to half of one
+    assert 5_000 <= sizes["min"] and sizes["max"] <= 1_000_000 and sizes["p90"] > 1.5 * sizes["median"], sizes
     light = generate_crawl(tmp_path / "light", pages=PAGES, seed=7, files=2, small_pages=True)
     assert light.page_bytes["median"] < 8_000, light.page_bytes
 
