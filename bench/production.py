@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipelines import services  # noqa: E402
+from pipelines import services, spark_services  # noqa: E402
 
 
 def run_pipeline(master: str | None, remote: str | None, warcs: list[str], out: Path) -> dict:
@@ -72,15 +72,15 @@ def run_child(mode: str, crawl: Path, out: Path, env: dict, master: str | None =
 
 def spark_figures(crawl: Path, tmp: Path) -> dict:
     local = run_child("local[2]", crawl, tmp / "local2", {}, master="local[2]")
-    cluster = services.start_spark_cluster(workers=2, cores=1, memory="1g", base_dir=tmp / "cluster",
-                                           auth_secret=os.urandom(16).hex())
+    cluster = spark_services.start_spark_cluster(workers=2, cores=1, memory="1g", base_dir=tmp / "cluster",
+                                                 auth_secret=os.urandom(16).hex())
     try:
         standalone = run_child("standalone", crawl, tmp / "standalone", cluster.env, master=cluster.url)
     finally:
         cluster.stop()
-    connect = services.start_spark_connect(master="local[2]", base_dir=tmp / "connect")
+    connect = spark_services.start_spark_connect(master="local[2]", base_dir=tmp / "connect")
     try:
-        over_connect = run_child("connect", crawl, tmp / "connect-out", {}, remote=connect.url)
+        over_connect = run_child("connect", crawl, tmp / "connect-out", connect.env, remote=connect.url)
     finally:
         connect.stop()
     assert local["kept"] == standalone["kept"] == over_connect["kept"], (local, standalone, over_connect)

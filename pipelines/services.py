@@ -1,5 +1,6 @@
-"""The production shape as real processes on this machine, bound to 127.0.0.1: a Spark standalone
-master and workers, a Spark Connect server, Postgres, and an MLflow tracking server.
+"""The production shape as real processes on this machine, bound to 127.0.0.1: Postgres and an
+MLflow tracking server here, a Spark standalone master and workers and a Spark Connect server in
+pipelines/spark_services.py (with the same Service, spawn and wait_ready).
 
     python -m pipelines.services_cli      # `make services`: start them, print URLs and exports, Ctrl-C stops all
 
@@ -11,7 +12,8 @@ the whole session, including what the service spawned and moved to other process
 Python daemons do), so nothing outlives it. Ports are free loopback ports picked at start.
 
 Secrets never reach a command line (`ps` shows those to every user): Postgres and MLflow get the
-password through PGPASSWORD, the Spark daemons their RPC secret through the environment.
+password through PGPASSWORD, MLflow's admin account through a 0600 ini file, the Spark daemons
+their RPC secret and the Connect server its token through the environment.
 """
 from __future__ import annotations
 
@@ -33,9 +35,6 @@ from pipelines.errors import UserError
 
 LOOPBACK = "127.0.0.1"
 BIN = Path(sys.executable).parent
-SPARK_MASTER_CLASS = "org.apache.spark.deploy.master.Master"
-SPARK_WORKER_CLASS = "org.apache.spark.deploy.worker.Worker"
-SPARK_CONNECT_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
 # Marks every process spawned from this Python process, and everything those spawn (environments
 # are inherited), so `strays()` finds what outlived its service whatever its session or group.
 RUN_MARK = f"CRAWL2CHAT_SERVICES_RUN={os.getpid()}-{secrets.token_hex(4)}"
@@ -126,6 +125,15 @@ def spawn(name: str, cmd: list[str], log: Path | None, env: dict | None = None, 
             raise ServiceError(f"{name}: cannot run {cmd[0]}: {e}") from e
 
 
+def write_private(path: Path, text: str) -> None:
+    """`text` in a new file only this user can read: mode 0600 from its creation on (a chmod after
+    writing leaves a moment when others can open it and keep it open)."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
 def wait_ready(service: Service, ready, timeout: float = 120.0, what: str = "ready") -> None:
     """Poll `ready()` until it is true; stop the service and raise with its log if a process
     exits first or `timeout` passes."""
@@ -158,102 +166,6 @@ def _port_open(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(1.0)
         return s.connect_ex((LOOPBACK, port)) == 0
-
-
-# ------------------------------------------------------------------------------------------
-# Spark: a standalone master with workers, and a Spark Connect server
-
-def spark_home() -> Path:
-    """The Spark distribution inside the installed pyspark wheel (bin/spark-class, jars/)."""
-    import pyspark
-    return Path(pyspark.__file__).parent
-
-
-def _spark_env(base: Path, auth_secret: str | None) -> dict:
-    # SPARK_LOCAL_DIRS: shuffle and block files (and a Connect session's artifacts) under `base`,
-    # not in /tmp/spark-*, so a killed service leaves nothing behind once `base` is removed.
-    env = {"SPARK_HOME": str(spark_home()), "SPARK_LOCAL_IP": LOOPBACK, "SPARK_LOG_DIR": str(base / "logs"),
-           "SPARK_LOCAL_DIRS": str(base / "local"),
-           "SPARK_DAEMON_MEMORY": "256m", "PYSPARK_PYTHON": os.environ.get("PYSPARK_PYTHON", sys.executable)}
-    if auth_secret:
-        # Same settings as docker/compose.yaml (spark.authenticate on every daemon); the secret
-        # itself goes through the environment variable Spark's SecurityManager reads.
-        env.update({"SPARK_MASTER_OPTS": "-Dspark.authenticate=true",
-                    "SPARK_WORKER_OPTS": "-Dspark.authenticate=true",
-                    "_SPARK_AUTH_SECRET": auth_secret})
-    return env
-
-
-def spark_master_command(port: int, webui_port: int) -> list[str]:
-    return [str(spark_home() / "bin" / "spark-class"), SPARK_MASTER_CLASS,
-            "--host", LOOPBACK, "--port", str(port), "--webui-port", str(webui_port)]
-
-
-def spark_worker_command(master_url: str, webui_port: int, cores: int, memory: str, work_dir: Path) -> list[str]:
-    return [str(spark_home() / "bin" / "spark-class"), SPARK_WORKER_CLASS, "--host", LOOPBACK,
-            "--webui-port", str(webui_port), "--cores", str(cores), "--memory", memory,
-            "--work-dir", str(work_dir), master_url]
-
-
-def start_spark_cluster(workers: int = 2, cores: int = 1, memory: str = "1g", base_dir: Path | None = None,
-                        auth_secret: str | None = None, timeout: float = 180.0) -> Service:
-    """A standalone master and `workers` workers (`cores` cores and `memory` each), one JVM each.
-    Ready when every worker is ALIVE on the master. `auth_secret`: spark.authenticate on every
-    daemon; drivers then need SPARK_AUTH_SECRET (pipelines/spark/session.py reads it)."""
-    base = Path(base_dir or tempfile.mkdtemp(prefix="crawl2chat-spark-"))
-    port, ui = free_port(), free_port()
-    url = f"spark://{LOOPBACK}:{port}"
-    env = _spark_env(base, auth_secret)
-    procs, logs = [], []
-    # SPARK_LOCAL_IP: a driver of this loopback-only cluster must be reachable on loopback too
-    svc = Service("spark-cluster", url, procs, logs, env={"CRAWL2CHAT_SPARK_MASTER": url, "SPARK_LOCAL_IP": LOOPBACK},
-                  info={"web_ui": f"http://{LOOPBACK}:{ui}", "work_dir": str(base)},
-                  remove=[] if base_dir else [base])
-    if auth_secret:
-        svc.env["SPARK_AUTH_SECRET"] = auth_secret
-    logs.append(base / "logs" / "master.log")
-    procs.append(spawn("spark master", spark_master_command(port, ui), logs[-1], env))
-    wait_ready(svc, lambda: _http_ok(f"http://{LOOPBACK}:{ui}/json/"), timeout, "serving its web UI")
-    for i in range(workers):
-        logs.append(base / "logs" / f"worker-{i}.log")
-        cmd = spark_worker_command(url, free_port(), cores, memory, base / f"work-{i}")
-        procs.append(spawn(f"spark worker {i}", cmd, logs[-1], env))
-    wait_ready(svc, lambda: _alive_workers(ui) == workers, timeout, f"showing {workers} ALIVE workers")
-    return svc
-
-
-def _alive_workers(webui_port: int) -> int:
-    import json
-    with urllib.request.urlopen(f"http://{LOOPBACK}:{webui_port}/json/", timeout=2) as r:
-        state = json.load(r)
-    return sum(w.get("state") == "ALIVE" for w in state.get("workers", []))
-
-
-def spark_connect_command(port: int, master: str) -> list[str]:
-    return [str(spark_home() / "bin" / "spark-submit"), "--class", SPARK_CONNECT_CLASS,
-            "--name", "crawl2chat Spark Connect", "--master", master,
-            "--conf", f"spark.connect.grpc.binding.address={LOOPBACK}",
-            "--conf", f"spark.connect.grpc.binding.port={port}",
-            "--conf", f"spark.driver.host={LOOPBACK}", "--conf", f"spark.driver.bindAddress={LOOPBACK}",
-            "--conf", "spark.ui.enabled=false", "--conf", "spark.python.worker.reuse=true",
-            "--conf", "spark.sql.session.timeZone=UTC"]
-
-
-def start_spark_connect(master: str = "local[2]", driver_memory: str = "1g", base_dir: Path | None = None,
-                        timeout: float = 180.0) -> Service:
-    """A Spark Connect server (its own driver, running `master`); ready when its gRPC port accepts
-    connections. Clients reach it as sc://127.0.0.1:PORT (CRAWL2CHAT_SPARK_REMOTE)."""
-    base = Path(base_dir or tempfile.mkdtemp(prefix="crawl2chat-connect-"))
-    port = free_port()
-    url = f"sc://{LOOPBACK}:{port}"
-    logs = [base / "logs" / "connect.log"]
-    # spark-submit sizes a Connect server's JVM by SPARK_DAEMON_MEMORY, not --driver-memory
-    env = {**_spark_env(base, None), "SPARK_DAEMON_MEMORY": driver_memory}
-    proc = spawn("spark connect", spark_connect_command(port, master), logs[0], env, cwd=base)
-    svc = Service("spark-connect", url, [proc], logs, env={"CRAWL2CHAT_SPARK_REMOTE": url},
-                  remove=[] if base_dir else [base])
-    wait_ready(svc, lambda: _port_open(port), timeout, "accepting connections")
-    return svc
 
 
 # ------------------------------------------------------------------------------------------
@@ -319,8 +231,7 @@ def start_postgres(databases: tuple[str, ...] = ("dagster", "mlflow"), user: str
     if not (data / "PG_VERSION").exists():
         data.mkdir(parents=True, exist_ok=True)
         pwfile = base / "pwfile"
-        pwfile.write_text(password + "\n")
-        pwfile.chmod(0o600)
+        write_private(pwfile, password + "\n")
         if owner:
             for p in (base, data, pwfile):
                 shutil.chown(p, user=run_as)
@@ -403,11 +314,10 @@ def start_mlflow_server(postgres: Service, artifacts_dir: Path, db: str = "mlflo
     env = {"PGPASSWORD": postgres.info["password"]}
     if auth:
         ini = log_dir / "mlflow-auth.ini"
-        ini.write_text("[mlflow]\ndefault_permission = READ\n"
-                       f"database_uri = sqlite:///{log_dir / 'mlflow-auth.db'}\n"
-                       f"admin_username = {auth[0]}\nadmin_password = {auth[1]}\n"
-                       "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
-        ini.chmod(0o600)
+        write_private(ini, "[mlflow]\ndefault_permission = READ\n"
+                           f"database_uri = sqlite:///{log_dir / 'mlflow-auth.db'}\n"
+                           f"admin_username = {auth[0]}\nadmin_password = {auth[1]}\n"
+                           "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
         # the basic-auth app signs its CSRF tokens with this key; one per server start is enough here
         env.update(MLFLOW_AUTH_CONFIG_PATH=str(ini),
                    MLFLOW_FLASK_SERVER_SECRET_KEY=os.environ.get("MLFLOW_FLASK_SERVER_SECRET_KEY",

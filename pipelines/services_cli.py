@@ -2,10 +2,11 @@
 
     python -m pipelines.services_cli [--workers 2] [--data-dir DIR] [--no-connect]
 
-Starts Postgres (databases `dagster` and `mlflow`), an MLflow tracking server on it, a Spark
-standalone master with workers (spark.authenticate on) and a Spark Connect server, prints their
-URLs and writes the variables a client needs into an env file (mode 0600: it holds the generated
-passwords, so they never reach the terminal). In another shell:
+Starts Postgres (databases `dagster` and `mlflow`), an MLflow tracking server on it (basic auth:
+a generated admin account), a Spark standalone master with workers (spark.authenticate on, no REST
+submission server) and a Spark Connect server (a generated token), prints their URLs and writes
+the variables a client needs into an env file (mode 0600: it holds the generated passwords, so
+they never reach the terminal or a command line). In another shell:
 
     set -a; . <state>/services.env; set +a
     dagster job execute -m assets.definitions -j discover_crawl     # on Postgres, Spark, MLflow
@@ -24,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipelines import services
+from pipelines import services, spark_services
 from pipelines.errors import UserError
 
 INSTANCE_FILES = Path(__file__).resolve().parents[1] / "dagster_home"
@@ -39,11 +40,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _secret(state: Path, name: str) -> str:
-    """A generated secret, kept in the state dir (0600) so a kept Postgres still accepts it."""
+    """A generated secret, kept in the state dir (0600) so a kept Postgres (or MLflow's auth
+    database) still accepts it."""
     path = state / f".{name}"
     if not path.exists():
-        path.write_text(secrets.token_urlsafe(18))
-        path.chmod(0o600)
+        services.write_private(path, secrets.token_urlsafe(18))
     return path.read_text().strip()
 
 
@@ -65,18 +66,22 @@ def main(args: argparse.Namespace) -> int:
     try:
         pg = services.start_postgres(password=_secret(state, "postgres-password"), data_dir=state / "postgres")
         running.append(pg)
-        running.append(services.start_mlflow_server(pg, state / "mlartifacts", log_dir=state))
-        running.append(services.start_spark_cluster(args.workers, 1, args.worker_memory, base_dir=state / "spark",
-                                                    auth_secret=_secret(state, "spark-secret")))
+        admin = ("admin", _secret(state, "mlflow-admin-password"))
+        running.append(services.start_mlflow_server(pg, state / "mlartifacts", log_dir=state, auth=admin))
+        running.append(spark_services.start_spark_cluster(args.workers, 1, args.worker_memory,
+                                                          base_dir=state / "spark",
+                                                          auth_secret=_secret(state, "spark-secret")))
         if not args.no_connect:
-            running.append(services.start_spark_connect(base_dir=state / "spark-connect"))
-        env = {"DAGSTER_HOME": str(_dagster_home(state))}
+            running.append(spark_services.start_spark_connect(base_dir=state / "spark-connect",
+                                                              token=_secret(state, "spark-connect-token")))
+        # MLflow's client reads these two; the Dagster processes and the trainers log as the admin
+        env = {"DAGSTER_HOME": str(_dagster_home(state)),
+               "MLFLOW_TRACKING_USERNAME": admin[0], "MLFLOW_TRACKING_PASSWORD": admin[1]}
         for svc in running:
             env.update(svc.env)
         env.pop("PGPASSWORD", None)
         env_file = state / "services.env"
-        env_file.write_text("".join(f"{k}={v}\n" for k, v in sorted(env.items())))
-        env_file.chmod(0o600)
+        services.write_private(env_file, "".join(f"{k}={v}\n" for k, v in sorted(env.items())))
         print("crawl2chat services, all on 127.0.0.1 (Ctrl-C stops them all):")
         for svc in running:
             extra = f"   web UI {svc.info['web_ui']}" if "web_ui" in svc.info else ""

@@ -53,7 +53,13 @@ def test_no_credentials_in_committed_files_and_image_is_not_root():
              if line.startswith("USER ")]
     assert users and users[-1] not in ("root", "0")
     compose = yaml.safe_load(compose_text)
-    assert "spark.authenticate=true" in compose["services"]["spark-master"]["environment"]["SPARK_MASTER_OPTS"]
+    master_opts = compose["services"]["spark-master"]["environment"]["SPARK_MASTER_OPTS"]
+    assert "spark.authenticate=true" in master_opts and "spark.master.rest.enabled=false" in master_opts
+    # MLflow authenticates (basic auth), and every container that logs to it has the account
+    assert "--app-name basic-auth" in compose["services"]["mlflow"]["command"][-1]
+    assert "${MLFLOW_ADMIN_PASSWORD:?" in compose_text and "MLFLOW_ADMIN_PASSWORD=" in example
+    for name in ("user-code", "webserver", "daemon"):
+        assert "MLFLOW_TRACKING_PASSWORD" in compose["services"][name]["environment"], name
 
 
 # ------------------------------------------------------------------------------------------
@@ -87,13 +93,15 @@ def test_compose_runs_the_same_mlflow_and_spark_commands_as_the_tested_services(
     import shlex
 
     from pipelines import services as svc
+    from pipelines import spark_services
     compose = yaml.safe_load((ROOT / "docker" / "compose.yaml").read_text())["services"]
 
     def flags(argv):
         return {a for a in argv if a.startswith("--")}
 
-    mlflow_argv = shlex.split(compose["mlflow"]["command"][-1].replace("$$", "$"))
-    tested = svc.mlflow_server_command(5000, "postgresql+psycopg2://u@h:5432/mlflow", "/lake/mlartifacts")
+    script = compose["mlflow"]["command"][-1].replace("$$", "$")
+    mlflow_argv = shlex.split(script[script.index("&& exec ") + 3:])  # after the auth ini is written
+    tested = svc.mlflow_server_command(5000, "postgresql+psycopg2://u@h:5432/mlflow", "/lake/mlartifacts", auth=True)
     assert mlflow_argv[1:3] == ["mlflow", "server"] and tested[1] == "server"
     # compose adds --allowed-hosts for its container hostname; the tests run one worker
     assert flags(mlflow_argv) - {"--allowed-hosts"} == flags(tested) - {"--workers"}
@@ -101,10 +109,10 @@ def test_compose_runs_the_same_mlflow_and_spark_commands_as_the_tested_services(
     assert backend.startswith("postgresql+psycopg2://$POSTGRES_USER@")  # no password in the URI
     assert "PGPASSWORD" in compose["mlflow"]["environment"]
 
-    assert svc.SPARK_MASTER_CLASS in compose["spark-master"]["command"][-1]
-    assert svc.SPARK_WORKER_CLASS in compose["spark-worker-1"]["command"][-1]
-    tested_env = svc._spark_env(Path("/tmp"), "secret")
+    assert spark_services.SPARK_MASTER_CLASS in compose["spark-master"]["command"][-1]
+    assert spark_services.SPARK_WORKER_CLASS in compose["spark-worker-1"]["command"][-1]
+    tested_env = spark_services._spark_env(Path("/tmp"), "secret")
     spark_env = compose["spark-master"]["environment"]
     for key in ("SPARK_MASTER_OPTS", "SPARK_WORKER_OPTS"):
-        assert spark_env[key] == tested_env[key]  # spark.authenticate, and no secret in a -D option
+        assert spark_env[key] == tested_env[key]  # spark.authenticate, no REST server, no secret in a -D option
     assert spark_env["_SPARK_AUTH_SECRET"].startswith("${SPARK_AUTH_SECRET:?") and "_SPARK_AUTH_SECRET" in tested_env

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
+from pipelines.errors import UserError
 from pipelines.spark.ship import ship_code
 
 # The directory holding the `pipelines` package: local Python workers get it on PYTHONPATH so an
@@ -67,6 +68,17 @@ def _local_cores(master: str) -> int:
         return os.cpu_count() or 1
 
 
+def _check_connect_url(remote: str) -> None:
+    """PySpark sends a Connect token (SPARK_CONNECT_AUTHENTICATE_TOKEN, as `make services` sets)
+    only over a secure channel: gRPC's local credentials when the host is literally `localhost`,
+    else TLS, which a loopback server without TLS cannot answer (an obscure handshake error)."""
+    from urllib.parse import urlsplit
+    host = urlsplit(remote).hostname
+    if os.environ.get("SPARK_CONNECT_AUTHENTICATE_TOKEN") and host in ("127.0.0.1", "::1") and ";use_ssl=true" not in remote:
+        raise UserError(f"Spark Connect URL {remote}: with a token, name the host `localhost` "
+                        f"(sc://localhost:{urlsplit(remote).port or 15002}); PySpark uses TLS for any other host")
+
+
 def build_spark_session(master: str = "local[*]", remote: str | None = None,
                         app_name: str = "crawl2chat", conf: dict | None = None) -> SparkSession:
     """A SparkSession: Spark Connect when `remote` is given (sc://host:15002), else `master`.
@@ -75,6 +87,7 @@ def build_spark_session(master: str = "local[*]", remote: str | None = None,
     when this call starts it; a session already running in this process is reused as is.
     """
     if remote:
+        _check_connect_url(remote)
         builder = SparkSession.builder.remote(remote).appName(app_name)
         for key, value in (conf or {}).items():
             builder = builder.config(key, str(value))
@@ -88,8 +101,14 @@ def build_spark_session(master: str = "local[*]", remote: str | None = None,
     os.environ.setdefault("PYSPARK_PYTHON", settings["spark.pyspark.python"])
     if secret := os.environ.get("SPARK_AUTH_SECRET"):
         # A cluster started with spark.authenticate (docker/compose.yaml) admits only drivers that
-        # know its secret; it comes from the environment so it never lands in code or in logs.
-        settings.update({"spark.authenticate": "true", "spark.authenticate.secret": secret})
+        # know its secret. PySpark starts the driver's JVM with every setting as a `--conf` argument,
+        # which every local user can read in /proc/*/cmdline, so the secret goes to the JVM through
+        # the environment variable Spark's SecurityManager reads first (_SPARK_AUTH_SECRET; the JVM
+        # inherits os.environ). A standalone driver still refuses to start unless the config holds
+        # some spark.authenticate.secret: it gets a placeholder that the variable overrides.
+        os.environ["_SPARK_AUTH_SECRET"] = secret
+        settings.update({"spark.authenticate": "true",
+                         "spark.authenticate.secret": "(from the _SPARK_AUTH_SECRET environment variable)"})
     settings.update({k: str(v) for k, v in (conf or {}).items()})
     builder = SparkSession.builder.master(master).appName(app_name)
     for key, value in settings.items():
