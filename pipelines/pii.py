@@ -12,19 +12,26 @@ covered too, with three choices that keep it fast and offline:
    the regex/checksum recognizers (email, IP, card, IBAN) run on merged windows around the
    candidates, widened to whitespace; the phone recognizer, by far the slowest (phonenumbers
    costs ~0.1-0.5 ms per numeric candidate per region; scanning a whole 8 KB page in 4 regions
-   took 20-50 ms), runs once per digit run not already claimed by a card/IBAN/IP or shaped like
-   a date, on a few characters around it, stopping at the first region that reads all of it.
+   took 20-50 ms), runs once per digit run not already claimed by a card/IBAN/IP nor a look-alike
+   (date, ISBN, ...), on a few characters around it, stopping at the first region that reads all of it.
    An entity can only lie around a candidate, so the windows miss nothing the whole text would
    give (without an NLP model presidio uses no context words anyway).
 3. tldextract (used by presidio's email recognizer) runs on its bundled public-suffix snapshot:
    no download is ever attempted (environment.md, "presidio + tldextract").
 
-Recall is held to presidio's default analyzer (its default recognizers, phone regions and an NLP
-engine) on an independent labelled set (bench/pii_recall.py): per type at least as high, at well
-over 10x its speed. Two deliberate differences: Mastercard's 2-series cards (2221-2720), which
-presidio's card pattern misses, are recognized; SSN forms that presidio scores "very weak" (any 9
-digits, 5-4, 3-6) need one of its context words nearby ("SSN", "social security"), where presidio
-without a threshold flags every 9-digit number and ZIP+4 code.
+Precision on real web text comes first (issue 26: on real pages ~4 of 5 "phones" were ISBNs,
+dates, table rows or case numbers, each rewritten to a dummy number). Every phone, card and SSN
+result passes the context checks of `pii_context.lookalike` (ISBN, dates in any order and
+separator, runs of numbers, identifier words such as "Case No."/"Order"/"Bug", decimals, URL
+tails); on the labelled real-web set (tests/data/pii_realweb_labelled.jsonl) precision is >= 0.95
+per type. Recall is held to presidio's default analyzer (its default recognizers, phone regions
+and an NLP engine) on that set and on a generated one (bench/pii_recall.py): per type at least as
+high, at well over 10x its speed. Deliberate differences: cards are 12-19 digits whose prefix and
+length fit a network's IIN range (`pii_context.card_network`: 12-digit Maestro, 15-digit JCB
+2131/1800, 19-digit Visa/UnionPay, Mastercard's 2-series; presidio's pattern takes 13-17 digits
+starting 1/3/4/5/6); SSN forms that presidio scores "very weak" (any 9 digits, 5-4, 3-6) need one
+of its context words nearby ("SSN", "social security"), where presidio without a threshold flags
+every 9-digit number and ZIP+4 code.
 
 IPs: only addresses for which `ipaddress.ip_address(x).is_global` holds are replaced (FineWeb);
 private, loopback, link-local, documentation and unspecified ('::') ones are left alone.
@@ -45,6 +52,7 @@ import sys
 from typing import Iterator
 
 from pipelines.document import Document
+from pipelines.pii_context import card_network, lookalike
 from pipelines.runner import Stage, StageContext
 
 ALL_ENTITIES = ("EMAIL_ADDRESS", "PHONE_NUMBER", "IP_ADDRESS", "CREDIT_CARD", "IBAN_CODE", "US_SSN")
@@ -77,13 +85,15 @@ DUMMY_VALUES = frozenset(v for values in FINEWEB_REPLACEMENTS.values() for v in 
 _PREFILTER_PARTS = {
     # the start of the domain part as presidio's email pattern requires it (a dot after a word)
     "EMAIL_ADDRESS": r"@\w+(?:-+\w+)*\.\w",
-    # phones, cards, IBANs: >= 7 digits, with up to 2 separator characters between digits
-    "DIGITS": r"[0-9](?:[ \t.\-/()]{0,2}[0-9]){6,}",
+    # phones, cards, IBANs: >= 7 digits, with up to 3 separator characters between digits
+    # ("(212) 560 – 6928", "01805 – 4444")
+    "DIGITS": r"[0-9](?:[ \t.\-–/()]{0,3}[0-9]){6,}",
     # IPv4 shape (anchored on its first dot) and the start of a global-unicast IPv6 address
     # (2000::/3: a 4-digit first group starting with 2 or 3), anchored on its first colon
     "IP_ADDRESS": r"\.(?<=[0-9]\.)[0-9]{1,3}\.[0-9]{1,3}\.[0-9]|:(?<=[23][0-9A-Fa-f]{3}:)[0-9A-Fa-f]{0,4}:",
 }
 _DIGIT_ENTITIES = {"PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "US_SSN"}
+_LOOKALIKE_CHECKED = {"PHONE_NUMBER", "CREDIT_CARD", "US_SSN"}  # IBANs carry letters and a mod-97 check
 _WS = re.compile(r"\s")
 _IPV4_SHAPE = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}")
 
@@ -136,11 +146,6 @@ def candidate_windows(text: str, prefilter: re.Pattern, margin: int = 32, max_ex
         else:
             windows.append((start, end))
     return windows, digit_runs
-
-
-# Dates are the commonest digit runs of web text and never phone numbers: not worth a
-# phonenumbers pass (~0.5 ms each over four regions).
-_DATE = re.compile(r"(?:19|20)\d\d([-/.])[01]?\d\1[0-3]?\d|[0-3]?\d([-/.])[01]?\d\2(?:19|20)\d\d")
 
 
 _IPV6_GLOBAL_UNICAST = ipaddress.ip_network("2000::/3")
@@ -217,9 +222,19 @@ def _make_phone_recognizer(regions, leniency):
 def _make_card_recognizer():
     from presidio_analyzer import Pattern
     from presidio_analyzer.predefined_recognizers import CreditCardRecognizer
-    # presidio's card pattern predates Mastercard's 2221-2720 range (2017); same Luhn check
-    series_2 = Pattern("mastercard 2-series", r"\b(2[2-7]\d{2})[- ]?(\d{4})[- ]?(\d{4})[- ]?(\d{4})\b", 0.3)
-    return CreditCardRecognizer(patterns=[*CreditCardRecognizer.PATTERNS, series_2])
+
+    class IinCardRecognizer(CreditCardRecognizer):
+        """Cards of 12-19 digits (presidio's pattern: 13-17, so 12-digit Maestro and 19-digit
+        Visa/UnionPay were missed), plain or in groups with one kind of separator, kept when the
+        prefix and length fit a network's IIN range and Luhn holds (`pii_context.card_network`):
+        presidio takes any Luhn-valid number starting 1, 3, 4, 5 or 6."""
+
+        def validate_result(self, pattern_text: str) -> bool:
+            seps = {ch for ch in pattern_text if not ch.isdigit()}
+            return len(seps) <= 1 and card_network(pattern_text.replace(" ", "").replace("-", "")) is not None
+
+    groups = Pattern("card 12-19 digits", r"\b\d{4}(?:[ -]?\d{2,6}){1,4}\b", 0.3)
+    return IinCardRecognizer(patterns=[groups])
 
 
 # presidio's UsSsnRecognizer gives its weak patterns (9 digits, 5-4, 3-6, 3-2-4 with dashes) a
@@ -378,13 +393,17 @@ class PIIScrubber(Stage):
                 # a run another entity took is not a phone, unless it follows a "+" (no card,
                 # IBAN or SSN does; "+33 7.30.32.98.17" also reads as the IP 7.30.32.98)
                 international = ds > 0 and text[ds - 1] == "+"
-                if (any(s < de and ds < e for s, e in taken) and not international) or _DATE.fullmatch(text, ds, de):
+                # dates, ISBNs, table rows, case numbers (pii_context) are the commonest digit
+                # runs of web text: not worth a phonenumbers pass (~0.5 ms each over the regions)
+                if (any(s < de and ds < e for s, e in taken) and not international) or lookalike(text, ds, de):
                     continue
                 start, end = _widen(text, max(0, ds - 8), min(len(text), de + 8), 24)
                 results += self._keep(text, analyzer.analyze(
                     text[start:end], language="en", entities=["PHONE_NUMBER"],
                     score_threshold=self.score_threshold), start)
-        return results
+        # neighbouring digit runs share window text, so one number can be found more than once
+        unique = {(r.start, r.end, r.entity_type): r for r in results}
+        return list(unique.values())
 
     def _keep(self, text: str, found: list, offset: int) -> list:
         """Shift window results to text offsets; drop private IPs and IP-shaped 'phones'."""
@@ -397,6 +416,9 @@ class PIIScrubber(Stage):
                 continue
             # phonenumbers reads some dotted quads (169.254.1.1) as phone numbers
             if r.entity_type == "PHONE_NUMBER" and _IPV4_SHAPE.fullmatch(value):
+                continue
+            # an ISBN, date, table row, case number, ... read as a phone, card or SSN
+            if r.entity_type in _LOOKALIKE_CHECKED and lookalike(text, r.start, r.end, r.entity_type):
                 continue
             if r.entity_type == "US_SSN" and r.score < _SSN_WEAK and not _SSN_CONTEXT.search(
                     text, max(0, r.start - _SSN_CONTEXT_CHARS[0]), r.end + _SSN_CONTEXT_CHARS[1]):
