@@ -13,12 +13,13 @@ from assets.post_training import PostTrainingConfig, post_training_assets, post_
 from assets.post_training_model import post_train, post_training_model_assets
 from assets.evaluation import EvalSettings, evaluate, evaluation_assets
 from assets.rl import rl_assets, rl_job
+from assets.interop import export_models, interop_assets
 
 defs = dg.Definitions(
     assets=[*data_assets, *token_assets, *training_assets, *serving_assets, *post_training_assets,
-            *post_training_model_assets, *evaluation_assets, *rl_assets],
+            *post_training_model_assets, *evaluation_assets, *rl_assets, *interop_assets],
     jobs=[discover_crawl, data_pipeline, tokenize, pretrain, end_to_end, search_job, post_training_data,
-          post_train, evaluate, rl_job],
+          post_train, evaluate, rl_job, export_models],
     sensors=[new_warc_files, new_model_versions],
     schedules=[nightly_crawl],
     resources={

@@ -200,3 +200,71 @@ def test_misuse_is_one_line_and_writes_nothing(exports, interop_tokenizer_dir, t
         assert "was not written by crawl2chat" in err and "\n" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["my-folder"]      # no output, cache or MLflow store
     assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+
+
+# ---- the MLflow registry: NAME@ALIAS, and the asset exporting every chat version ----------------
+
+@pytest.fixture(scope="module")
+def registry(exports, tmp_path_factory):
+    """A real MLflow store (SQLite + local artifacts) with the trained Qwen3 as crawl2chat-chat v1
+    (alias candidate) and the GPT-2 shape as crawl2chat-rl v1, registered as assets/training.register
+    does: the export as run artifacts `model`, a version with the run id."""
+    from mlflow import MlflowClient
+    root = tmp_path_factory.mktemp("registry")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    client = MlflowClient(uri, registry_uri=uri)
+    exp = client.create_experiment("crawl2chat/post_training", artifact_location=(root / "artifacts").as_uri())
+    runs = {}
+    for name, fam in (("crawl2chat-chat", "qwen3"), ("crawl2chat-rl", "gpt2")):
+        run = client.create_run(exp)
+        client.log_artifacts(run.info.run_id, str(exports[fam][0]), "model")
+        client.set_terminated(run.info.run_id)
+        client.create_registered_model(name)
+        mv = client.create_model_version(name, source=f"{run.info.artifact_uri}/model", run_id=run.info.run_id)
+        client.set_registered_model_alias(name, "candidate", mv.version)
+        runs[name] = run.info.run_id
+    return uri, runs
+
+
+def test_a_registered_model_exports_by_alias_with_its_lineage_in_the_card(registry, exports, tmp_path, capsys,
+                                                                         monkeypatch):
+    from transformers import AutoModelForCausalLM
+    uri, runs = registry
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("CRAWL2CHAT_MODEL_CACHE", str(tmp_path / "cache"))
+    assert cli(["export", "crawl2chat-chat@candidate", "--format", "hf", "--out", str(tmp_path / "hf")]) == 0
+    card = (tmp_path / "hf" / "README.md").read_text()
+    assert f"| SFT | crawl2chat-chat/1 | `{runs['crawl2chat-chat']}` |" in card
+    x = torch.randint(0, VOCAB, (1, 60), generator=torch.Generator().manual_seed(2))
+    theirs = AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
+    with torch.no_grad():
+        assert (our_logits(load_model(exports["qwen3"][0]), x) - theirs(x).logits).abs().max() < 1e-4
+    capsys.readouterr()
+    assert cli(["export", "crawl2chat-nosuch@candidate", "--format", "gguf", "--out", str(tmp_path / "g")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "'crawl2chat-nosuch@candidate' not found" in err and "\n" not in err
+    assert not (tmp_path / "g").exists() and sorted(p.name for p in (tmp_path / "cache").iterdir()) == \
+        [f"crawl2chat-chat-v1-{runs['crawl2chat-chat'][:12]}"]
+
+
+def test_the_asset_exports_each_chat_version_once_and_logs_it_to_the_version_s_run(registry, tmp_path,
+                                                                                  monkeypatch):
+    import dagster as dg
+    from mlflow import MlflowClient
+    from assets.interop import hf_exports
+    from assets.lineage import MLflowTracker
+    from assets.resources import LakeResource
+    uri, runs = registry
+    monkeypatch.setenv("CRAWL2CHAT_MODEL_CACHE", str(tmp_path / "cache"))
+    resources = {"lake": LakeResource(root=str(tmp_path / "lake")),
+                 "mlflow_tracker": MLflowTracker(tracking_uri=uri, artifact_root=str(tmp_path / "art"))}
+    result = dg.materialize([hf_exports], resources=resources, instance=dg.DagsterInstance.ephemeral())
+    exported = result.asset_materializations_for_node("hf_exports")[0].metadata["exported"].value
+    assert sorted(exported) == ["crawl2chat-chat/1", "crawl2chat-rl/1"]
+    client = MlflowClient(uri, registry_uri=uri)
+    for name, run_id in runs.items():
+        logged = {a.path for a in client.list_artifacts(run_id, "hf")}
+        assert {"hf/config.json", "hf/model.safetensors", "hf/tokenizer.json", "hf/README.md"} <= logged
+        assert client.get_model_version(name, "1").tags["hf_export"] == f"runs:/{run_id}/hf"
+    again = dg.materialize([hf_exports], resources=resources, instance=dg.DagsterInstance.ephemeral())
+    assert again.asset_materializations_for_node("hf_exports")[0].metadata["exported"].value == {}

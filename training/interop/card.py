@@ -24,14 +24,15 @@ def lineage_facts(run_id: str | None, tracking_uri: str | None) -> dict:
     for the registered version trained by `run_id`; {} where MLflow has no such version."""
     if not run_id or not tracking_uri:
         return {}
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
     try:
-        from mlflow import MlflowClient
         from training.evals.card_data import crawl_facts, data_runs, eval_facts
         from training.evals.registry import STAGES, Version, dataset_input, lineage_of
         client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
         found = client.search_model_versions(f"run_id = '{run_id}'")
         stage = {name: (s, kind) for s, name, kind in STAGES}
-        mine = [Version(*stage[mv.name], mv) for mv in found if mv.name in stage]
+        mine = [Version(stage[mv.name][0], mv.name, stage[mv.name][1], mv) for mv in found if mv.name in stage]
         if not mine:
             return {}
         chain = lineage_of(client, mine[0])
@@ -49,7 +50,7 @@ def lineage_facts(run_id: str | None, tracking_uri: str | None) -> dict:
             out["evals"] = {t["task"]: t.get("score") for t in evals["summary"].get("tasks", [])}
             out["eval_run_id"] = evals["run_id"]
         return out
-    except Exception as e:  # noqa: BLE001 - the card is written without lineage rather than not at all
+    except (MlflowException, OSError) as e:  # the store is unreachable: a card without lineage, not none
         log.warning("model card: no lineage from MLflow at %s (%s)", tracking_uri, e)
         return {}
 

@@ -20,21 +20,34 @@ from training.interop.hf import KIND as HF_KIND, read_export
 FORMATS = ("hf", "gguf")
 
 
-def resolve_model(model: str) -> tuple[Path, str]:
-    """(export dir, display name) of MODEL; InputError naming it when it is neither form."""
+def resolve_model(model: str) -> tuple[Path, str, str | None]:
+    """(export dir, display name, registered version's MLflow run id or None) of MODEL; InputError
+    naming it when it is neither form."""
     from training.engine.engine import _MODEL_URI, _download_registered
     path = Path(model)
     if path.exists():
         read_export(path)
         resolved = path.resolve()
-        return path, resolved.parent.name if resolved.name == "export" else resolved.name
+        return path, resolved.parent.name if resolved.name == "export" else resolved.name, None
     if _MODEL_URI.match(model):
         if tracking_uri() is None:  # asking would create an empty SQLite store: nothing is written
             from training.evals.registry import default_tracking_uri
             raise InputError(f"{model}: no MLflow registry at {default_tracking_uri()} to find it in; "
                              "set MLFLOW_TRACKING_URI, or give an export directory")
-        return _download_registered(model)
+        export_dir, name = _download_registered(model)
+        return export_dir, name, _run_of(model)
     raise InputError(f"{model}: neither an export directory nor a registered model 'NAME@ALIAS' / 'NAME/VERSION'")
+
+
+def _run_of(spec: str) -> str:
+    """The MLflow run of the registered version `spec` (already resolved once by the download)."""
+    from mlflow import MlflowClient
+    from training.engine.engine import _MODEL_URI
+    m, uri = _MODEL_URI.match(spec), tracking_uri()
+    client = MlflowClient(uri, registry_uri=uri)
+    mv = client.get_model_version_by_alias(m["name"], m["alias"]) if m["alias"] else \
+        client.get_model_version(m["name"], m["version"])
+    return mv.run_id
 
 
 def tracking_uri() -> str | None:
@@ -55,9 +68,9 @@ def export(model: str, fmt: str, out: str | Path, dtype: str = "f32", force: boo
     if fmt not in FORMATS:
         raise InputError(f"--format {fmt}: one of {', '.join(FORMATS)}")
     check_output_target(out, HF_KIND if fmt == "hf" else GGUF_KIND, force)  # before any download
-    export_dir, name = resolve_model(model)
+    export_dir, name, run_id = resolve_model(model)
     meta, _ = read_export(export_dir)
-    card = model_card(name, export_dir, meta, lineage_facts(meta.get("mlflow_run_id"), tracking_uri()))
+    card = model_card(name, export_dir, meta, lineage_facts(run_id or meta.get("mlflow_run_id"), tracking_uri()))
     if fmt == "hf":
         return export_hf(export_dir, out, card, dtype=dtype, max_shard_size=max_shard_size, force=force)
     return export_gguf(export_dir, out, name, dtype=dtype, card=card, force=force)
