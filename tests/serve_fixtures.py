@@ -5,6 +5,8 @@
 
     with Server(model_dir, tmp_path) as server:
         requests.get(f"{server.url}/health")
+    with serving(create_app(engine, Limits(body_timeout_s=1))) as url:   # in this process, other limits
+        ...
 
 `scripted_export` is an export of a real 1-layer GPT that, asked QUESTION as the first user
 message, writes SCRIPT_TEXT, calls the python tool (`print(6*7)`), reads its forced output, writes
@@ -21,7 +23,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -96,6 +100,29 @@ class Server:
         while (h := self.health())["in_progress"] and time.time() < deadline:
             time.sleep(0.05)
         return h
+
+
+@contextmanager
+def serving(app):
+    """The app under a real uvicorn server on a free loopback port, in a thread of this process, with
+    the options `crawl2chat serve` runs it with: for limits the command line does not set."""
+    import uvicorn
+
+    from training.engine.openai_protocol import Limits
+    from training.engine.server import uvicorn_options
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, **uvicorn_options(Limits())))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not server.started and thread.is_alive() and time.time() < deadline:
+        time.sleep(0.05)
+    assert server.started, "uvicorn did not start"
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
 
 
 def scripted_reply(tok) -> tuple[list[int], list[int]]:

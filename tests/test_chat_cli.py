@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from engine_fixtures import export_model, script_table, table_model, tiny_export, tiny_tok, tiny_tokenizer_dir  # noqa: F401
-from training.engine.chat_cli import Display, fit_history, resolve_search_index, stream_reply
+from training.engine.chat_cli import BEST, Display, fit_history, resolve_search_index, stream_reply
 
 CLI = [str(Path(sys.executable).parent / "crawl2chat"), "chat"]
 ANSWER = "The answer is 42."
@@ -187,12 +187,12 @@ def test_the_serving_model_is_chosen_by_mlflow_alias(registry, tmp_path):
     @dg.asset(group_name="serving", code_version="1", kinds={"python"})
     def reply(chat_model: ChatModel) -> str:
         engine = chat_model.load(tools=False)
-        prompt = render_for_completion(engine.tokenizer, [{"role": "system", "content": chat_model.system_prompt},
-                                                          {"role": "user", "content": "6*7?"}])
+        system = [{"role": "system", "content": chat_model.system_prompt}] if chat_model.system_prompt else []
+        prompt = render_for_completion(engine.tokenizer, [*system, {"role": "user", "content": "6*7?"}])
         [c] = engine.generate([prompt], chat_model.sampling())
         [part] = parse_assistant(engine.tokenizer, c.tokens, c.sampled)
         return part["text"]
-    assert ChatModel().model == "crawl2chat-base@candidate"   # the default: whatever the alias points at
+    assert ChatModel().model == BEST   # the default: the best model an alias points at (here the base)
     result = dg.materialize([reply], resources={"chat_model": ChatModel(temperature=0)},
                             instance=dg.DagsterInstance.ephemeral())
     assert result.output_for_node("reply") == ANSWER
@@ -200,6 +200,46 @@ def test_the_serving_model_is_chosen_by_mlflow_alias(registry, tmp_path):
     done = chat(["--temperature", "0"], "6*7?\n", cwd=tmp_path, env=registry)   # the CLI's default model
     assert done.returncode == 0 and done.stdout == ANSWER + "\n", done.stderr
     assert "base model" in done.stderr   # it says a base model was not post-trained to chat
+
+
+def _register(uri: str, name: str, export, tmp_path) -> None:
+    import mlflow
+    client = mlflow.MlflowClient(uri)
+    exp = client.get_experiment_by_name("crawl2chat/training").experiment_id
+    run = client.create_run(exp)
+    client.log_artifacts(run.info.run_id, str(export), artifact_path="model")
+    client.create_registered_model(name)
+    mv = client.create_model_version(name, source=f"{run.info.artifact_uri}/model", run_id=run.info.run_id)
+    client.set_registered_model_alias(name, "candidate", mv.version)
+
+
+def test_the_default_model_is_the_best_registered_chat_model(registry, tmp_path, tiny_export):  # noqa: F811
+    """Bare `crawl2chat chat|serve` (and `make chat`) take the latest post-trained stage an alias
+    points at, not the base model; the base only while nothing was post-trained."""
+    from assets.post_training_model import CHAT_MODEL_NAME
+    from assets.training import BASE_MODEL_NAME
+    from assets.rl import RL_NAME, RLHF_NAME
+    from training.engine.chat_cli import BEST_ORDER, best_registered
+    assert BEST_ORDER == (RLHF_NAME, RL_NAME, CHAT_MODEL_NAME, BASE_MODEL_NAME)   # the names the assets register
+    uri = registry["MLFLOW_TRACKING_URI"]
+    assert best_registered(uri) == "crawl2chat-base@candidate"
+    _register(uri, "crawl2chat-chat", tiny_export, tmp_path)   # a chat model (the random one) passed SFT
+    assert best_registered(uri) == "crawl2chat-chat@candidate"
+    done = chat(["--temperature", "0", "--max-tokens", "5", "--no-tools"], "6*7?\n", cwd=tmp_path, env=registry)
+    assert done.returncode == 0 and done.stdout and done.stdout != ANSWER + "\n", done.stderr
+    assert "base model" not in done.stderr
+    _register(uri, "crawl2chat-rlhf", tiny_export, tmp_path)
+    assert best_registered(uri) == "crawl2chat-rlhf@candidate"
+
+
+def test_the_default_system_prompt_is_none_as_in_training():
+    """The SFT conversations carry no system prompt: the CLI and the ChatModel resource add none."""
+    import argparse
+
+    from training.engine.chat_cli import add_arguments
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    assert p.parse_args([]).system == "" and p.parse_args([]).model == BEST
 
 
 def test_a_search_tool_call_shows_inline_and_its_result_comes_from_the_index(tiny_tok, tmp_path):
@@ -234,3 +274,43 @@ def test_a_search_tool_call_shows_inline_and_its_result_comes_from_the_index(tin
     assert parse_assistant(tiny_tok, tokens, sampled) == [
         {"type": "text", "text": "Hi"}, {"type": "tool_call", "name": "search", "arguments": "url"},
         {"type": "tool_output", "text": found}, {"type": "text", "text": " Yes."}]
+
+
+def test_escape_sequences_from_search_snippets_and_the_model_never_reach_the_terminal(tiny_tok, tmp_path):  # noqa: F811
+    """A crawled page's text (through the search tool's snippet) and the model's own text carry
+    terminal escapes: a window title (OSC 0), a clipboard write (OSC 52), colours, a screen clear, a
+    carriage return. The terminal gets the words and only the display's own dimming."""
+    from pipelines.document import Document
+    from training.engine.engine import Engine, SamplingParams
+    from training.engine.search import build_index, search_tool
+    page = ("The WHATWG URL parser \x1b]0;pwned\x07spec \x1b]52;c;cm0gLXJmIH4=\x07is \x1b[31mred\x1b[0m"
+            "\x1b[2J\rhere.")
+    build_index([Document(page, "d1", {"url": "https://a.example/url"})], tmp_path / "index.sqlite")
+    sp, enc = tiny_tok.special, tiny_tok.encode
+    prompt = [tiny_tok.bos_id, *enc("Q:")]
+    script = [prompt[-1], *enc("H\x1b[5mi"), sp("tool_start"), *enc("search"), sp("im_sep"), *enc("url"),
+              sp("tool_end"), sp("output_end"), sp("im_end")]
+    engine = Engine(table_model(tiny_tok, script_table(script)), tiny_tok,
+                    tools={"search": search_tool(tmp_path / "index.sqlite")})
+    writes = []
+
+    class Out:
+        write, flush, isatty = writes.append, staticmethod(lambda: None), staticmethod(lambda: True)
+    tokens, _, _ = stream_reply(engine, prompt, SamplingParams(temperature=0), Display(tiny_tok, Out()))
+    assert "\x1b" in tiny_tok.decode(tokens)   # the escapes did come through the model and the tool
+    shown = "".join(w.removeprefix("\033[2m").removesuffix("\033[0m") for w in writes)
+    assert not [c for c in shown if (ord(c) < 32 and c not in "\n\t") or 0x7f <= ord(c) < 0xa0], repr(shown)
+    assert shown.startswith("Hi\n[search] url\n[output] ") and "URL parser spec is red" in shown
+
+
+def test_special_tokens_the_model_writes_out_of_place_are_not_shown(tiny_tok):  # noqa: F811
+    writes = []
+
+    class Out:
+        write, flush, isatty = writes.append, staticmethod(lambda: None), staticmethod(lambda: False)
+    sp, enc = tiny_tok.special, tiny_tok.encode
+    display = Display(tiny_tok, Out())
+    for t in [*enc("Hi"), sp("tool_end"), *enc(" there"), sp("output_end"), sp("im_start"), sp("im_sep"),
+              sp("output_start"), *enc(" ok"), sp("im_end")]:   # none of them forced: all the model's
+        display.feed(t, tiny_tok.decode([t]), False)
+    assert "".join(writes) == "Hi there ok"

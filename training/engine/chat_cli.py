@@ -1,12 +1,14 @@
 """`crawl2chat chat`: talk to a model in the terminal.
 
-    crawl2chat chat                                    # crawl2chat-base@candidate from the MLflow registry
+    crawl2chat chat                                    # the best registered chat model (see BEST)
     crawl2chat chat --model lake/models/base/<run>/export --temperature 0.7 --top-k 50
     crawl2chat chat --base                             # a base model continues documents
     printf 'Hi\\n/reset\\nWhat is 6*7?\\n' | crawl2chat chat --model DIR   # scripted: one message per line
 
 Replies stream token by token. Tool calls and their outputs show inline, dimmed (ANSI colour only
-when stdout is a terminal): `[python] CODE`, then `[output] RESULT`. The conversation is rendered
+when stdout is a terminal): `[python] CODE`, then `[output] RESULT`. Nothing the model, a tool or a
+web page wrote reaches the terminal as a control sequence: escapes and control characters are
+stripped before writing (a search snippet could otherwise retitle the window or rewrite the screen). The conversation is rendered
 with `render_for_completion`, the same code that renders the training conversations, so what the
 model sees here is what it was trained on. When the history outgrows the model's context the
 oldest turns are dropped (the system prompt stays) and the CLI says so.
@@ -24,22 +26,30 @@ from pathlib import Path
 
 from pipelines.errors import InputError
 
-DEFAULT_MODEL = "crawl2chat-base@candidate"
-DEFAULT_SYSTEM = "You are crawl2chat, a helpful assistant. Answer briefly and truthfully."
+# The default model: the latest post-training stage whose `candidate` alias exists (the alias moves
+# only when a stage passes its checks), the base model when none was post-trained yet. The names
+# are the ones assets/post_training_model.py and assets/rl.py register (a test keeps them equal).
+BEST = "crawl2chat@best"
+BEST_ORDER = ("crawl2chat-rlhf", "crawl2chat-rl", "crawl2chat-chat", "crawl2chat-base")
+DEFAULT_MODEL = BEST
+# No system prompt by default: the SFT conversations have none, and a prompt the model never saw in
+# training lowers how often it answers as trained (issue 22 measured its identity rate dropping).
+DEFAULT_SYSTEM = ""
 # Sampling defaults for chat (the ChatModel Dagster resource shares them).
 SAMPLING_DEFAULTS = {"temperature": 0.8, "top_k": 50, "top_p": None, "max_tokens": 256, "seed": 0}
 HELP = "/reset starts over, /quit ends; Ctrl-C stops a reply, Ctrl-D quits"
 BASE_NOTE = ("base mode: a base model is a document completer, not an assistant. It does not answer: it "
              "continues the text you type as if it were the start of a web page. Each line starts a new document.")
 MIN_REPLY_TOKENS = 64   # history is trimmed so that at least this much (or --max-tokens) is left to reply
+MODEL_HELP = (f"export directory, or a registered model NAME@ALIAS / NAME/VERSION (default {BEST}: the first of "
+              f"{', '.join(n + '@candidate' for n in BEST_ORDER)} that is registered)")
 _REGISTERED = re.compile(r"^(?:models:/)?[^@/]+(?:@[^/@]+|/\d+)$")   # NAME@ALIAS, NAME/VERSION
 
 
 def add_arguments(p) -> None:
     d = SAMPLING_DEFAULTS
-    p.add_argument("--model", default=DEFAULT_MODEL,
-                   help="export directory, or a registered model NAME@ALIAS / NAME/VERSION (default %(default)s)")
-    p.add_argument("--system", default=DEFAULT_SYSTEM, help="system prompt ('' for none)")
+    p.add_argument("--model", default=DEFAULT_MODEL, help=MODEL_HELP)
+    p.add_argument("--system", default=DEFAULT_SYSTEM, help="system prompt (default none, as in training)")
     p.add_argument("--temperature", type=float, default=d["temperature"], help="0 = greedy (default %(default)s)")
     p.add_argument("--top-k", type=int, default=d["top_k"], help="sample among the k most likely tokens (0 = all)")
     p.add_argument("--top-p", type=float, default=d["top_p"], help="nucleus sampling: smallest set with this mass")
@@ -54,8 +64,8 @@ def add_arguments(p) -> None:
 
 class Display:
     """Writes a reply's token events: text as it comes, tool calls and outputs as dimmed lines
-    `[NAME] ARGS` / `[output] RESULT`, end-of-turn tokens not at all, any other special token as its
-    name, dimmed."""
+    `[NAME] ARGS` / `[output] RESULT`; a special token anywhere else (end of turn, or one the model
+    wrote out of place) not at all: special tokens are structure, never text."""
 
     def __init__(self, tokenizer, out=None, color: bool | None = None):
         self.out = out or sys.stdout
@@ -65,32 +75,52 @@ class Display:
                                        "output_start", "output_end")}
         self.specials = set(tokenizer.special_ids.values())
         self.state = "text"   # text | name | args | output
+        self.pending = ""     # the start of an escape sequence, held until it ends (see write)
 
     def feed(self, token: int, text: str, forced: bool = False) -> None:
         kind, state = self.ids.get(token), self.state
-        if kind in ("im_end", "endoftext"):
-            return
-        if kind == "tool_start":
+        if kind == "tool_start" and state == "text" and not forced:
             self.state, shown = "name", "\n["
         elif kind == "im_sep" and state == "name":
             self.state, shown = "args", "] "
-        elif kind == "tool_end" and state == "args":
-            self.state, shown = "text", "\n"
+        elif kind == "tool_end" and state in ("name", "args"):   # the engine runs the call either way
+            self.state, shown = "text", "]\n" if state == "name" else "\n"
         elif kind == "output_start" and forced:   # only the engine opens an output (never the model)
             self.state, shown = "output", "[output] "
         elif kind == "output_end" and state == "output":
             self.state, shown = "text", "\n"
+        elif token in self.specials:
+            return
+        elif state == "text":
+            self.write(text)
+            return
         else:
             shown = text
-            if state == "text" and token not in self.specials:
-                self.write(shown)
-                return
         self.write(shown, dim=True)
 
     def write(self, text: str, dim: bool = False) -> None:
+        # A sequence split across tokens is held until it completes (then stripped whole), so no
+        # "[31m" is left behind when the ESC came in the previous token.
+        text, self.pending = self.pending + text, ""
+        if (cut := _UNFINISHED.search(text)) and len(text) - cut.start() < 512:
+            text, self.pending = text[:cut.start()], text[cut.start():]
+        text = printable(text)
         if text:
             self.out.write(f"\033[2m{text}\033[0m" if dim and self.color else text)
             self.out.flush()
+
+
+# ESC sequences whole (CSI, OSC/DCS/APC/PM/SOS strings, two-character escapes), then any other C0
+# control but tab and newline, DEL and the C1 controls (0x9b is a one-byte CSI on some terminals).
+_CONTROL = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]?|\x1b[]PX^_][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b.?"
+                      r"|[\x00-\x08\x0b-\x1f\x7f-\x9f]", re.S)
+_UNFINISHED = re.compile(r"\x1b(?:\[[0-?]*[ -/]*|[]PX^_][^\x07\x1b]*)?\Z")
+
+
+def printable(text: str) -> str:
+    """text without terminal control sequences: what a model, a tool or a crawled page wrote can
+    colour nothing, move no cursor, set no window title and write no clipboard."""
+    return _CONTROL.sub("", text)
 
 
 def note(text: str) -> None:
@@ -106,22 +136,40 @@ def resolve_search_index(arg: Path | None) -> Path | None:
     return latest_index(os.environ.get("CRAWL2CHAT_LAKE") or Path.cwd() / "lake")
 
 
-def _registry_db(ref: str) -> Path | None:
-    """The SQLite file of the MLflow registry a NAME@ALIAS would be looked up in (None: not SQLite),
-    the same default the engine and the Dagster assets use."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or \
+def _registry_uri() -> str:
+    """The MLflow registry a NAME@ALIAS is looked up in: the same default the engine and the
+    Dagster assets use."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or \
         f"sqlite:///{Path(os.environ.get('DAGSTER_HOME') or Path.cwd() / 'dagster_home') / 'mlflow.db'}"
-    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+def best_registered(uri: str) -> str:
+    """BEST resolved: the first of BEST_ORDER with a `candidate` alias in the registry at uri."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    for name in BEST_ORDER:
+        try:
+            client.get_model_version_by_alias(name, "candidate")
+            return f"{name}@candidate"
+        except MlflowException:
+            continue
+    raise InputError(f"no model with the alias candidate in MLflow at {uri} (looked for "
+                     f"{', '.join(BEST_ORDER)})")
 
 
 def load_engine(ref: str, tools: dict, device: str | None):
     from training.engine.engine import Engine
     registered = not Path(ref).exists() and bool(_REGISTERED.match(ref))
-    hint = "`make demo` trains and registers crawl2chat-base, or pass --model EXPORT_DIR"
-    if registered and (db := _registry_db(ref)) is not None and not db.is_file():
+    hint = "`make demo` trains and registers the models, or pass --model EXPORT_DIR"
+    uri = _registry_uri()
+    db = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+    if registered and db is not None and not db.is_file():
         # Checked first: MLflow would create an empty registry there and then not find the model.
         raise InputError(f"no MLflow registry at {db} to look up {ref!r}: {hint} (or set MLFLOW_TRACKING_URI)")
     try:
+        if ref == BEST and not Path(ref).exists():
+            ref = best_registered(uri)
         return Engine.load(ref, tools=tools, device=device)
     except InputError as e:
         if registered:
@@ -197,8 +245,8 @@ def main(args) -> int:
     if args.base:
         note(BASE_NOTE)
         return _base_loop(engine, params, read_lines(interactive))
-    if re.match(r"^(?:models:/)?[^@/]*-base\b", args.model):
-        note(f"{args.model} is a pretrained base model: it has not been post-trained to chat, so expect it "
+    if re.match(r"^(?:models:/)?[^@/]*-base\b", engine.model_name):
+        note(f"{engine.model_name} is a pretrained base model: it has not been post-trained to chat, so expect it "
              "to continue text rather than answer (--base shows what it does best)")
     return _chat_loop(engine, params, args.system, read_lines(interactive), context)
 

@@ -14,16 +14,25 @@ from typing import Annotated, Any, Literal, Union
 
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 
 @dataclass
 class Limits:
-    max_body_bytes: int = 8 << 20        # checked before parsing: nobody makes us parse a 1 GB body
-    max_messages: int = 512
+    max_body_bytes: int = 2 << 20        # checked before parsing (by Content-Length and while it streams)
+    body_timeout_s: float = 30.0         # the whole body must arrive within this (a stalled client: 408)
+    max_messages: int = 512              # counted right after the JSON parse, before any validation
     max_message_chars: int = 100_000
     max_total_chars: int = 400_000       # a long conversation is cut by the context check anyway
+    max_stop_chars: int = 256            # per stop string (at most 4): the scan for them stays cheap
+    request_timeout_s: float = 300.0     # waiting + generating; past it the reply ends, finish "length"
     max_queue: int = 8                   # requests waiting while one generates; more get 429
+
+
+# Below these a sampling value means "the likeliest token" but breaks the arithmetic: logits divided
+# by 1e-39 overflow to inf (NaN probabilities), and a float32 top-p of 1e-300 is 0 (every token dropped).
+MIN_TEMPERATURE = 1e-3   # smaller (but > 0) -> 0, greedy: what the limit of temperature -> 0 is
+MIN_TOP_P = 1e-6         # smaller -> 1e-6: still only the likeliest token, as the value asks
 
 
 class ApiError(Exception):
@@ -41,24 +50,37 @@ class ApiError(Exception):
 
 # ---- request shapes -------------------------------------------------------------------------
 
+def _valid_unicode(s: str) -> str:
+    """JSON can escape a lone UTF-16 surrogate ("\\ud800"), which no text encoding can carry: the
+    tokenizer would fail on it mid-request. Refused here, naming the field."""
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(f"invalid Unicode: a lone surrogate {s[e.start]!a} at character {e.start}") from None
+    return s
+
+
+Text = Annotated[str, AfterValidator(_valid_unicode)]
+
+
 class _Part(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
 class TextPart(_Part):
     type: Literal["text"]
-    text: str
+    text: Text
 
 
 class ToolCallPart(_Part):
     type: Literal["tool_call"]
-    name: str
-    arguments: str
+    name: Text
+    arguments: Text
 
 
 class ToolOutputPart(_Part):
     type: Literal["tool_output"]
-    text: str
+    text: Text
 
 
 Part = Annotated[Union[TextPart, ToolCallPart, ToolOutputPart], Field(discriminator="type")]
@@ -89,7 +111,7 @@ class StreamOptions(BaseModel):
 class ChatRequest(BaseModel):
     """OpenAI's chat.completions request; fields we do not use (user, logprobs, ...) are ignored."""
     model_config = ConfigDict(extra="ignore")
-    model: str | None = None
+    model: Text | None = None
     messages: list[Message] = Field(min_length=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -99,9 +121,13 @@ class ChatRequest(BaseModel):
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     n: int = 1
-    stop: list[Annotated[str, Field(min_length=1)]] | None = Field(None, max_length=4)
+    stop: list[Annotated[Text, Field(min_length=1)]] | None = Field(None, max_length=4)
     seed: int | None = Field(None, ge=0, lt=2**63)
     tools: list | None = None
+    # Not OpenAI's: drop the oldest turns (the system prompt stays) when the conversation does not
+    # leave room for a reply, as `crawl2chat chat` does; the reply says how many messages went. The
+    # web page sets it. Without it, a conversation past the context is refused (400), as OpenAI does.
+    crawl2chat_trim_history: bool = False
 
     @field_validator("stop", mode="before")
     @classmethod
@@ -122,7 +148,7 @@ def _where(loc: tuple) -> str:
     return out
 
 
-def validation_error(exc: RequestValidationError) -> ApiError:
+def validation_error(exc: RequestValidationError | ValidationError) -> ApiError:
     errors = exc.errors()
     first = errors[0]
     if first.get("type") == "json_invalid":
@@ -136,6 +162,30 @@ def validation_error(exc: RequestValidationError) -> ApiError:
     return ApiError(400, f"{where or 'body'}: {msg}{shown}{more}", param=where or None)
 
 
+def parse_request(raw: bytes, limits: Limits) -> ChatRequest:
+    """The body (already bounded in size by http_guard) as a ChatRequest. The message count is
+    checked right after the JSON parse and before validation: validating 200k tiny messages into
+    objects is what costs seconds, not reading them."""
+    def no_constant(name: str):
+        raise ApiError(400, f"the body is not valid JSON: {name} is not a JSON number", code="invalid_json")
+    try:
+        body = json.loads(raw.decode("utf-8"), parse_constant=no_constant)
+    except UnicodeDecodeError as e:
+        raise ApiError(400, f"the body is not UTF-8 text: {e.reason} at byte {e.start}", code="invalid_json") from None
+    except json.JSONDecodeError as e:
+        raise ApiError(400, f"the body is not valid JSON: {e}", code="invalid_json") from None
+    except RecursionError:
+        raise ApiError(400, "the body is not valid JSON here: nested too deeply", code="invalid_json") from None
+    messages = body.get("messages") if isinstance(body, dict) else None
+    if isinstance(messages, list) and len(messages) > limits.max_messages:
+        raise ApiError(413, f"messages: {len(messages)} messages; the limit is {limits.max_messages}",
+                       "messages", "too_many_messages")
+    try:
+        return ChatRequest.model_validate(body)
+    except ValidationError as e:
+        raise validation_error(e) from None
+
+
 # ---- what a request asks the engine for -----------------------------------------------------
 
 @dataclass
@@ -143,17 +193,16 @@ class Prepared:
     prompt: list[int]
     params: Any          # SamplingParams
     stops: list[str]
+    dropped: int = 0     # messages left out from the start of the history (crawl2chat_trim_history)
 
 
 def prepare(req: ChatRequest, engine, limits: Limits) -> Prepared:
     """The checks pydantic cannot do alone (limits, the model's context), then prompt and params."""
     from training.conversations.render import render_for_completion
+    from training.engine.chat_cli import MIN_REPLY_TOKENS, fit_history
     from training.engine.engine import SamplingParams
     from pipelines.errors import UserError
 
-    if len(req.messages) > limits.max_messages:
-        raise ApiError(413, f"messages: {len(req.messages)} messages; the limit is {limits.max_messages}",
-                       "messages", "too_many_messages")
     total = 0
     for i, m in enumerate(req.messages):
         n = m.chars()
@@ -164,6 +213,10 @@ def prepare(req: ChatRequest, engine, limits: Limits) -> Prepared:
     if total > limits.max_total_chars:
         raise ApiError(413, f"messages: {total} characters in all; the limit is {limits.max_total_chars}",
                        "messages", "conversation_too_long")
+    for i, stop in enumerate(req.stop or []):
+        if len(stop) > limits.max_stop_chars:
+            raise ApiError(400, f"stop[{i}]: {len(stop)} characters; the limit is {limits.max_stop_chars}",
+                           f"stop[{i}]", "stop_too_long")
     if req.n != 1:
         raise ApiError(400, f"n: only n=1 is supported (got {req.n}); send several requests", "n")
     if req.tools:
@@ -171,24 +224,32 @@ def prepare(req: ChatRequest, engine, limits: Limits) -> Prepared:
                        "search) run inside the server and show in the reply", "tools")
 
     context = engine.model.config.block_size
+    asked = req.max_completion_tokens or req.max_tokens
+    messages = [_engine_message(m) for m in req.messages]
     try:
-        prompt = render_for_completion(engine.tokenizer, [_engine_message(m) for m in req.messages])
+        if req.crawl2chat_trim_history:  # the CLI's rule: oldest turns first, the system prompt kept
+            prompt, _ = fit_history(engine.tokenizer, messages, context, min(asked or context, MIN_REPLY_TOKENS))
+        else:
+            prompt = render_for_completion(engine.tokenizer, messages)
     except UserError as e:
         raise ApiError(400, str(e), "messages") from e
     room = context - len(prompt)
     if room < 1:
+        hint = ("the newest message alone does not fit: say it shorter" if req.crawl2chat_trim_history else
+                "drop or shorten earlier messages (or send \"crawl2chat_trim_history\": true to have the "
+                "oldest turns dropped)")
         raise ApiError(400, f"messages: the conversation is {len(prompt)} tokens and this model's context is "
-                       f"{context}: drop or shorten earlier messages", "messages", "context_length_exceeded")
-    asked = req.max_completion_tokens or req.max_tokens
+                       f"{context}: {hint}", "messages", "context_length_exceeded")
     if asked is not None and asked > context:
         name = "max_completion_tokens" if req.max_completion_tokens else "max_tokens"
         raise ApiError(400, f"{name}: at most {context} (this model's context), got {asked}", name)
+    temperature = 1.0 if req.temperature is None else req.temperature
     # Within the context but past what is left of it: generate what fits, finish_reason "length".
     params = SamplingParams(max_tokens=min(asked or room, room),
-                            temperature=1.0 if req.temperature is None else req.temperature,
-                            top_k=req.top_k, top_p=req.top_p,
+                            temperature=0.0 if temperature < MIN_TEMPERATURE else temperature,
+                            top_k=req.top_k, top_p=None if req.top_p is None else max(req.top_p, MIN_TOP_P),
                             seed=secrets.randbits(31) if req.seed is None else req.seed)
-    return Prepared(prompt, params, list(req.stop or []))
+    return Prepared(prompt, params, list(req.stop or []), len(req.messages) - len(messages))
 
 
 def _engine_message(m: Message) -> dict:

@@ -19,13 +19,19 @@ class PartStream:
 
     feed() returns pieces {"index", "type", "text" | "arguments" [, "name"]} to append to part
     `index` (a new index starts a part) and the same growth as Markdown for the plain `content`.
-    Stop strings apply to text parts; text that may be the start of one is held back until it is not.
+    Special tokens are structure, never text: one the model writes out of place (a <|tool_end|> with
+    no call open, an <|im_sep|> in the text) is left out of the parts and the Markdown, where
+    parse_assistant keeps its string.
+    Stop strings apply to text parts; text that may be the start of one is held back until it is
+    not. Only the held-back tail and the new text are scanned, so a token costs O(stop length), not
+    O(reply length); the server bounds the stop length (openai_protocol.Limits.max_stop_chars).
     """
 
     def __init__(self, tokenizer, stops: list[str] = ()):
         sp = tokenizer.special
         self.ids = {sp(n): n for n in ("im_end", "endoftext", "tool_start", "tool_end", "im_sep",
                                        "output_start", "output_end")}
+        self.specials = set(tokenizer.special_ids.values())
         self.parts: list[dict] = []
         self.state = "text"          # text | name | args | output
         self.name = ""
@@ -58,6 +64,8 @@ class PartStream:
         elif self.state == "output" and kind == "output_end":
             self.state = "text"
             md.append("\n```\n\n")
+        elif token in self.specials:
+            pass   # out of place: not shown as text (see the class doc)
         elif self.state == "name":
             self.name += text
         elif self.state in ("args", "output"):
@@ -113,7 +121,7 @@ class PartStream:
         if hits:
             s, self.held, self.ended, self.stopped_by_string = s[:min(hits)], "", True, True
         else:  # hold back the longest tail that could still grow into a stop string
-            keep = max((k for t in self.stops for k in range(1, len(t)) if s.endswith(t[:k])), default=0)
+            keep = max((_partial(s, t) for t in self.stops), default=0)
             s, self.held = s[:len(s) - keep], s[len(s) - keep:]
         if s and (not self.parts or self.parts[-1]["type"] != "text"):
             self._open({"type": "text", "text": ""}, pieces, md)
@@ -123,3 +131,11 @@ class PartStream:
         held, stops, self.held, self.stops = self.held, self.stops, "", []
         self._text(held, pieces, md)
         self.stops = stops
+
+
+def _partial(s: str, stop: str) -> int:
+    """The length of the longest tail of s that is a proper start of stop (0: none)."""
+    for i in range(max(0, len(s) - len(stop) + 1), len(s)):   # longest first
+        if stop.startswith(s[i:]):
+            return len(s) - i
+    return 0

@@ -10,7 +10,11 @@ Routes: GET / (static/chat.html, no build step, nothing fetched from the interne
 FastAPI (it comes with mlflow, on starlette + uvicorn, which dagster-webserver also uses): the
 request is a pydantic model, so every malformed field gets a message naming it; errors use
 OpenAI's shape {"error": {"message", "type", "param", "code"}} so clients raise their usual
-exceptions. Bad input is always a 4xx: 400 invalid fields, 413 too large, 429 too busy.
+exceptions. Bad input is always a 4xx: 400 invalid fields, 403 a cross-site browser request, 408 a
+body that stalls, 413 too large, 415 not JSON, 429 too busy. Before any route, http_guard checks
+the Host (DNS rebinding), the Origin and content type (other sites in the user's browser) and the
+body size and pace, and adds the security headers. Every request has a time limit (--request-timeout,
+waiting included): past it the reply ends with what came, finish_reason "length".
 
 One generation runs at a time, in a worker thread (torch releases the GIL, the event loop keeps
 serving). Up to --max-queue more requests wait their turn; beyond that 429. A client that
@@ -42,7 +46,8 @@ from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from training.engine.openai_protocol import ApiError, ChatRequest, Limits, Prepared, prepare, validation_error
+from training.engine.http_guard import Guard
+from training.engine.openai_protocol import ApiError, Limits, Prepared, parse_request, prepare, validation_error
 from training.engine.reply_parts import PartStream
 
 log = logging.getLogger(__name__)
@@ -54,8 +59,11 @@ STATIC = Path(__file__).parent / "static"
 class Job:
     """One request's generation: events cross from the worker thread to the event loop."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop):
+    def __init__(self, loop: asyncio.AbstractEventLoop, timeout_s: float):
         self.loop, self.events, self.stop = loop, asyncio.Queue(), threading.Event()
+        # The request's time limit, waiting included: the engine stops within a token, the reply
+        # ends with what came (finish_reason "length").
+        self.timer = loop.call_later(timeout_s, self.stop.set)
 
     def put(self, item) -> None:
         try:
@@ -65,34 +73,37 @@ class Job:
 
     async def batches(self):
         """Lists of TokenEvents as they come (all that arrived since the last await: one SSE chunk)."""
-        while True:
-            batch = [await self.events.get()]
-            while not self.events.empty():
-                batch.append(self.events.get_nowait())
-            items = [x for x in batch if x is not None and not isinstance(x, BaseException)]
-            if items:
-                yield items
-            for x in batch:
-                if isinstance(x, BaseException):
-                    raise x
-            if batch[-1] is None:
-                return
+        try:
+            while True:
+                batch = [await self.events.get()]
+                while not self.events.empty():
+                    batch.append(self.events.get_nowait())
+                items = [x for x in batch if x is not None and not isinstance(x, BaseException)]
+                if items:
+                    yield items
+                for x in batch:
+                    if isinstance(x, BaseException):
+                        raise x
+                if batch[-1] is None:
+                    return
+        finally:
+            self.timer.cancel()
 
 
 class Generations:
-    def __init__(self, engine, max_queue: int):
-        self.engine, self.max_queue = engine, max_queue
+    def __init__(self, engine, max_queue: int, timeout_s: float):
+        self.engine, self.max_queue, self.timeout_s = engine, max_queue, timeout_s
         self.worker = ThreadPoolExecutor(1, thread_name_prefix="generate")
         self.lock = threading.Lock()
         self.jobs: set[Job] = set()  # running or waiting
         self.tokens_generated = 0    # since start (shown in /health: a stopped reply stops counting)
 
     def submit(self, prepared: Prepared) -> Job:
-        job = Job(asyncio.get_running_loop())
         with self.lock:
             if len(self.jobs) > self.max_queue:
                 raise ApiError(429, f"busy: one reply is being generated and {len(self.jobs) - 1} wait(s); "
                                "retry in a moment", code="queue_full", type="rate_limit_error")
+            job = Job(asyncio.get_running_loop(), self.timeout_s)
             self.jobs.add(job)
         self.worker.submit(self._run, job, prepared)
         return job
@@ -122,9 +133,10 @@ class Generations:
 
 # ---- the app --------------------------------------------------------------------------------
 
-def create_app(engine, limits: Limits | None = None) -> FastAPI:
+def create_app(engine, limits: Limits | None = None, hosts: set[str] | None = None) -> FastAPI:
+    """hosts: the names the server answers to (Host header); default loopback's."""
     limits = limits or Limits()
-    generations = Generations(engine, limits.max_queue)
+    generations = Generations(engine, limits.max_queue, limits.request_timeout_s)
     created = int(time.time())
 
     async def lifespan(app):
@@ -133,7 +145,8 @@ def create_app(engine, limits: Limits | None = None) -> FastAPI:
 
     # No /docs: FastAPI's Swagger page loads its script from a CDN (/openapi.json stays).
     app = FastAPI(title="crawl2chat", lifespan=lifespan, docs_url=None, redoc_url=None)
-    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
+    app.add_middleware(Guard, hosts=hosts or {"127.0.0.1", "localhost"}, max_body_bytes=limits.max_body_bytes,
+                       body_timeout_s=limits.body_timeout_s)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.exception_handler(ApiError)
@@ -175,9 +188,15 @@ def create_app(engine, limits: Limits | None = None) -> FastAPI:
                            "model", "model_not_found")
         return model_card()
 
+    def read(raw: bytes):
+        body = parse_request(raw, limits)
+        return body, prepare(body, engine, limits)
+
+    # The body is parsed here, not by FastAPI: its count of messages is checked before pydantic
+    # builds them, and the JSON parse, validation and tokenizing run off the event loop.
     @app.post("/v1/chat/completions")
-    async def chat_completions(body: ChatRequest, request: Request):
-        prepared = await asyncio.to_thread(prepare, body, engine, limits)  # tokenizing a long chat takes a while
+    async def chat_completions(request: Request):
+        body, prepared = await asyncio.to_thread(read, await request.body())
         job = generations.submit(prepared)
         reply = Reply(engine, prepared, request_id=f"chatcmpl-{uuid.uuid4().hex}")
         if body.stream:
@@ -245,6 +264,7 @@ class Reply:
         message = {"role": "assistant", "content": self.parts.markdown(), "crawl2chat_parts": self.parts.parts}
         return {"id": self.id, "object": "chat.completion", "created": self.created,
                 "model": self.engine.model_name, "usage": self.usage(),
+                "crawl2chat_dropped_messages": self.prepared.dropped,
                 "choices": [{"index": 0, "message": message, "logprobs": None,
                              "finish_reason": self.finish_reason or "length"}]}
 
@@ -257,7 +277,8 @@ class Reply:
 
     async def sse(self, job: Job, include_usage: bool):
         try:
-            yield self._chunk({"role": "assistant", "content": ""})
+            # the first chunk says how many of the oldest messages were left out (crawl2chat_trim_history)
+            yield self._chunk({"role": "assistant", "content": ""}, crawl2chat_dropped_messages=self.prepared.dropped)
             try:
                 async for events in job.batches():
                     pieces, md = self._take(events, job)
@@ -290,51 +311,11 @@ def _merge(pieces: list[dict], new: list[dict]) -> None:
             pieces.append(dict(p))
 
 
-class BodyLimit:
-    """ASGI middleware: reads the body up to max_bytes (413 past it), then hands it on.
-
-    The messages after the body (http.disconnect) still pass through, so streams see the client leave.
-    """
-
-    def __init__(self, app, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        too_large = ApiError(413, f"the request body exceeds {self.max_bytes} bytes", code="request_too_large")
-        length = dict(scope.get("headers") or []).get(b"content-length", b"0")
-        if (int(length) if length.isdigit() else 0) > self.max_bytes:
-            return await too_large.response()(scope, receive, send)
-        chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
-            if size > self.max_bytes:
-                return await too_large.response()(scope, receive, send)
-            if not message.get("more_body"):
-                break
-        body, replayed = b"".join(chunks), False
-
-        async def replay():
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
-
-
 # ---- CLI ------------------------------------------------------------------------------------
 
 def add_arguments(p) -> None:
-    from training.engine.chat_cli import DEFAULT_MODEL
-    p.add_argument("--model", default=DEFAULT_MODEL,
-                   help="export directory, or a registered model NAME@ALIAS / NAME/VERSION (default %(default)s)")
+    from training.engine.chat_cli import DEFAULT_MODEL, MODEL_HELP
+    p.add_argument("--model", default=DEFAULT_MODEL, help=MODEL_HELP)
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default loopback only; any other prints a warning: there is no authentication)")
     p.add_argument("--port", type=int, default=8000)
@@ -344,6 +325,12 @@ def add_arguments(p) -> None:
                    help="index.sqlite for the search tool (default: the newest under the lake's search/)")
     p.add_argument("--max-queue", type=int, default=Limits.max_queue,
                    help="requests that may wait while one generates; more get 429 (default %(default)s)")
+    p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                   help="also answer requests for this host name (the Host header; repeatable). By default "
+                        "only the bound address, localhost and 127.0.0.1: other names are refused (DNS rebinding)")
+    p.add_argument("--request-timeout", type=float, default=Limits.request_timeout_s, metavar="SECONDS",
+                   help="most time one request may take, waiting included; the reply ends there "
+                        "(default %(default)g)")
 
 
 def _is_loopback(host: str) -> bool:
@@ -363,17 +350,28 @@ def main(args) -> int:
 
     if args.max_queue < 0:
         raise ConfigError(f"--max-queue must be >= 0 (requests that may wait), got {args.max_queue}")
+    if not args.request_timeout > 0:
+        raise ConfigError(f"--request-timeout must be > 0 seconds, got {args.request_timeout}")
     tools = {} if args.no_tools else default_tools(resolve_search_index(args.search_index))
     engine = load_engine(args.model, tools, args.device)  # the chat CLI's: the same names, the same errors
-    app = create_app(engine, Limits(max_queue=args.max_queue))
+    limits = Limits(max_queue=args.max_queue, request_timeout_s=args.request_timeout)
+    app = create_app(engine, limits, hosts={args.host, "localhost", "127.0.0.1", *args.allowed_host})
     if not _is_loopback(args.host):
         print(f"crawl2chat: warning: serving on {args.host}:{args.port} with no authentication: anyone who "
-              "can reach it can use the model and its python tool. Put an authenticating proxy in front.",
-              file=sys.stderr)
+              "can reach it can use the model and its python tool. Put an authenticating proxy in front "
+              "(and name the host it forwards with --allowed-host).", file=sys.stderr)
     shown = f"[{args.host}]" if ":" in args.host else args.host
     print(f"crawl2chat: serving {engine.model_name}: chat at http://{shown}:{args.port}/ , "
           f"OpenAI API at http://{shown}:{args.port}/v1", file=sys.stderr, flush=True)
     if line := isolation_line(tools):  # sandboxed, or why the python tool is disabled (issue 23)
         print(f"crawl2chat: {line}", file=sys.stderr, flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=5)
+    uvicorn.run(app, host=args.host, port=args.port, **uvicorn_options(limits))
     return 0
+
+
+def uvicorn_options(limits: Limits) -> dict:
+    """How uvicorn runs the app: connections are bounded (past limit_concurrency a new request gets
+    503), an idle keep-alive connection closes after 5 s, a request head is at most 16 KiB; the
+    body's size and pace are http_guard's."""
+    return dict(log_level="warning", timeout_graceful_shutdown=5, limit_concurrency=max(64, 4 * (limits.max_queue + 1)),
+                timeout_keep_alive=5, h11_max_incomplete_event_size=16 << 10)

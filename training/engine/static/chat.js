@@ -9,6 +9,7 @@ const $ = (id) => document.getElementById(id);
 let conversation = [];   // [{role, content}], sent whole with every request
 let controller = null;   // AbortController of the reply being streamed (the stop button aborts it)
 let modelName = null;
+const shown = new WeakMap(); // conversation entry -> its bubble (greyed out when the entry is dropped)
 
 fetch("/v1/models").then((r) => r.json()).then((j) => {
   modelName = j.data[0].id;
@@ -20,6 +21,19 @@ function bubble(role) {
   div.className = `msg ${role}`;
   $("messages").appendChild(div);
   return div;
+}
+
+function note(text) {
+  const div = bubble("note");
+  div.textContent = text;
+  return div;
+}
+
+// The server left out the n oldest messages of `chat` (the page sends no system prompt).
+function dropOldest(chat, n, before) {
+  for (const entry of chat.splice(0, n)) shown.get(entry)?.classList.add("dropped");
+  const div = note(`The ${n} oldest message(s) no longer fit the model's context and were left out (greyed).`);
+  $("messages").insertBefore(div, before);
 }
 
 function scrollDown() { const m = $("messages"); m.scrollTop = m.scrollHeight; }
@@ -93,9 +107,12 @@ async function send() {
   const text = $("input").value;
   if (!text.trim() || controller) return;
   $("input").value = "";
-  bubble("user").textContent = text;
+  const asked = { role: "user", content: text };
+  const userDiv = bubble("user");
+  userDiv.textContent = text;
+  shown.set(asked, userDiv);
   const chat = conversation;  // "New chat" replaces `conversation`: this reply belongs to the old one
-  chat.push({ role: "user", content: text });
+  chat.push(asked);
   const reply = new Reply();
   scrollDown();
   controller = new AbortController();
@@ -105,6 +122,7 @@ async function send() {
     stream_options: { include_usage: true },
     temperature: numberOrNull("temperature"), top_k: numberOrNull("top-k"),
     max_tokens: numberOrNull("max-tokens"), seed: numberOrNull("seed"),
+    crawl2chat_trim_history: true,
   };
   let finish = null;
   try {
@@ -132,6 +150,7 @@ async function send() {
           const chunk = JSON.parse(line.slice(6));
           if (chunk.error) throw new Error(chunk.error.message);
           if (chunk.usage) reply.tokens = chunk.usage.completion_tokens;
+          if (chunk.crawl2chat_dropped_messages) dropOldest(chat, chunk.crawl2chat_dropped_messages, userDiv);
           const choice = chunk.choices[0];
           if (!choice) continue;
           for (const piece of choice.delta.crawl2chat_parts || []) reply.add(piece);
@@ -141,11 +160,11 @@ async function send() {
       }
     }
     reply.finish("done", finish === "length" ? "stopped at max tokens" : "");
-    chat.push({ role: "assistant", content: reply.parts });
+    keep(chat, reply);
   } catch (e) {
     if (e.name === "AbortError") {                   // the stop button: keep what came so far
       reply.finish("stopped", "stopped");
-      if (reply.parts.length) chat.push({ role: "assistant", content: reply.parts });
+      if (reply.parts.length) keep(chat, reply);
     } else {
       reply.fail(e.message);
       chat.pop();                                    // the failed turn is not part of the chat
@@ -158,6 +177,13 @@ async function send() {
   }
 }
 
+function keep(chat, reply) {
+  const entry = { role: "assistant", content: reply.parts };
+  shown.set(entry, reply.div);
+  chat.push(entry);
+}
+
+$("controls").addEventListener("submit", (e) => e.preventDefault());  // Enter in a field: no reload
 $("send").addEventListener("click", send);
 $("stop").addEventListener("click", () => controller && controller.abort());
 $("input").addEventListener("keydown", (e) => {
