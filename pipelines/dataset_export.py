@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import logging
 import math
 import os
 from collections import Counter
@@ -30,12 +29,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.document import FINEWEB_COLUMNS
-from pipelines.errors import InputError
-from pipelines.io import ParquetSink, _conform, _schema_for, dir_digest, parquet_files, staged
+from pipelines.errors import InputError, OutputError
+from pipelines.io import (ParquetSink, _conform, _schema_for, check_output_target, dir_digest, parquet_files,
+                          staged)
 from pipelines.lake import CrawlLake
 from pipelines.listing import check_crawl_name
-
-log = logging.getLogger(__name__)
 
 KIND = "dataset_export"  # the output marker's kind: only an earlier export is ever replaced
 # FineWeb's columns (https://huggingface.co/datasets/HuggingFaceFW/fineweb, "Data Fields"), in its
@@ -51,7 +49,6 @@ class ProcessedCrawl:
     label: str          # what the user named: the crawl, or the process output folder
     base: Path
     layout: str         # "lake" (Dagster data assets) or "process" (`crawl2chat process`)
-    lake_root: Path | None = None
 
     @property
     def clean(self) -> Path:
@@ -69,7 +66,7 @@ def find_crawl(crawl: str, lake_root: Path) -> ProcessedCrawl:
         if (path / "stats.json").is_file() and (path / "config.json").is_file():
             found = ProcessedCrawl(str(path), path, "process")
         elif path.parent.name == "crawls" and (path / "clean").is_dir():  # <lake>/crawls/<crawl>
-            found = ProcessedCrawl(path.name, path, "lake", path.parent.parent)
+            found = ProcessedCrawl(path.name, path, "lake")
         else:
             raise InputError(f"{path} is neither a crawl in the lake nor a `crawl2chat process` output "
                              f"(no stats.json and config.json beside clean/): name a crawl, or such a folder")
@@ -84,7 +81,7 @@ def find_crawl(crawl: str, lake_root: Path) -> ProcessedCrawl:
             known = sorted(p.name for p in crawls.iterdir() if p.is_dir() and not p.name.startswith("."))
             raise InputError(f"crawl {crawl!r} is not in the lake at {lake_root} (crawls there: "
                              f"{', '.join(known) or 'none'})")
-        found = ProcessedCrawl(crawl, base, "lake", Path(lake_root))
+        found = ProcessedCrawl(crawl, base, "lake")
     if not parquet_files(found.clean):
         raise InputError(f"{found.label} has no clean text ({found.clean} holds no Parquet files): "
                          f"materialize clean_text (or run `crawl2chat process`) first")
@@ -226,7 +223,7 @@ def provenance(src: ProcessedCrawl, tracking_uri: str | None) -> dict:
     out = {"stats": {}, "config_digest": None, "runs": [],
            "config_note": "the lake records no config; its MLflow runs do",
            "lineage_note": "Not recorded: no MLflow tracking store found (set MLFLOW_TRACKING_URI or --mlflow-uri)"}
-    if tracking_uri:
+    if tracking_uri:  # the clean_text asset tagged its run with this digest of the folder
         runs = lineage_runs(tracking_uri, dir_digest(src.clean))
         out["lineage_note"] = f"MLflow runs in {tracking_uri}" if runs else \
             f"Not recorded: no run in {tracking_uri} is tagged with this clean text's digest"
@@ -247,11 +244,14 @@ def export_dataset(src: ProcessedCrawl, out, *, shard_rows: int = 100_000, licen
                    tracking_uri: str | None = None, force: bool = False) -> dict:
     """Write the dataset folder `out`; returns {config: ConfigSummary} plus the card's facts."""
     from pipelines.dataset_card import render_card
+    if Path(os.path.abspath(out)).is_relative_to(os.path.abspath(src.base)):
+        # the shards would become part of the crawl they were read from (read again next time)
+        raise OutputError(f"{out} is inside the crawl {src.base}: choose an output outside it")
     clean_files, removed_files = parquet_files(src.clean), parquet_files(src.removed)
     clean_schema = _schema(clean_files, FINEWEB_SCHEMA)
     removed_schema = (_schema(removed_files, [*FINEWEB_SCHEMA, "stage", "reason"], ("stage", "reason"))
-                      if removed_files else pa.schema([pa.field(c, t) for c, t in (
-                          ("text", pa.string()), ("id", pa.string()), ("stage", pa.string()), ("reason", pa.string()))]))
+                      if removed_files else pa.schema([(c, pa.string()) for c in ("text", "id", "stage", "reason")]))
+    check_output_target(out, KIND, force)  # before the lineage look-up, which reads the clean text
     facts = provenance(src, tracking_uri)
     with staged(out, kind=KIND, force=force) as stage:
         summaries = {"default": write_config(clean_files, stage / CONFIGS["default"], clean_schema, shard_rows),

@@ -116,6 +116,14 @@ def test_an_out_the_user_owns_is_refused_and_left_byte_for_byte(processed, tmp_p
     assert tree(out) == before and sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
 
 
+def test_an_out_inside_the_crawl_is_refused(processed):
+    """Shards written into the crawl would be read back as its own clean text next time."""
+    before = tree(processed)
+    r = crawl2chat("export-dataset", processed, "--out", processed / "clean" / "ds")
+    assert r.returncode == 2 and len(errors(r.stderr)) == 1 and "inside the crawl" in r.stderr, r.stderr
+    assert tree(processed) == before
+
+
 @pytest.mark.parametrize("case", ["unknown_crawl", "not_a_lake", "not_processed", "not_a_process_dir",
                                   "unsafe_name"])
 def test_misuse_is_one_line_and_writes_nothing(case, tmp_path):
