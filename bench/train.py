@@ -61,7 +61,7 @@ def instrumented(cfg: dict, data: Path, steps: int, warmup: int) -> dict:
     from training.trainer import build_model, build_optimizer, start
     d, t = start(), cfg["train"]
     shards = open_shards(data, "train")
-    model = build_model(cfg, vocab_size=shards.vocab_size)
+    model = build_model(cfg, vocab_size=shards.vocab_size, device=d.device)
     seq = int(t["seq_len"] or model.config.block_size)
     model.activation_checkpointing = bool(t["activation_checkpointing"])
     ds_cfg = deepspeed_config(cfg, d.world, seq, d.on_cuda)

@@ -32,7 +32,7 @@ def train(cfg: dict, data: str | Path, out: str | Path, resume: bool = False,
         from pipelines.tokenizer import load_tokenizer
         tokenizer = load_tokenizer(tok_dir)
         token_bytes = tokenizer.token_bytes
-    model = build_model(cfg, vocab_size=train_shards.vocab_size)
+    model = build_model(cfg, vocab_size=train_shards.vocab_size, device=d.device)
     seq_len = int(t["seq_len"] or model.config.block_size)
     loader = WindowLoader(train_shards, seq_len, t["micro_batch"], d.rank, d.world, seed=t["seed"], shuffle=t["shuffle"])
     val = val_batches(val_shards, seq_len, ev["val_tokens"], d.rank, d.world, t["micro_batch"])

@@ -232,7 +232,7 @@ def train(cfg: dict, data: str | Path, out: str | Path, resume: bool = False) ->
                           "registered one such as crawl2chat-base@candidate")
     export = resolve_export(cfg["model"]["init_from"])
     tokenizer = load_tokenizer(export)
-    model = build_model(cfg, init_dir=export)
+    model = build_model(cfg, init_dir=export, device=d.device)
     seq_len = int(t["seq_len"] or model.config.block_size)
     train_pack = pack_conversations(tokenizer, load_conversations(data, "train"), seq_len)
     val_pack = pack_conversations(tokenizer, load_conversations(data, "val"), seq_len)

@@ -132,10 +132,16 @@ def resolve_export(source: str | Path) -> Path:
                       "config.json) nor a registered model 'NAME@ALIAS' / 'NAME/VERSION'")
 
 
-def build_model(cfg: dict, vocab_size: int | None = None, init_dir: Path | None = None) -> GPT:
-    """The GPT to train: model.init_from's weights (an export or registered version, `init_dir` when
-    the caller resolved it already; its config wins, and the data's vocabulary must match it), else a
-    fresh init of model.preset with overrides."""
+def build_model(cfg: dict, vocab_size: int | None = None, init_dir: Path | None = None,
+                device: torch.device | str = "cpu") -> GPT:
+    """The GPT to train, on `device` (the job's Dist.device): model.init_from's weights (an export or
+    registered version, `init_dir` when the caller resolved it already; its config wins, and the
+    data's vocabulary must match it), else a fresh init of model.preset with overrides.
+
+    This is the one place a training model is put on its device, before anything sees it: the jobs
+    evaluate their starting model (RL's held-out pass@k and KL, the reward model's accuracy) before
+    deepspeed.initialize, which would otherwise be the first to move it. Weights stay fp32 (master
+    weights; DeepSpeed casts its copy for bf16)."""
     from training.export import load_model
     m = cfg["model"]
     torch.manual_seed(cfg["train"]["seed"])  # identical init on every rank (DeepSpeed also broadcasts rank 0's)
@@ -144,13 +150,13 @@ def build_model(cfg: dict, vocab_size: int | None = None, init_dir: Path | None 
         if extra:
             raise ConfigError(f"model.{extra[0]}: the architecture comes from model.init_from "
                               f"({m['init_from']}); remove model.{', model.'.join(extra)}")
-        model = load_model(init_dir or resolve_export(m["init_from"]), dtype=torch.float32).train()
+        model = load_model(init_dir or resolve_export(m["init_from"]), device=device, dtype=torch.float32).train()
         if vocab_size is not None and vocab_size != model.config.vocab_size:
             raise ConfigError(f"model.init_from {m['init_from']} has a vocabulary of {model.config.vocab_size}, "
                               f"the data {vocab_size}: use the tokenizer the model was trained with")
-        return model  # fp32 master weights: DeepSpeed casts its copy for bf16
+        return model
     over = {k: v for k, v in m.items() if k not in ("preset", "init_from")}
-    return GPT(preset(m.get("preset") or "tiny", **{**over, "vocab_size": vocab_size}))
+    return GPT(preset(m.get("preset") or "tiny", **{**over, "vocab_size": vocab_size})).to(device)
 
 
 def lr_lambda(warmup: int, total: int, min_ratio: float):

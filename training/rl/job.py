@@ -205,7 +205,7 @@ def train(cfg: dict, task: str, out, resume: bool = False) -> dict:
     task = task or rl["task"]
     export = resolve_export(cfg["model"]["init_from"])
     tokenizer = load_tokenizer(export)
-    model = build_model(cfg, init_dir=export)
+    model = build_model(cfg, init_dir=export, device=d.device)
     items = load_task(task, "train", rl["train_problems"], rl["task_seed"])
     heldout = load_task(task, "heldout", rl["heldout_problems"], rl["task_seed"])
     source, gas = grpo_setup(cfg, d, model, export, tokenizer, items, verifiable_reward)

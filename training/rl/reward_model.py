@@ -55,7 +55,8 @@ class RewardModel(GPT):
         missing, unexpected = rm.load_state_dict(gpt.state_dict(), strict=False)
         if unexpected or set(missing) - {"value_head.weight", "value_head.bias"}:
             raise ValueError(f"cannot turn the GPT into a reward model: missing {missing}, unexpected {unexpected}")
-        return rm.to(next(gpt.parameters()).dtype)
+        p = next(gpt.parameters())
+        return rm.to(device=p.device, dtype=p.dtype)   # where build_model put the GPT
 
 
 def load_reward_model(export_dir: str | Path, device="cpu", dtype: torch.dtype | None = None) -> RewardModel:
@@ -105,7 +106,7 @@ def pair_batch(encoded: list[tuple[list[int], list[int]]]) -> dict:
 def pair_loss(engine, mb: dict) -> tuple[torch.Tensor, torch.Tensor]:
     r = engine(mb["x"], mb["last"])
     b = r.shape[0] // 2
-    return -F.logsigmoid(r[:b] - r[b:]).sum(), torch.tensor(b)
+    return -F.logsigmoid(r[:b] - r[b:]).sum(), torch.tensor(b, device=r.device)   # read with the loss
 
 
 class PairLoader:
@@ -183,7 +184,7 @@ def train(cfg: dict, data, out, resume: bool = False) -> dict:
         raise ConfigError("model.init_from: the reward model starts from a chat model (export dir or NAME@ALIAS)")
     export = resolve_export(cfg["model"]["init_from"])
     tokenizer = load_tokenizer(export)
-    model = RewardModel.from_gpt(build_model(cfg, init_dir=export))
+    model = RewardModel.from_gpt(build_model(cfg, init_dir=export, device=d.device))
     max_len = int(cfg["reward_model"]["max_len"] or model.config.block_size)
     train_pairs, held = encode_pairs(tokenizer, read_pairs(data, "train"), max_len), \
         encode_pairs(tokenizer, read_pairs(data, "heldout"), max_len)

@@ -63,7 +63,7 @@ def train(cfg: dict, data, reward_model_dir, out, resume: bool = False) -> dict:
         raise ConfigError("--reward-model: the reward model's export directory (or NAME@ALIAS) is required")
     export = resolve_export(cfg["model"]["init_from"])
     tokenizer = load_tokenizer(export)
-    model = build_model(cfg, init_dir=export)
+    model = build_model(cfg, init_dir=export, device=d.device)
     rm = load_reward_model(resolve_export(reward_model_dir), device=d.device,
                            dtype=torch.bfloat16 if d.on_cuda else torch.float32).requires_grad_(False)
     if rm.config.vocab_size != model.config.vocab_size:
