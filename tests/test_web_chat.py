@@ -1,7 +1,8 @@
 """The web chat in a real headless Chromium, driven over the DevTools protocol (a websocket, no
 extra browser driver): the page loads from `crawl2chat serve`, a message is typed and sent with real
 key and mouse input, the streamed reply grows in the DOM token by token, the scripted model's tool
-call shows boxed, the stop button stops the server's generation, errors show their message."""
+call shows boxed, the stop button stops the server's generation, errors show their message, and a
+chat longer than a small model's context goes on with its oldest turns dropped and greyed out."""
 from __future__ import annotations
 
 import base64
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from engine_fixtures import tiny_tokenizer_dir  # noqa: F401  (fixture)
+from engine_fixtures import tiny_export, tiny_tokenizer_dir  # noqa: F401  (fixtures)
 from serve_fixtures import ANSWER, CODE, CONTEXT, QUESTION, SCRIPT_TEXT, Server, scripted_export  # noqa: F401
 from test_ui import chromium
 
@@ -200,3 +201,31 @@ def test_a_rejected_request_shows_its_message(page):
     assert page.js("document.getElementById('input').value") == "hello"  # to fix and resend
     assert page.js("conversation.length") == 0
     page.set_control("#temperature", 0.8)
+
+
+def test_a_chat_past_the_context_drops_its_oldest_turns_and_goes_on(tiny_export, tmp_path_factory):  # noqa: F811
+    """The tiny model's context is 256 tokens: without trimming the third turn was refused and the
+    chat was over (issue 22). The page asks the server to drop the oldest turns (the CLI's rule),
+    greys them out and says so; every reply comes."""
+    with Server(tiny_export, tmp_path_factory.mktemp("logs")) as server:
+        page = Page(chromium(), tmp_path_factory.mktemp("chrome"), server.url)
+        try:
+            page.wait("typeof modelName !== 'undefined' && modelName !== null")
+            page.set_control("#temperature", 0)
+            page.set_control("#max-tokens", 60)
+            for i in range(5):
+                page.type("#input", f"message {i}: " + "tell me more about it " * 8)
+                page.click("#send")
+                page.wait(f"document.querySelectorAll('.msg.assistant').length === {i + 1} && "
+                          f"['done', 'error', 'stopped'].includes({LAST_REPLY}.dataset.state)")
+                assert page.js(f"{LAST_REPLY}.dataset.state") == "done", page.js(f"{LAST_REPLY}.textContent")
+            notes = page.js("[...document.querySelectorAll('.msg.note')].map(e => e.textContent)")
+            assert notes and all("no longer fit the model's context" in n for n in notes)
+            dropped = page.js("document.querySelectorAll('.msg.dropped').length")
+            history = page.js("conversation")
+            assert dropped >= 2 and len(history) == 10 - dropped   # the page forgot what the server left out
+            assert history[0]["role"] == "user" and history[-2]["content"].startswith("message 4")
+            assert page.js("document.querySelector('.msg.user').classList.contains('dropped')")
+        finally:
+            page.close()
+        assert "Traceback" not in server.log_text()
