@@ -434,6 +434,8 @@ def main() -> int:
     parser.add_argument("--dump", default="CC-MAIN-2099-01", help="crawl name stored as `dump`")
     parser.add_argument("--modes", nargs="+", default=["trafilatura", "resiliparse"],
                         choices=["trafilatura", "resiliparse"], help="our extraction backends to compare")
+    parser.add_argument("--config", type=Path, help="a config YAML for our side (default: fineweb_v1), e.g. one "
+                                                    "with extraction.fast: true to measure that opt-in")
     parser.add_argument("--venv", type=Path, default=DEFAULT_VENV, help="datatrove virtualenv (created if missing)")
     parser.add_argument("--datatrove-timeout", type=float, default=60.0,
                         help="datatrove's per-page extraction timeout, wall-clock seconds (FineWeb: 0.1)")
@@ -472,12 +474,14 @@ def main() -> int:
         dt = run_worker(python, "datatrove", {"warcs": warcs, "dump": args.dump, "extra": extra,
                                               "timeout": args.datatrove_timeout}, work, env)
         result = {"input": {"warcs": len(warcs), "realweb": str(args.realweb) if args.realweb else None,
+                            "our_config": str(args.config) if args.config else "fineweb_v1",
                             "generated_pages": None if args.warcs or args.realweb else args.pages,
                             "seed": args.seed, "response_records": dt["records"]},
                   "datatrove": {"versions": dt["versions"], "speed": speed(dt),
                                 "reader_replay_mismatch": dt["reader_replay_mismatch"]}, "modes": {}}
         for mode in args.modes:
             ours = run_worker(Path(sys.executable), "ours", {"warcs": warcs, "dump": args.dump, "mode": mode,
+                                                             "config": str(args.config) if args.config else None,
                                                              "blocklists": str(work / "blocklists")}, work)
             cmp = compare(dt, ours, dt["universe"], mode)
             if not args.per_document:

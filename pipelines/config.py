@@ -58,6 +58,7 @@ class ExtractionConfig(Section):
     extractor: str | None = None
     resiliparse_collapse_blank_lines: bool
     favor_precision: bool
+    fast: bool = False  # trafilatura without its fallback extractors: faster, decisions differ (extraction.py)
     include_comments: bool
     deduplicate: bool
 
