@@ -3,7 +3,8 @@
     interop_tokenizer_dir     a 500-token BPE (padded to 512 rows in the model: the cut is exercised)
     trained["gpt2"]           GPT-2 shape (learned positions, LayerNorm, GELU, tied head), SFT-trained
     trained["qwen3"]          RoPE + RMSNorm + SwiGLU + QK-norm, no biases, untied head, SFT-trained
-    llama_export(...)         RoPE + RMSNorm + SwiGLU, random weights (for parity, no training needed)
+    random_export(...)        any shape with random weights, drawn wider than the init so that a
+                              wrong detail (an activation variant, a norm epsilon) moves the logits
 
 The trained ones are a fresh init exported as pretraining would export it, then real SFT (DeepSpeed
 on CPU, the project's trainer) for a few steps on generated chats with system prompts and python
@@ -42,11 +43,13 @@ def fresh_export(out: Path, tokenizer_dir: Path, seed: int = 0, **shape) -> Path
     return export_state(model.state_dict(), model.config, out, tokenizer_dir=tokenizer_dir)
 
 
-def llama_export(out: Path, tokenizer_dir: Path, bias: bool) -> Path:
-    """A random Llama-shaped export, weights drawn wider than the init so logits differ clearly."""
+LLAMA = dict(rope=True, rmsnorm=True, mlp="swiglu", tie_embeddings=False)
+
+
+def random_export(out: Path, tokenizer_dir: Path, **shape) -> Path:
     torch.manual_seed(2)
-    model = GPT(preset("tiny", vocab_size=VOCAB, n_layer=2, n_embd=64, n_head=2, block_size=256, rope=True,
-                       rmsnorm=True, mlp="swiglu", bias=bias, tie_embeddings=False))
+    model = GPT(preset("tiny", vocab_size=VOCAB, **{"n_layer": 2, "n_embd": 64, "n_head": 2, "block_size": 256,
+                                                    **shape}))
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.05)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from interop_fixtures import VOCAB, interop_tokenizer_dir, llama_export, trained  # noqa: F401 (fixtures)
+from interop_fixtures import LLAMA, VOCAB, interop_tokenizer_dir, random_export, trained  # noqa: F401 (fixtures)
 from pipelines.cli import main as cli
 from pipelines.tokenizer import load_tokenizer
 from training.conversations.render import render_for_completion
@@ -29,7 +29,7 @@ TOLERANCE = {"f32": 1e-4, "f16": 0.02, "bf16": 0.15, "q8_0": 0.3}
 @pytest.fixture(scope="module")
 def sources(trained, interop_tokenizer_dir, tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("gguf_src")
-    return {**trained, "llama": llama_export(root / "llama" / "export", interop_tokenizer_dir, bias=False)}
+    return {**trained, "llama": random_export(root / "llama" / "export", interop_tokenizer_dir, bias=False, **LLAMA)}
 
 
 def their_model(gguf_file):
@@ -103,7 +103,7 @@ def test_llama_biases_are_in_the_file_in_llama_cpp_layout(interop_tokenizer_dir,
     import gguf
     from safetensors.torch import load_file
     from training.interop.gguf import _llama_interleave
-    src = llama_export(tmp_path / "llama-bias" / "export", interop_tokenizer_dir, bias=True)
+    src = random_export(tmp_path / "llama-bias" / "export", interop_tokenizer_dir, bias=True, **LLAMA)
     out = export(str(src), "gguf", tmp_path / "gguf")
     tensors = {t.name: torch.from_numpy(t.data.copy()) for t in gguf.GGUFReader(out).tensors}
     state = load_file(str(src / "model.safetensors"))

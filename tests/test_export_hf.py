@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from engine_fixtures import tiny_gpt  # noqa: F401
-from interop_fixtures import VOCAB, interop_tokenizer_dir, llama_export, trained  # noqa: F401 (fixtures)
+from interop_fixtures import LLAMA, VOCAB, interop_tokenizer_dir, random_export, trained  # noqa: F401 (fixtures)
 from pipelines.cli import main as cli
 from pipelines.tokenizer import load_tokenizer
 from training.conversations.render import render_conversation, render_for_completion
@@ -21,7 +21,8 @@ from training.export import export_state, load_model
 from training.interop.cli import export
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-CLASSES = {"gpt2": "GPT2LMHeadModel", "qwen3": "Qwen3ForCausalLM", "llama": "LlamaForCausalLM"}
+CLASSES = {"gpt2": "GPT2LMHeadModel", "qwen3": "Qwen3ForCausalLM", "llama": "LlamaForCausalLM",
+           "gpt2-nobias": "GPT2LMHeadModel"}
 
 CHATS = [
     [{"role": "system", "content": "You are crawl2chat, a small assistant."},
@@ -40,9 +41,12 @@ CHATS = [
 
 @pytest.fixture(scope="module")
 def exports(trained, interop_tokenizer_dir, tmp_path_factory) -> dict:
-    """family -> (crawl2chat export, hf directory)."""
+    """family -> (crawl2chat export, hf directory): the trained ones, a random Llama with biases and a
+    random GPT-2 shape without biases (GPT-2's layers get zero ones) and with an untied head."""
     root = tmp_path_factory.mktemp("hf")
-    sources = {**trained, "llama": llama_export(root / "llama" / "export", interop_tokenizer_dir, bias=True)}
+    sources = {**trained, "llama": random_export(root / "llama" / "export", interop_tokenizer_dir, bias=True, **LLAMA),
+               "gpt2-nobias": random_export(root / "gpt2" / "export", interop_tokenizer_dir, bias=False,
+                                            tie_embeddings=False)}
     return {fam: (src, export(str(src), "hf", root / fam / "hf")) for fam, src in sources.items()}
 
 
@@ -52,7 +56,7 @@ def our_logits(model, ids: torch.Tensor) -> torch.Tensor:
         return model.lm_head(model._trunk(ids, None))
 
 
-@pytest.mark.parametrize("fam", ["gpt2", "qwen3", "llama"])
+@pytest.mark.parametrize("fam", ["gpt2", "qwen3", "llama", "gpt2-nobias"])
 def test_loads_as_a_standard_class_with_no_remote_code_and_cut_vocabulary(exports, fam):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     src, out = exports[fam]
@@ -68,7 +72,7 @@ def test_loads_as_a_standard_class_with_no_remote_code_and_cut_vocabulary(export
     assert tok.eos_token == "<|im_end|>" and tok.bos_token == "<|endoftext|>"
     card = (out / "README.md").read_text()
     assert CLASSES[fam] in card and "trust_remote_code" in card
-    if fam != "llama":   # trained: the trainer's figures are in the card
+    if fam in ("gpt2", "qwen3"):   # trained: the trainer's figures are in the card
         assert "chat (SFT)" in card and "| val_loss |" in card and json.loads((src / "config.json").read_text())["mlflow_run_id"] is None
 
 
@@ -87,7 +91,7 @@ def test_chat_template_gives_the_ids_of_our_rendering(exports, chat):
         assert ids == render_conversation(ours, full)[0]
 
 
-@pytest.mark.parametrize("fam", ["gpt2", "qwen3", "llama"])
+@pytest.mark.parametrize("fam", ["gpt2", "qwen3", "llama", "gpt2-nobias"])
 def test_fp32_logits_equal_ours(exports, fam):
     from transformers import AutoModelForCausalLM
     src, out = exports[fam]
