@@ -43,6 +43,12 @@ def test_reply_streams_before_the_next_message_is_read(answer_export):
     assert "unknown command /nonsense" in err
 
 
+def test_tiny_temperature_and_top_p_sample_the_likeliest_token(answer_export):
+    """1e-39 overflowed the logits to NaN (a traceback); the limit of temperature -> 0 is greedy."""
+    done = chat(["--model", answer_export, "--temperature", "1e-39", "--top-p", "1e-300", "--no-tools"], "6*7?\n")
+    assert done.returncode == 0 and done.stdout == ANSWER + "\n", done.stderr
+
+
 def test_reset_forgets_the_conversation(tiny_export):
     # A random model's sampled reply depends on the whole prompt; the seed is the same every turn.
     args = ["--model", tiny_export, "--max-tokens", "12", "--no-tools"]

@@ -37,6 +37,10 @@ DEFAULT_MODEL = BEST
 DEFAULT_SYSTEM = ""
 # Sampling defaults for chat (the ChatModel Dagster resource shares them).
 SAMPLING_DEFAULTS = {"temperature": 0.8, "top_k": 50, "top_p": None, "max_tokens": 256, "seed": 0}
+# Below these a sampling value means "the likeliest token" but breaks the arithmetic: logits divided
+# by 1e-39 overflow to inf (NaN probabilities), and a float32 top-p of 1e-300 is 0 (every token dropped).
+MIN_TEMPERATURE = 1e-3   # smaller (but > 0) -> 0, greedy: what the limit of temperature -> 0 is
+MIN_TOP_P = 1e-6         # smaller -> 1e-6: still only the likeliest token, as the value asks
 HELP = "/reset starts over, /quit ends; Ctrl-C stops a reply, Ctrl-D quits"
 BASE_NOTE = ("base mode: a base model is a document completer, not an assistant. It does not answer: it "
              "continues the text you type as if it were the start of a web page. Each line starts a new document.")
@@ -121,6 +125,13 @@ def printable(text: str) -> str:
     """text without terminal control sequences: what a model, a tool or a crawled page wrote can
     colour nothing, move no cursor, set no window title and write no clipboard."""
     return _CONTROL.sub("", text)
+
+
+def usable_sampling(temperature: float, top_p: float | None) -> tuple[float, float | None]:
+    """(temperature, top_p) with the values below MIN_TEMPERATURE / MIN_TOP_P moved to what they mean;
+    the CLI and the server both sample through this."""
+    return (0.0 if 0 <= temperature < MIN_TEMPERATURE else temperature,
+            None if top_p is None else max(top_p, MIN_TOP_P) if top_p > 0 else top_p)
 
 
 def note(text: str) -> None:
@@ -227,8 +238,9 @@ def read_lines(interactive: bool):
 def main(args) -> int:
     from training.engine.engine import SamplingParams
     from training.engine.tools import default_tools, isolation_line
-    params = SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature,
-                            top_k=args.top_k or None, top_p=args.top_p, seed=args.seed)
+    temperature, top_p = usable_sampling(args.temperature, args.top_p)
+    params = SamplingParams(max_tokens=args.max_tokens, temperature=temperature,
+                            top_k=args.top_k or None, top_p=top_p, seed=args.seed)
     params.validate()
     index = None if args.base or args.no_tools else resolve_search_index(args.search_index)
     tools = {} if args.base or args.no_tools else default_tools(index)

@@ -29,12 +29,6 @@ class Limits:
     max_queue: int = 8                   # requests waiting while one generates; more get 429
 
 
-# Below these a sampling value means "the likeliest token" but breaks the arithmetic: logits divided
-# by 1e-39 overflow to inf (NaN probabilities), and a float32 top-p of 1e-300 is 0 (every token dropped).
-MIN_TEMPERATURE = 1e-3   # smaller (but > 0) -> 0, greedy: what the limit of temperature -> 0 is
-MIN_TOP_P = 1e-6         # smaller -> 1e-6: still only the likeliest token, as the value asks
-
-
 class ApiError(Exception):
     def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
                  type: str = "invalid_request_error"):
@@ -199,7 +193,7 @@ class Prepared:
 def prepare(req: ChatRequest, engine, limits: Limits) -> Prepared:
     """The checks pydantic cannot do alone (limits, the model's context), then prompt and params."""
     from training.conversations.render import render_for_completion
-    from training.engine.chat_cli import MIN_REPLY_TOKENS, fit_history
+    from training.engine.chat_cli import MIN_REPLY_TOKENS, fit_history, usable_sampling
     from training.engine.engine import SamplingParams
     from pipelines.errors import UserError
 
@@ -243,12 +237,10 @@ def prepare(req: ChatRequest, engine, limits: Limits) -> Prepared:
     if asked is not None and asked > context:
         name = "max_completion_tokens" if req.max_completion_tokens else "max_tokens"
         raise ApiError(400, f"{name}: at most {context} (this model's context), got {asked}", name)
-    temperature = 1.0 if req.temperature is None else req.temperature
+    temperature, top_p = usable_sampling(1.0 if req.temperature is None else req.temperature, req.top_p)
     # Within the context but past what is left of it: generate what fits, finish_reason "length".
-    params = SamplingParams(max_tokens=min(asked or room, room),
-                            temperature=0.0 if temperature < MIN_TEMPERATURE else temperature,
-                            top_k=req.top_k, top_p=None if req.top_p is None else max(req.top_p, MIN_TOP_P),
-                            seed=secrets.randbits(31) if req.seed is None else req.seed)
+    params = SamplingParams(max_tokens=min(asked or room, room), temperature=temperature, top_k=req.top_k,
+                            top_p=top_p, seed=secrets.randbits(31) if req.seed is None else req.seed)
     return Prepared(prompt, params, list(req.stop or []), len(req.messages) - len(messages))
 
 
