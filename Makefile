@@ -19,7 +19,7 @@ export CRAWL2CHAT_MLFLOW_ARTIFACTS ?= $(CURDIR)/dagster_home/mlartifacts
 export CRAWL2CHAT_LAKE ?= $(CURDIR)/lake
 export PYSPARK_PYTHON := $(CURDIR)/$(PY)
 
-.PHONY: install demo test ui services chat serve bench clean
+.PHONY: install demo test ui services chat serve bench gpu-check clean
 
 install: $(STAMP)
 
@@ -30,6 +30,11 @@ $(STAMP): pyproject.toml constraints-cpu.txt
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints-cpu.txt torch==2.13.0
 	$(PY) -m pip install -q -c constraints-cpu.txt -e '.[dev]'
+	@# The python tool runs model code only inside bubblewrap (Debian's bubblewrap); without it the tool
+	@# refuses (fail closed). Root with apt-get installs it; anyone else is told how.
+	@command -v bwrap >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && { apt-get install -y -qq bubblewrap || { apt-get update -qq && apt-get install -y -qq bubblewrap; }; } >/dev/null 2>&1; } \
+	  || echo "note: bubblewrap is not installed, so the python tool stays disabled: sudo apt-get install bubblewrap"
 	@touch $(STAMP)
 
 demo: $(STAMP)
@@ -57,6 +62,11 @@ serve: $(STAMP)
 
 bench: $(STAMP)
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+# The first run on a GPU machine: the five training jobs for a few steps each, then gpt2-124m pretraining
+# (ZeRO-0/1/2), SFT's packed step and rollouts timed; JSON out. Without CUDA it says so and exits 0.
+gpu-check: $(STAMP)
+	$(PY) bench/gpu_check.py
 
 clean:
 	rm -rf lake dagster_home/storage dagster_home/history dagster_home/schedules dagster_home/*.db dagster_home/mlartifacts dagster_home/logs

@@ -16,6 +16,9 @@ SUBCOMMANDS = {
     "serve": ("training.engine.server", "web chat and OpenAI-compatible API for a model (loopback by default)"),
     "chat": ("training.engine.chat_cli", "chat with a model in the terminal (streaming, tools inline, --base)"),
     "report": ("training.evals.report", "report cards of the registered model lineages (Markdown + HTML)"),
+    "export": ("training.interop.cli", "export a model for transformers (--format hf) or llama.cpp (--format gguf)"),
+    "export-dataset": ("pipelines.dataset_export", "export a crawl's clean text as a FineWeb-style Parquet dataset"),
+    "adopt": ("pipelines.adopt", "mark an output directory written before markers existed as crawl2chat's"),
 }
 
 
