@@ -53,15 +53,17 @@ _ID_WORDS = frozenset("""isbn issn isbns doi pmid pmcid oclc lccn asin ean upc g
     cve pmc jvndb kb az gz aktenzeichen geschäftszeichen bvr""".split())
 
 _URLISH_BEFORE = frozenset("/=?&#_")
+_DECIMAL = re.compile(r"[1-9]\d{0,2}[.,]\d{5,}")  # 3.3887451818; national phones start with 0
 # a number glued to the word before it by one of these is the tail of a token (doi:10.1073/pnas.
 # 0801507105, JVNDB-2018-013542, a file name); not ":" ("Tel:0471 ...")
 _GLUE = frozenset("._-")
 
 
-def _line(text: str, start: int, end: int) -> tuple[int, int]:
-    lo = text.rfind("\n", 0, start) + 1
-    hi = text.find("\n", end)
-    return lo, len(text) if hi < 0 else hi
+def _line(text: str, start: int, end: int, reach: int = 200) -> tuple[int, int]:
+    """The candidate's line, at most `reach` characters each side (a page can be one line)."""
+    lo = text.rfind("\n", max(0, start - reach), start) + 1 or max(0, start - reach)
+    hi = text.find("\n", end, end + reach)
+    return lo, min(len(text), end + reach) if hi < 0 else hi
 
 
 def label_word(text: str, start: int, line_start: int, reach: int = 40) -> str | None:
@@ -136,9 +138,12 @@ def lookalike(text: str, start: int, end: int, entity: str = "PHONE_NUMBER") -> 
         return "date"
     if label == "identifier" or text.count("/", start, end) >= 2:  # 757/21651/24: a file number
         return "identifier"
+    if _DECIMAL.fullmatch(text, start, end) and text[start - 1:start] != "+":
+        return "decimal"
+    if start > 1 and text[start - 1] in ".," and text[start - 2].isdigit():
+        return "decimal"  # the fraction of 3.0822070014844882 or 2,7182818284
     if start > 1 and text[start - 1] in _GLUE and text[start - 2].isalnum():
-        # the fraction of a decimal (3.0822070014844882) or the tail of a token (pnas.0801507105)
-        return "decimal" if text[start - 1] == "." and text[start - 2].isdigit() else "identifier"
+        return "identifier"  # the tail of a token: pnas.0801507105, JVNDB-2018-013542
     if start > 0 and text[start - 1] in _URLISH_BEFORE or end < len(text) and text[end] == "/" and label != "phone":
         return "url"
     if label != "phone" and _number_run(text, start, end, lo, hi):

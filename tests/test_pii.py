@@ -209,7 +209,8 @@ LOOKALIKE_FAMILIES = {
                    "doi:10.1073/pnas.0801507105.", "Az. 757/21651/24 (Landgericht)", "JVNDB-2018-013542 |",
                    "Civil Action No. 212-736-5000", "Ticket 0471 80 60 745", "Order number 0201 2402403",
                    "Gz. 0471 806074", "PromptPay 0993000060423"],
-    "decimal": ["stddev 3.0822070014844882", "upper bound 1.2511263318488451", "ratio 6.091200697920824"],
+    "decimal": ["stddev 3.0822070014844882", "upper bound 1.2511263318488451", "ratio 6.091200697920824",
+                "Pi is about 3.3887451818.", "e = 2,7182818284"],
 }
 
 
