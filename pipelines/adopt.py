@@ -112,8 +112,9 @@ def adopt(directory, kind: str | None = None) -> list[tuple[Path, str]]:
     else:
         if kind is None:
             if not (root / "stats.json").is_file():
-                raise UserError(f"{root}: neither a lake (no crawls/) nor a `process --out` directory (no stats.json); "
-                                f"if it is another crawl2chat output, name its kind: --kind {{{','.join(OLD_OUTPUT_FILES)}}}")
+                raise UserError(f"{root}: neither a lake (no crawls/) nor a `process --out` directory (no "
+                                f"stats.json); if it is another crawl2chat output, name its kind: "
+                                f"--kind {{{','.join(OLD_OUTPUT_FILES)}}}")
             kind = "process"
         candidates = [(root, kind)]
     todo, problems = [], []

@@ -73,8 +73,8 @@ def _check_connect_url(remote: str) -> None:
     only over a secure channel: gRPC's local credentials when the host is literally `localhost`,
     else TLS, which a loopback server without TLS cannot answer (an obscure handshake error)."""
     from urllib.parse import urlsplit
-    host = urlsplit(remote).hostname
-    if os.environ.get("SPARK_CONNECT_AUTHENTICATE_TOKEN") and host in ("127.0.0.1", "::1") and ";use_ssl=true" not in remote:
+    loopback_ip = urlsplit(remote).hostname in ("127.0.0.1", "::1")
+    if os.environ.get("SPARK_CONNECT_AUTHENTICATE_TOKEN") and loopback_ip and ";use_ssl=true" not in remote:
         raise UserError(f"Spark Connect URL {remote}: with a token, name the host `localhost` "
                         f"(sc://localhost:{urlsplit(remote).port or 15002}); PySpark uses TLS for any other host")
 
