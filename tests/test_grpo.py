@@ -8,6 +8,7 @@ import torch
 
 from pipelines.errors import ConfigError, InputError
 from training.engine.engine import Completion
+from engine_fixtures import tiny_tok, tiny_tokenizer_dir  # noqa: F401 (fixtures)
 from training.model import GPT, preset
 from training.rl.grpo import group_advantages, grpo_loss, k3, zero_variance_fraction
 from training.rl.rollout import sequences
@@ -171,3 +172,83 @@ def test_rl_configs_check_their_keys():
         assert cfg["rl"]["kl_max"] == 0.5 and cfg["reward_model"]["batch_pairs"] == 16
     with pytest.raises(ConfigError, match="reward_model.stepz"):
         load_config("training/configs/rlhf.yaml", ["reward_model.stepz=3"], job="rm")
+
+
+# ---- the training forward scores what the rollouts sampled ---------------------------------------
+
+def _tiny_policy(vocab: int = 97, block: int = 16) -> GPT:
+    torch.manual_seed(0)
+    return GPT(preset("tiny", n_layer=1, n_embd=32, n_head=2, block_size=block, vocab_size=vocab))
+
+
+def test_grpo_loss_and_entropy_are_those_of_the_tempered_distribution_through_checkpointed_chunks():
+    """At rl.temperature 0.7 the loss's log-probs and gradient are those of softmax(logits / 0.7), also
+    when the head runs in checkpointed chunks (backward recomputes them: the tempering must hold
+    there too), and the entropy is summed per chunk, over sampled tokens only, once."""
+    import copy
+    from types import SimpleNamespace
+
+    from training.rl.job import GRPO
+    from training.rl.rollout import token_logprobs
+    T = 0.7
+    policy = _tiny_policy()
+    plain = copy.deepcopy(policy)             # the same weights, no hook: the reference computation
+    policy.loss_chunk = 2 * 16                # 2 rows per chunk: 3 checkpointed chunks of 6 rows
+    source = SimpleNamespace(policy=policy, device=torch.device("cpu"))
+    grpo = GRPO(source, {"temperature": T, "clip_eps": 0.2, "kl_coef": 0.0}, [], seed=0)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randint(97, (6, 16), generator=g)
+    y = torch.randint(97, (6, 16), generator=g)
+    y[:, :5] = IGNORE
+    y[2] = IGNORE
+    mb = {"x": x, "y": y, "adv": torch.tensor([1.0, -0.5, 0.3, 0.0, -1.0, 0.7])}
+    loss, n = grpo.loss(policy, mb)
+    loss.backward()
+
+    mask = y != IGNORE
+    logits = plain.lm_head(plain._trunk(x, None)).float() / T
+    logp = torch.log_softmax(logits, -1).gather(-1, y.clamp(min=0)[..., None])[..., 0]
+    ref_loss, _ = grpo_loss(logp, mb["adv"], mask)
+    ref_loss.backward()
+    torch.testing.assert_close(loss, ref_loss)
+    assert int(n) == int(mask.sum())
+    for (name, a), b in zip(policy.named_parameters(), plain.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, msg=name)
+    with torch.no_grad():
+        m = logits[mask]
+        entropy = -(torch.softmax(m, -1) * torch.log_softmax(m, -1)).sum()
+    assert grpo.sums["entropy_sum"] == pytest.approx(float(entropy), rel=1e-5)
+    # the no-grad log-probs (old policy, reference, held-out KL) temper the same way, and only once
+    torch.testing.assert_close(token_logprobs(policy, x, y, T)[mask], logp.detach()[mask])
+
+
+def test_rl_refuses_truncated_sampling_for_training_rollouts():
+    from training.config import load_config
+    from training.rl.job import grpo_setup
+    from training.trainer import Dist
+    d = Dist(0, 1, 0, torch.device("cpu"), False)
+    for key, value in (("top_k", 50), ("top_p", 0.9)):
+        cfg = load_config(None, [f"rl.{key}={value}", "model.init_from=x"], job="rl")
+        with pytest.raises(ConfigError, match=rf"rl.{key}: training rollouts sample the policy's own"):
+            grpo_setup(cfg, d, _tiny_policy(block=64), None, None, load_task("toy", "train", 8))
+
+
+def test_reference_forward_only_where_the_kl_is_used(tiny_tok):
+    """kl_coef 0 and no kl_max: the reference runs no forward per rollout (the KL is measured at
+    evaluation); with either, every rollout row is scored by it."""
+    from training.engine.engine import Engine
+    from training.rl.rollout import RolloutSource
+    policy = _tiny_policy(vocab=tiny_tok.vocab_size, block=64)
+    calls = []
+    reference = _tiny_policy(vocab=tiny_tok.vocab_size, block=64)
+    reference.register_forward_hook(lambda m, i, o: calls.append(i[0].shape))
+    base = {"prompts_per_step": 2, "group_size": 2, "max_tokens": 4, "temperature": 1.0, "scale_std": False,
+            "updates_per_batch": 1, "log_rollouts": 0, "kl_max": None}
+    for kl_coef, kl_max, scored in ((0.0, None, 0), (0.1, None, 2), (0.0, 0.5, 2)):
+        calls.clear()
+        rl = {**base, "kl_coef": kl_coef, "kl_max": kl_max}
+        src = RolloutSource(Engine(_tiny_policy(vocab=tiny_tok.vocab_size, block=64), tiny_tok, tools={}),
+                            policy, reference, load_task("toy", "train", 8), rl, micro_batch=2, grad_accum=2,
+                            rank=0, world=1, seed=0)
+        mbs = [src.next_batch() for _ in range(2)]
+        assert len(calls) == scored and all(("ref_logp" in mb) == bool(scored) for mb in mbs)

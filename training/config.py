@@ -32,7 +32,8 @@ DEFAULTS: dict = {
         "eps": 1.0e-8,
         "grad_clip": 1.0,
         "zero_stage": 1,                  # optimizer states sharded; 2/3 when the model does not fit
-        # Elements per ZeRO reduce / all-gather bucket (deepspeed_config says why 5e7).
+        # Elements per ZeRO reduce / all-gather bucket (deepspeed_config says why 5e7). Under bf16 at
+        # stage 1 only the all-gather uses it: DeepSpeed's BF16_Optimizer ignores the reduce bucket.
         "zero_bucket_elements": 50_000_000,
         "precision": "auto",              # auto: bf16 on CUDA, fp32 on CPU; or "bf16" / "fp32"
         "activation_checkpointing": False,
@@ -250,7 +251,12 @@ def deepspeed_config(cfg: dict, world_size: int, seq_len: int, on_cuda: bool) ->
     accumulator keeps 8 mantissa bits: each += rounds to ~2^-9 relative, and over G micro-batches
     the error grows ~G·2^-9 (tests/test_numerics.py measures it), i.e. small updates are lost.
       stage 1:   bf16 + data_types.grad_accum_dtype=fp32 -> BF16_Optimizer (fp32 grads per parameter,
-                 one all-reduce at the boundary, fp32 master weights and optimizer state)
+                 one all-reduce at the boundary, fp32 master weights and optimizer state). It ignores
+                 reduce_bucket_size, overlap_comm and contiguous_gradients (DeepSpeed 0.19.8: the
+                 engine all-reduces its fp32 grads after the last micro-batch's backward, in 5e8-
+                 element buffers, engine.allreduce_gradients -> buffered_allreduce_fallback): nothing
+                 overlaps the backward. Only allgather_bucket_size reaches it (the updated weights'
+                 all-gather). Stage 2 is the one whose reduction overlaps the backward under bf16.
       stage 2/3: the same keys -> the ZeRO-2/3 optimizer with fp32 gradient partitions (its reduce-
                  scatter runs every micro-batch, then adds the partition into the fp32 buffer)
       stage 0:   DeepSpeed refuses bf16 weights with fp32 accumulation without ZeRO (it only offers
@@ -270,6 +276,9 @@ def deepspeed_config(cfg: dict, world_size: int, seq_len: int, on_cuda: bool) ->
         # fills at the end of the backward and nothing overlaps it. 5e7 (200 MB in fp32) makes ~3
         # buckets of GPT-2 124M, so the first reduction runs while the backward of the lower layers
         # still computes, and each collective stays far above the ~10 MB where NCCL is latency bound.
+        # That holds for the ZeRO optimizers (stage 2, 3; stage 1 in fp32). Stage 1 under bf16 is
+        # DeepSpeed's BF16_Optimizer, which reads allgather_bucket_size only: reduce_bucket_size and
+        # overlap_comm are set but unused there (see the docstring).
         bucket = int(t["zero_bucket_elements"])
         zero.update(reduce_bucket_size=bucket, allgather_bucket_size=bucket,
                     overlap_comm=on_cuda,          # a side stream; on CPU (gloo) it only adds copies

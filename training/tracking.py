@@ -70,6 +70,15 @@ def mfu(tokens_per_s_per_device: float, flops_per_token: float, peak: float | No
     return tokens_per_s_per_device * flops_per_token / peak
 
 
+def processed_throughput(positions: float, flops: float, step_s: float, world: int, peak: float | None) -> dict:
+    """train/tokens_per_s and train/mfu of a step from what it processed, for the jobs whose rows are
+    padded to their own micro-batch (RL, RLHF, the reward model), where the trainer's rows x context
+    reads 3-10x high: `positions` through the training forward (all ranks) per second, and `flops`
+    (every forward and backward of the step, all ranks; MFU_DEFINITION) per device over the peak."""
+    return {"train/tokens_per_s": positions / step_s,
+            "train/mfu": flops / step_s / world / peak if peak else None}
+
+
 def step_line(step: int, total: int, loss: float, norm: float | None, lr: float, ms: float,
               tok_s: float, mfu_value: float | None) -> str:
     """llm.c-style: step 12/200 | loss 5.1234 | norm 0.91 | lr 3.0e-04 | 210 ms | 9,800 tok/s | MFU 41.2%"""

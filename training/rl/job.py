@@ -30,46 +30,77 @@ import torch
 
 from pipelines.errors import ConfigError, InputError
 from training.config import load_config
-from training.evals.core import pass_at_k_metrics, row_seed
+from training.evals.core import pass_at_k, row_seed
 from training.rl.grpo import grpo_loss, k3
-from training.rl.rollout import (RolloutSource, render_prompts, sequences, sync_weights, token_logprobs,
-                                 verifiable_reward)
+from training.rl.rollout import (RolloutSource, render_prompts, rollout_params, sequences, sync_weights,
+                                 token_logprobs, verifiable_reward)
 from training.job_cli import cli_main, job_arg_parser, job_overrides
+from training.tracking import device_name, peak_flops, processed_throughput
 from training.trainer import IGNORE, Job, all_reduce_sum, build_model, resolve_export, run, start
+
+PASS_AT = (1, 2, 4, 8, 16, 32)
 
 
 class GRPO:
     """The parts of a trainer Job that make it GRPO: the loss, the per-step figures, the held-out
-    evaluation and early stopping, around a RolloutSource."""
+    evaluation and early stopping, around a RolloutSource.
+
+    Ranks agree by construction: the held-out evaluation is split over the ranks and summed (every
+    rank gets the same figures), and the early-stopping decision is taken by rank 0 and broadcast,
+    so no rank can leave the loop (and enter the export's collectives) while another trains on."""
 
     def __init__(self, source: RolloutSource, rl: dict, heldout: list, seed: int, verifiable: bool = True):
         self.source, self.rl, self.heldout, self.seed, self.verifiable = source, rl, heldout, seed, verifiable
         self.sums: dict[str, float] = {}
         self.best, self.since_best = -math.inf, 0
+        self.temperature = float(rl["temperature"])
+        self._entropy: dict | None = None   # during a loss forward: the mask, the rows seen, the sum
+        # The training forward scores log-probs under softmax(logits / T), the rollouts' distribution.
+        # A hook that stays (not a block around the forward): backward recomputes checkpointed loss
+        # chunks through the head, and must see the same logits. It acts on grad-enabled forwards only:
+        # the no-grad ones (old/ref log-probs, the held-out KL) temper through rollout.tempered.
+        # The rollout engine holds a copy made before this hook, so it samples untempered logits / T once.
+        source.policy.lm_head.register_forward_hook(self._head)
+        self.fpt = source.policy.flops_per_token
+        self.peak = peak_flops(device_name()) if source.device.type == "cuda" else None
+
+    def _head(self, module, args, out):
+        if not torch.is_grad_enabled():
+            return None
+        if self.temperature != 1.0:
+            out = out / self.temperature
+        if self._entropy is not None:   # the loss forward (not backward's recompute): entropy per chunk,
+            e = self._entropy           # so no chunk's logits outlive it
+            mask = e["mask"][e["rows"]:e["rows"] + out.size(0)]
+            e["rows"] += out.size(0)
+            with torch.no_grad():
+                logits = out.detach()[mask].float()
+                e["sum"] += -(torch.softmax(logits, -1) * torch.log_softmax(logits, -1)).sum()
+        return out
 
     def count(self, mb: dict) -> int:
         return int((mb["y"] != IGNORE).sum())
 
     def loss(self, engine, mb: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        captured = []   # the head's logits of the training forward itself, for the entropy
-        hook = engine.module.lm_head.register_forward_hook(lambda m, i, o: captured.append(o.detach()))
+        mask = mb["y"] != IGNORE
+        self._entropy = {"mask": mask, "rows": 0, "sum": torch.zeros((), device=mask.device)}
         try:
             nll = engine(mb["x"], mb["y"], reduction="none")
+            entropy = self._entropy["sum"]
         finally:
-            hook.remove()
-        mask = mb["y"] != IGNORE
+            self._entropy = None
         loss_sum, stats = grpo_loss(-nll.float(), mb["adv"], mask, mb.get("old_logp"), mb.get("ref_logp"),
                                     clip_eps=float(self.rl["clip_eps"]), kl_coef=float(self.rl["kl_coef"]))
-        with torch.no_grad():
-            logits = torch.cat(captured)[mask].float()  # the loss runs the head in chunks of rows
-            entropy = -(torch.softmax(logits, -1) * torch.log_softmax(logits, -1)).sum(-1).sum()
+        B, T = mb["x"].shape
         for k, v in {**stats, "entropy_sum": float(entropy), "tokens": float(mask.sum()),
-                     "positions": float(mb["x"].numel())}.items():
+                     "positions": float(B * T), "train_flops": B * T * self.fpt(T)}.items():
             self.sums[k] = self.sums.get(k, 0.0) + v
         return loss_sum, mask.sum()
 
     def after_step(self, rec: dict) -> tuple[dict, dict]:
-        """The step's figures, summed over ranks (collective), and sample rollouts every N steps."""
+        """The step's figures, summed over ranks (collective), and sample rollouts every N steps.
+        train/tokens_per_s and train/mfu are replaced by what the step processed (the trainer's
+        count rows x context, while rows are padded only to their own micro-batch's longest)."""
         batch, fresh = self.source.last, self.source.rolled
         self.source.rolled = False
         roll = {k: (v if fresh or not k.endswith("_s") else 0.0) for k, v in batch.stats.items()}
@@ -79,8 +110,17 @@ class GRPO:
         self.sums = {}
         world = self.source.world
         rollout_s = (vals["rollout_s"] + vals["reward_s"] + vals["logprob_s"]) / world   # ranks run in parallel
-        train_s = max(rec["train/step_ms"] / 1000 - rollout_s, 1e-9)
+        step_s = rec["train/step_ms"] / 1000
+        train_s = max(step_s - rollout_s, 1e-9)
         tok = max(vals.get("tokens", 0.0), 1.0)
+        positions = vals.get("positions", 0.0)
+        # FLOPs of the step: training forward + backward of every position, and when this step
+        # rolled out, the forwards of sampling (prompts and generated tokens) and of the old /
+        # reference log-probs: a third of a training position each (2N of 6N).
+        flops = vals.get("train_flops", 0.0)
+        if fresh:
+            infer = vals["prompt_tokens"] + vals["completion_tokens"] + vals["scored_positions"]
+            flops += infer * self.fpt(max(1, round(positions / max(vals["rows"], 1)))) / 3
         m = {"rl/reward": vals["reward_sum"] / vals["rows"],
              "rl/zero_variance_groups": vals["zero_variance_groups"] / vals["groups"],
              "rl/completion_tokens": vals["completion_tokens"] / vals["rows"],
@@ -90,7 +130,8 @@ class GRPO:
              "rl/clip_fraction": vals.get("clipped", 0.0) / tok,
              "rl/rollout_s": rollout_s, "rl/train_s": train_s,
              "rl/rollout_tokens_per_s": vals["completion_tokens"] / vals["rollout_s"] * world if fresh else None,
-             "rl/train_tokens_per_s": vals.get("positions", 0.0) / train_s}
+             "rl/train_tokens_per_s": positions / train_s,
+             **processed_throughput(positions, flops, step_s, world, self.peak)}
         if "kl_sum" in vals:
             m["rl/kl"] = vals["kl_sum"] / tok
         texts = {}
@@ -101,40 +142,57 @@ class GRPO:
 
     @torch.no_grad()
     def evaluate(self, engine=None) -> dict:
-        """Held-out figures of the policy's current weights: eval_samples replies per held-out item
-        with fixed seeds (so only the weights move the score); pass@k when rewards are verifiable.
-        Every rank computes the same figures (should_stop must agree across ranks)."""
-        from training.engine.engine import SamplingParams
+        """Held-out figures of the policy's current weights (collective): eval_samples replies per
+        held-out item with fixed seeds (so only the weights move the score); pass@k when rewards are
+        verifiable. Each rank samples its share of the items (item i on rank i % world, as nanochat
+        splits its evaluations) and the sums are all-reduced, so every rank holds the same figures."""
         if not self.heldout:
             return {}
         src, n = self.source, int(self.rl["eval_samples"])
         sync_weights(src.engine.model, src.policy)
-        items = [it for it in self.heldout for _ in range(n)]
-        seeds = [row_seed(self.seed, "heldout", it.id, j) for it in self.heldout for j in range(n)]
-        params = SamplingParams(max_tokens=int(self.rl["max_tokens"]), temperature=float(self.rl["eval_temperature"]),
-                                top_k=self.rl["top_k"], top_p=self.rl.get("top_p"))
+        mine = self.heldout[src.rank::src.world]
+        items = [it for it in mine for _ in range(n)]
+        seeds = [row_seed(self.seed, "heldout", it.id, j) for it in mine for j in range(n)]
+        T = float(self.rl["eval_temperature"])
+        params = rollout_params({**self.rl, "temperature": T})
         prompts = render_prompts(src.engine.tokenizer, items)
-        done = src.engine.generate(prompts, params, seeds=seeds)
-        rewards, _ = src.reward_fn(items, done, src.engine.tokenizer)
-        out = {"heldout/reward": sum(rewards) / len(rewards), "heldout/problems": len(self.heldout),
-               "heldout/completion_tokens": sum(len(c.tokens) for c in done) / len(done)}
-        if src.reference is not None:   # the KL of these weights (rl/kl is of the rollouts' weights)
-            kl = tokens = 0.0
-            for s in range(0, len(done), src.micro_batch):
+        done = src.engine.generate(prompts, params, seeds=seeds) if items else []
+        rewards = src.reward_fn(items, done, src.engine.tokenizer)[0] if items else []
+        ks = [k for k in PASS_AT if k <= n] if self.verifiable else []
+        local = {"reward": sum(rewards), "rows": len(done), "completion_tokens": sum(len(c.tokens) for c in done),
+                 "kl": 0.0, "kl_tokens": 0.0,
+                 **{f"pass_at_{k}": sum(pass_at_k(n, int(sum(rewards[i * n:(i + 1) * n])), k) for i in range(len(mine)))
+                    for k in ks}}
+        if src.reference is not None:   # the KL of these weights (rl/kl is of the rollouts' weights),
+            for s in range(0, len(done), src.micro_batch):   # scored at the temperature that sampled
                 x, y, _ = sequences(prompts[s:s + src.micro_batch], done[s:s + src.micro_batch])
                 x, y = x.to(src.device), y.to(src.device)
                 mask = y != IGNORE
-                per = k3(token_logprobs(src.policy, x, y), token_logprobs(src.reference, x, y))
-                kl, tokens = kl + float(per[mask].sum()), tokens + float(mask.sum())
-            out["heldout/kl"] = kl / max(tokens, 1.0)
-        if self.verifiable:
-            counts = [(n, int(sum(rewards[i * n:(i + 1) * n]))) for i in range(len(self.heldout))]
-            out.update({f"heldout/{k}": v for k, v in pass_at_k_metrics(counts, ks=(1, 2, 4, 8, 16, 32)).items()})
+                per = k3(token_logprobs(src.policy, x, y, T), token_logprobs(src.reference, x, y, T))
+                local["kl"] += float(per[mask].sum())
+                local["kl_tokens"] += float(mask.sum())
+        keys = sorted(local)
+        tot = dict(zip(keys, all_reduce_sum([float(local[k]) for k in keys], src.device)))
+        out = {"heldout/reward": tot["reward"] / tot["rows"], "heldout/problems": len(self.heldout),
+               "heldout/completion_tokens": tot["completion_tokens"] / tot["rows"]}
+        if src.reference is not None:
+            out["heldout/kl"] = tot["kl"] / max(tot["kl_tokens"], 1.0)
+        out.update({f"heldout/pass_at_{k}": tot[f"pass_at_{k}"] / len(self.heldout) for k in ks})
         return out
 
     def should_stop(self, rec: dict) -> str | None:
         """Early stopping (the RLHF leash): the KL to the reference above rl.kl_max, or the held-out
-        reward not improving for rl.patience evaluations in a row."""
+        reward not improving for rl.patience evaluations in a row. Decided by rank 0 and broadcast
+        (collective: the trainer calls it on every rank at every step)."""
+        import torch.distributed as dist
+        why = self._should_stop(rec) if self.source.rank == 0 else None
+        if self.source.world > 1:
+            box = [why]
+            dist.broadcast_object_list(box, src=0)
+            why = box[0]
+        return why
+
+    def _should_stop(self, rec: dict) -> str | None:
         kl_max, patience = self.rl.get("kl_max"), self.rl.get("patience")
         if kl_max is not None and rec.get("rl/kl") is not None and rec["rl/kl"] > float(kl_max):
             return f"KL {rec['rl/kl']:.4f} per token passed rl.kl_max {kl_max}"
@@ -181,6 +239,10 @@ def grpo_setup(cfg: dict, d, model, export, tokenizer, items: list, reward_fn=No
         raise ConfigError(f"train.batch_tokens: RL derives it (rl.prompts_per_step x rl.group_size x context = "
                           f"{derived}); leave it unset")
     t["batch_tokens"] = derived
+    for key in ("top_k", "top_p"):
+        if rl.get(key) is not None:
+            raise ConfigError(f"rl.{key}: training rollouts sample the policy's own distribution at rl.temperature, "
+                              f"whose log-probs the loss takes; a truncated one would bias the gradient. Remove rl.{key}")
     if int(rl["updates_per_batch"]) < 1 or int(rl["group_size"]) < 2:
         raise ConfigError("rl.updates_per_batch must be >= 1 and rl.group_size >= 2 (a group is its own baseline)")
     dtype = torch.bfloat16 if d.on_cuda and t["precision"] in ("auto", "bf16") else torch.float32

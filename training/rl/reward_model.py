@@ -26,7 +26,7 @@ from pipelines.errors import ConfigError, InputError
 from training.config import load_config
 from training.model import GPT, GPTConfig
 from training.job_cli import cli_main, job_arg_parser, job_overrides
-from training.trainer import Job, build_model, resolve_export, run, start
+from training.trainer import Job, all_reduce_sum, build_model, resolve_export, run, start
 
 
 class RewardModel(GPT):
@@ -107,6 +107,35 @@ def pair_loss(engine, mb: dict) -> tuple[torch.Tensor, torch.Tensor]:
     r = engine(mb["x"], mb["last"])
     b = r.shape[0] // 2
     return -F.logsigmoid(r[:b] - r[b:]).sum(), torch.tensor(b, device=r.device)   # read with the loss
+
+
+class PairThroughput:
+    """pair_loss, counting the positions each micro-batch puts through the model, and an after_step
+    that turns them into the step's true train/tokens_per_s and train/mfu (tracking.processed_throughput):
+    pairs are padded to their micro-batch's longest row, not to reward_model.max_len. The FLOPs per
+    position are the GPT's without its vocabulary head, which runs on one position per row only."""
+
+    def __init__(self, model: "RewardModel", device, world: int):
+        from training.tracking import device_name, peak_flops
+        c = model.config
+        self.head = 6.0 * c.padded_vocab * c.n_embd
+        self.fpt, self.device, self.world = model.flops_per_token, torch.device(device), world
+        self.peak = peak_flops(device_name()) if self.device.type == "cuda" else None
+        self.positions = self.flops = 0.0
+
+    def loss(self, engine, mb: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        B, T = mb["x"].shape
+        self.positions += B * T
+        self.flops += B * T * (self.fpt(T) - self.head)
+        return pair_loss(engine, mb)
+
+    def after_step(self, rec: dict) -> tuple[dict, dict]:
+        """Collective (sums over ranks); the trainer then reads figures every step, a small cost here."""
+        from training.tracking import processed_throughput
+        positions, flops = all_reduce_sum([self.positions, self.flops], self.device)
+        self.positions = self.flops = 0.0
+        figures = processed_throughput(positions, flops, rec["train/step_ms"] / 1000, self.world, self.peak)
+        return {k: v for k, v in figures.items() if v is not None}, {}
 
 
 class PairLoader:
@@ -194,7 +223,9 @@ def train(cfg: dict, data, out, resume: bool = False) -> dict:
     cfg["train"]["batch_tokens"] = int(r["batch_pairs"]) * max_len   # DeepSpeed's batch derivation (pairs x len)
     loader = PairLoader(train_pairs, int(r["micro_batch"]), d.rank, d.world, seed=int(cfg["train"]["seed"]))
     start_figures = pairwise_accuracy(model, held, d.device)
-    job = Job(stage="rm", seq_len=max_len, batches=loader, loss=pair_loss, count=lambda mb: mb["x"].shape[0] // 2,
+    throughput = PairThroughput(model, d.device, d.world)
+    job = Job(stage="rm", seq_len=max_len, batches=loader, loss=throughput.loss, count=lambda mb: mb["x"].shape[0] // 2,
+              after_step=throughput.after_step,
               evaluate=lambda engine: pairwise_accuracy(engine.module, held, d.device),
               tokenizer_dir=export, params={"data": str(data)},
               report={"reward_model": True, "train_pairs": len(train_pairs), "heldout_pairs": len(held),

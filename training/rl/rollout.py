@@ -10,6 +10,7 @@ gather_state_dict), which the RL jobs do not do; they refuse train.zero_stage 3.
 """
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from dataclasses import dataclass, field
@@ -29,10 +30,40 @@ def sync_weights(dst: torch.nn.Module, src: torch.nn.Module) -> None:
     dst.load_state_dict(src.state_dict())
 
 
+@contextlib.contextmanager
+def tempered(model: torch.nn.Module, temperature: float, on_logits: Callable | None = None):
+    """Within the block, the model's head returns logits / temperature: its loss and log-probs are
+    those of the distribution the rollouts sampled from (softmax(logits / T)), so the policy gradient
+    and the KL are unbiased at any T. on_logits(tempered logits) sees each chunk the loss computes
+    (GPT.chunked_loss runs the head a few rows at a time), e.g. for the entropy."""
+    head = model.lm_head
+
+    def hook(module, args, out):
+        out = out / temperature if temperature != 1.0 else out
+        if on_logits is not None:
+            on_logits(out)
+        return out
+    handle = head.register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
 @torch.no_grad()
-def token_logprobs(model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """log pi(y_t | x_<=t) per position (B, T), 0 at IGNORE targets: the training forward's own loss."""
-    return -model(x, y, reduction="none").float()
+def token_logprobs(model, x: torch.Tensor, y: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """log pi(y_t | x_<=t) per position (B, T) under softmax(logits / temperature), 0 at IGNORE
+    targets: the training forward's own loss."""
+    with tempered(model, temperature):
+        return -model(x, y, reduction="none").float()
+
+
+def rollout_params(rl: dict):
+    """The sampling of training rollouts: the policy's own distribution at rl.temperature, no
+    truncation (the loss scores log-probs under softmax(logits / T); top-k / top-p would sample from
+    another distribution than the one whose gradient is taken, and are refused in grpo_setup)."""
+    from training.engine.engine import SamplingParams
+    return SamplingParams(max_tokens=int(rl["max_tokens"]), temperature=float(rl["temperature"]))
 
 
 def verifiable_reward(items, completions, tokenizer) -> tuple[list[float], list[str]]:
@@ -93,6 +124,10 @@ class RolloutSource:
         self.micro_batch, self.grad_accum, self.rank, self.world, self.seed = micro_batch, grad_accum, rank, world, seed
         self.reward_fn = reward_fn or verifiable_reward
         self.device = torch.device(device)
+        # The reference's forward over every rollout row costs 2N FLOPs per position (a third of the
+        # training step's 6N) and is needed per step only for the KL penalty (rl.kl_coef) or the
+        # leash (rl.kl_max); otherwise the KL is measured at evaluation only (heldout/kl).
+        self.kl_per_step = reference is not None and (float(rl["kl_coef"]) > 0 or rl.get("kl_max") is not None)
         self.prompts_per_rank = rl["prompts_per_step"] // world
         self.epoch, self.pos, self.batch_index = 0, 0, 0
         self.current: RolloutBatch | None = None
@@ -137,7 +172,6 @@ class RolloutSource:
         return out
 
     def _rollout(self) -> RolloutBatch:
-        from training.engine.engine import SamplingParams
         rl, G = self.rl, int(self.rl["group_size"])
         t0 = time.perf_counter()
         self.rolled = True
@@ -148,30 +182,32 @@ class RolloutSource:
         items = [it for _, it in chosen for _ in range(G)]
         prompts = render_prompts(self.engine.tokenizer, items)
         seeds = [row_seed(self.seed, b, k, j) for k, _ in chosen for j in range(G)]
-        params = SamplingParams(max_tokens=int(rl["max_tokens"]), temperature=float(rl["temperature"]),
-                                top_k=rl["top_k"], top_p=rl.get("top_p"))
-        completions = self.engine.generate(prompts, params, seeds=seeds)
+        completions = self.engine.generate(prompts, rollout_params(rl), seeds=seeds)
         t1 = time.perf_counter()
         rewards, texts = self.reward_fn(items, completions, self.engine.tokenizer)
         r = torch.tensor(rewards, dtype=torch.float32).view(len(chosen), G)
         adv = group_advantages(r, scale_std=bool(rl["scale_std"])).view(-1)
         t2 = time.perf_counter()
-        micro = []
+        micro, scored = [], 0
+        T = float(rl["temperature"])
         for s in range(0, len(items), self.micro_batch):
             rows = slice(s, s + self.micro_batch)
             x, y, _ = sequences(prompts[rows], completions[rows])
             mb = {"x": x, "y": y, "adv": adv[rows].clone()}
             xd, yd = x.to(self.device), y.to(self.device)
             if int(rl["updates_per_batch"]) > 1:     # the policy that sampled, for the ratio
-                mb["old_logp"] = token_logprobs(self.policy, xd, yd).cpu()
-            if self.reference is not None:
-                mb["ref_logp"] = token_logprobs(self.reference, xd, yd).cpu()
+                mb["old_logp"] = token_logprobs(self.policy, xd, yd, T).cpu()
+                scored += x.numel()
+            if self.kl_per_step:
+                mb["ref_logp"] = token_logprobs(self.reference, xd, yd, T).cpu()
+                scored += x.numel()
             micro.append(mb)
         t3 = time.perf_counter()
         generated = sum(len(c.tokens) for c in completions)
         stats = {"rows": len(items), "groups": len(chosen), "reward_sum": float(r.sum()),
                  "zero_variance_groups": zero_variance_fraction(r) * len(chosen),
-                 "completion_tokens": generated, "sampled_tokens": sum(sum(c.sampled) for c in completions),
+                 "completion_tokens": generated, "prompt_tokens": sum(map(len, prompts)), "scored_positions": scored,
+                 "sampled_tokens": sum(sum(c.sampled) for c in completions),
                  "stopped": sum(c.finish_reason == "stop" for c in completions),
                  "tool_calls": sum(c.tokens.count(self.engine.tokenizer.special("tool_start")) for c in completions),
                  "rollout_s": t1 - t0, "reward_s": t2 - t1, "logprob_s": t3 - t2}
