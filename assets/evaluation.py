@@ -22,7 +22,7 @@ from assets.lineage import MLflowTracker, git_sha
 from assets.post_training import PostTrainingConfig
 from assets.post_training_model import chat_model
 from assets.resources import LakeResource
-from assets.training import base_model
+from assets.training import GPU_JOB_TAGS, base_model
 
 GROUP = "evaluation"
 
@@ -152,6 +152,6 @@ def report_card(context: dg.AssetExecutionContext, lake: LakeResource,
 
 evaluation_assets = [model_evals, report_card]
 evaluate = dg.define_asset_job("evaluate", selection=dg.AssetSelection.assets(*evaluation_assets),
-                               executor_def=dg.in_process_executor,
+                               executor_def=dg.in_process_executor, tags=GPU_JOB_TAGS,   # Engine.load: the GPU
                                description="Score the registered model versions that have no evaluation yet, "
                                            "then rebuild the report cards.")

@@ -22,7 +22,7 @@ from pydantic import Field
 from assets.data import _crawl_of_run, clean_text
 from assets.lineage import MLflowTracker
 from assets.resources import CrawlSource, LakeResource
-from assets.training import base_model
+from assets.training import GPU_JOB_TAGS, base_model
 from pipelines.io import dir_digest, read_documents, staged
 from training.conversations.config import DEFAULT_FILE, PostTrainingData, load_data_config
 from training.conversations.dataset import (count_conversations, read_conversations, write_conversations,
@@ -301,6 +301,6 @@ post_training_assets = [user_conversations, identity_conversations, reasoning_co
                         knowledge_probes, idk_conversations, sft_mixture]
 post_training_data = dg.define_asset_job(
     "post_training_data", selection=dg.AssetSelection.assets(*post_training_assets),
-    executor_def=dg.in_process_executor,
+    executor_def=dg.in_process_executor, tags=GPU_JOB_TAGS,   # knowledge_probes samples the base model
     description="The SFT conversations: user files, identity, reasoning, knowledge probes of the base "
                 "model and I-don't-know answers, then the mixture.")

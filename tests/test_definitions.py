@@ -45,12 +45,14 @@ def test_blocking_checks_guard_the_data_assets():
 
 def test_training_jobs_carry_the_tag_the_run_queue_limits_and_data_jobs_do_not():
     # dagster.postgres.yaml admits one run tagged crawl2chat/gpu at a time: every job that trains a
-    # model must carry it, and the data jobs must not (they would queue behind a week of pretraining).
+    # model or samples one (evaluation, the knowledge probes of post_training_data) must carry it, and
+    # the data jobs must not (they would queue behind a week of pretraining).
     queue = yaml.safe_load((Path(__file__).parents[1] / "dagster_home" / "dagster.postgres.yaml").read_text())
     (limit,) = queue["run_coordinator"]["config"]["tag_concurrency_limits"]
-    tagged = {name for name in ("pretrain", "end_to_end", "post_train", "rl", "data_pipeline", "tokenize")
+    tagged = {name for name in ("pretrain", "end_to_end", "post_train", "rl", "evaluate", "post_training_data",
+                                "data_pipeline", "tokenize", "search")
               if defs.get_job_def(name).tags.get(limit["key"])}
-    assert tagged == {"pretrain", "end_to_end", "post_train", "rl"}
+    assert tagged == {"pretrain", "end_to_end", "post_train", "rl", "evaluate", "post_training_data"}
 
 
 def test_cpu_training_ranks_share_the_machine_s_cores(monkeypatch):
