@@ -59,6 +59,9 @@ class ExtractionConfig(Section):
     resiliparse_collapse_blank_lines: bool
     favor_precision: bool
     fast: bool = False  # trafilatura without its fallback extractors: faster, decisions differ (extraction.py)
+    prefilter_languages: list[str] | None = None  # opt-in early language reject (extraction.language_prefiltered)
+    prefilter_min_score: float = Field(default=0.8, ge=0.0, le=1.0)
+    prefilter_model_path: str | None = None
     include_comments: bool
     deduplicate: bool
 

@@ -142,6 +142,26 @@ def test_work_budget_decides_before_any_extractor_runs(workers):
     assert Extraction(**load_config()["extraction"]).max_tags == 25_000
 
 
+GERMAN = ["Der Gemeinderat hat am Dienstag lange über die neue Bibliothek am Marktplatz beraten und am Ende "
+          "mit großer Mehrheit beschlossen, dass der Bau im nächsten Frühjahr beginnen soll.",
+          "Die Kosten werden auf rund vier Millionen Euro geschätzt, von denen das Land einen großen Teil "
+          "übernimmt, während die Stadt den Rest aus ihren Rücklagen bezahlen möchte."]
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_language_prefilter_is_opt_in_and_rejects_confident_foreign_pages(workers):
+    german = page().replace("".join(f"<p>{p}</p>" for p in ARTICLE), "".join(f"<p>{p}</p>" for p in GERMAN * 2))
+    docs = [Document(page(), "en"), Document(german, "de")]
+    # deduplicate off: trafilatura's per-process cache would drop the article's paragraphs after a few
+    # extractions of the same page in one process (and forked workers inherit it)
+    cfg = {**load_config()["extraction"], "workers": workers, "deduplicate": False}
+    out, stats = run(Extraction(**cfg), [Document(d.text, d.id) for d in docs])
+    assert [d.id for d in out] == ["en", "de"] and not stats.dropped       # off by default
+    out, stats = run(Extraction(**cfg, prefilter_languages=["en"]), docs)
+    assert [d.id for d in out] == ["en"] and stats.dropped == {"language_prefilter": 1}
+    assert out[0].text == run(Extraction(**cfg), [Document(page(), "en")])[0][0].text  # same text when kept
+
+
 def test_wall_timeout_defaults_to_ten_times_the_cpu_limit():
     from pipelines.extraction import WALL_BACKSTOP
     assert WALL_BACKSTOP == 10
