@@ -13,7 +13,9 @@
   send cross-site without asking first; JSON needs a CORS preflight, which this server never grants.
 - **Body**: refused by Content-Length when it claims too much, and while it streams when it grows
   past the limit; the whole body must arrive within body_timeout_s (408), so a client that stalls
-  half-way holds neither a request slot nor its half body. Routes get the body already read.
+  half-way holds neither a request slot nor its half body. Routes get the body already read. When
+  a body is abandoned (the client left, stalled or sent too much) its memory goes back to the
+  system: glibc keeps freed heap otherwise (40 stalled 1.9 MB bodies left +60 MB RSS after close).
 - **Security headers** on every response: a CSP allowing only this origin's scripts, styles and
   connections and no framing, nosniff, no referrer, same-origin resource policy.
 
@@ -22,6 +24,8 @@ Refusals are OpenAI-shaped errors ({"error": {...}}), like every other error of 
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 from urllib.parse import urlsplit
 
 from training.engine.openai_protocol import ApiError
@@ -68,6 +72,8 @@ class Guard:
         except asyncio.TimeoutError:
             body = ApiError(408, f"the request body did not arrive within {self.body_timeout_s:g} s",
                             code="request_timeout")
+        if body is None or isinstance(body, ApiError):
+            _release_memory()
         if body is None:  # the client left
             return
         if isinstance(body, ApiError):
@@ -121,3 +127,19 @@ class Guard:
                 return self._too_large()
             if not message.get("more_body"):
                 return b"".join(chunks)
+
+
+def _malloc_trim():
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim   # glibc
+    except (OSError, AttributeError, TypeError):
+        return None   # another libc (musl, macOS): nothing to call
+
+
+_TRIM = _malloc_trim()
+
+
+def _release_memory() -> None:
+    """Hand freed heap back to the system (glibc's malloc_trim; a no-op elsewhere)."""
+    if _TRIM is not None:
+        _TRIM(0)

@@ -3,7 +3,9 @@
 Pydantic checks the shapes and ranges and names the field of the first error; prepare() checks
 what depends on the server (size limits, the model's context) and renders the prompt. Every
 error is an ApiError in OpenAI's shape {"error": {"message", "type", "param", "code"}}: 400 for an
-invalid field, 413 for a request too large, 429 when busy; bad input never becomes a 500.
+invalid field (invalid Unicode, NaN, a stop string past its length included), 413 for a request too
+large, 429 when busy; bad input never becomes a 500. Sampling values too small for float32
+arithmetic are moved to what they mean (chat_cli.usable_sampling).
 """
 from __future__ import annotations
 
@@ -169,7 +171,7 @@ def parse_request(raw: bytes, limits: Limits) -> ChatRequest:
     except json.JSONDecodeError as e:
         raise ApiError(400, f"the body is not valid JSON: {e}", code="invalid_json") from None
     except RecursionError:
-        raise ApiError(400, "the body is not valid JSON here: nested too deeply", code="invalid_json") from None
+        raise ApiError(400, "the body is nested too deeply to parse", code="invalid_json") from None
     messages = body.get("messages") if isinstance(body, dict) else None
     if isinstance(messages, list) and len(messages) > limits.max_messages:
         raise ApiError(413, f"messages: {len(messages)} messages; the limit is {limits.max_messages}",
