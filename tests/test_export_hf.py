@@ -18,6 +18,7 @@ from pipelines.cli import main as cli
 from pipelines.tokenizer import load_tokenizer
 from training.conversations.render import render_conversation, render_for_completion
 from training.export import export_state, load_model
+from training.interop.chat_template import CHAT_TEMPLATE
 from training.interop.cli import export
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -70,6 +71,10 @@ def test_loads_as_a_standard_class_with_no_remote_code_and_cut_vocabulary(export
     gen = json.loads((out / "generation_config.json").read_text())
     assert gen["eos_token_id"] == [special.special("im_end"), special.special("endoftext")]
     assert tok.eos_token == "<|im_end|>" and tok.bos_token == "<|endoftext|>"
+    assert set(tok.all_special_tokens) == set(special.special_ids)
+    # transformers 4.x (what vLLM pins) reads these spellings; a 4.57 checked by hand renders the same ids
+    old = json.loads((out / "tokenizer_config.json").read_text())
+    assert old["tokenizer_class"] == "PreTrainedTokenizerFast" and old["chat_template"] == CHAT_TEMPLATE
     card = (out / "README.md").read_text()
     assert CLASSES[fam] in card and "trust_remote_code" in card
     if fam in ("gpt2", "qwen3"):   # trained: the trainer's figures are in the card

@@ -88,5 +88,23 @@ def export_hf(export_dir: str | Path, out: str | Path, card: str, dtype: str = "
         GenerationConfig(bos_token_id=tok.bos_token_id, eos_token_id=stop, pad_token_id=tok.pad_token_id,
                          max_length=cfg.block_size).save_pretrained(tmp)
         tok.save_pretrained(tmp)
+        _older_readers(tmp, fields)
         (tmp / "README.md").write_text(card)
     return Path(out)
+
+
+def _older_readers(directory: Path, fields: dict) -> None:
+    """Also spell the configs the way transformers 4.x reads them (vLLM, TGI and most tools pin it):
+    5.x writes its own tokenizer class name, the special tokens as extra_special_tokens, the chat
+    template only in chat_template.jinja and rope_theta only inside rope_parameters. Both read this."""
+    tok_file, cfg_file = directory / "tokenizer_config.json", directory / "config.json"
+    tok = json.loads(tok_file.read_text())
+    tok["tokenizer_class"] = "PreTrainedTokenizerFast"
+    tok["additional_special_tokens"] = tok.pop("extra_special_tokens", [])
+    tok["chat_template"] = CHAT_TEMPLATE
+    tok_file.write_text(json.dumps(tok, indent=2, ensure_ascii=False) + "\n")
+    cfg = json.loads(cfg_file.read_text())
+    cfg["torch_dtype"] = cfg.get("dtype")
+    if "rope_theta" in fields:
+        cfg["rope_theta"] = fields["rope_theta"]
+    cfg_file.write_text(json.dumps(cfg, indent=2) + "\n")
