@@ -8,10 +8,11 @@
 Replies stream token by token. Tool calls and their outputs show inline, dimmed (ANSI colour only
 when stdout is a terminal): `[python] CODE`, then `[output] RESULT`. Nothing the model, a tool or a
 web page wrote reaches the terminal as a control sequence: escapes and control characters are
-stripped before writing (a search snippet could otherwise retitle the window or rewrite the screen). The conversation is rendered
-with `render_for_completion`, the same code that renders the training conversations, so what the
-model sees here is what it was trained on. When the history outgrows the model's context the
-oldest turns are dropped (the system prompt stays) and the CLI says so.
+stripped before writing (a search snippet could otherwise retitle the window or rewrite the
+screen). The conversation is rendered with `render_for_completion`, the same code that renders the
+training conversations, so what the model sees here is what it was trained on. When the history
+outgrows the model's context the oldest turns are dropped (the system prompt stays) and the CLI
+says so; `crawl2chat serve` does the same on request (openai_protocol: crawl2chat_trim_history).
 
 --base is raw continuation: a pretrained base model is a document completer, not an assistant.
 Each line is the start of a new document (after <|endoftext|>, as in pretraining) and the model
