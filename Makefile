@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 DAGSTER_PORT ?= 3000
 MLFLOW_PORT ?= 5000
 SERVE_PORT ?= 8000
-MODEL ?= crawl2chat-chat@candidate
+MODEL ?= crawl2chat@best
 DEMO_PAGES ?= 800
 DEMO_CRAWL ?= CC-MAIN-2099-01
 
