@@ -64,7 +64,7 @@ def render_card(src, summaries: dict, facts: dict, license: str) -> str:
     kept, removed = summaries["default"], summaries["removed"]
     dumps = ", ".join(sorted(kept.dumps)) or src.label
     languages = sorted(kept.languages)
-    by_stage = {}
+    by_stage = {stage: [] for stage in facts["stats"]}  # pipeline order where the run recorded it
     for (stage, reason), n in removed.counts.most_common():
         by_stage.setdefault(stage, []).append((reason, n))
     columns = [[c, "yes" if c in kept.schema.names else "**absent**", COLUMN_NOTES.get(c, "")]
@@ -84,7 +84,7 @@ def render_card(src, summaries: dict, facts: dict, license: str) -> str:
                 ["removed", removed.rows, len(removed.shards), "removed, with stage and reason"]]),
         "Removed documents by stage and reason:",
         _table(["stage", "reason", "documents"],
-               [[stage, reason, n] for stage, rs in by_stage.items() for reason, n in rs]) if by_stage
+               [[stage, reason, n] for stage, rs in by_stage.items() for reason, n in rs]) if removed.rows
         else "(none)",
         "## Columns",
         "FineWeb's columns in FineWeb's order, then crawl2chat's own. The `removed` config has the "
@@ -94,7 +94,7 @@ def render_card(src, summaries: dict, facts: dict, license: str) -> str:
         f"Config digest: `{facts['config_digest'] or 'not recorded'}` ({facts['config_note']}).",
     ]
     if facts["stats"]:
-        parts += ["Funnel of the run (documents in and out of each stage):", funnel_markdown(facts["stats"])]
+        parts += ["Funnel (documents in and out of each stage, as the run recorded it):", funnel_markdown(facts["stats"])]
     parts += ["## Lineage", f"{facts['lineage_note']}."]
     if facts["runs"]:
         parts.append(_table(["asset", "partition", "MLflow run id", "git sha"],

@@ -180,13 +180,11 @@ def _default_tracking_uri() -> str | None:
     return f"sqlite:///{db}" if db.is_file() else None
 
 
-def lineage_runs(tracking_uri: str, clean_digest: str) -> list:
+def lineage_runs(client, clean_digest: str) -> list:
     """The MLflow runs that produced this clean text and its upstream datasets: the clean_text run
-    tagged with its digest, then, through each run's logged inputs, the runs that wrote them."""
-    from mlflow.tracking import MlflowClient
-
+    tagged with its digest, then, through each run's logged inputs, the runs that wrote them (the
+    walk of the report cards, training/evals/card_data.py)."""
     from training.evals.card_data import _experiments, _latest, producer
-    client = MlflowClient(tracking_uri)
     exps = _experiments(client)
     clean = _latest(client, exps, f"tags.`dataset.digest` = '{clean_digest}'") if exps else None
     runs, todo = [], [clean] if clean else []
@@ -197,6 +195,16 @@ def lineage_runs(tracking_uri: str, clean_digest: str) -> list:
         runs.append(run)
         todo += [p for d in run.inputs.dataset_inputs if (p := producer(client, exps, run, d.dataset.name))]
     return runs
+
+
+def _funnel(client, runs: list) -> dict:
+    """The stage stats the lineage runs logged (report/stats.json), summed over batches, in
+    pipeline order: the same funnel `crawl2chat process` writes into its stats.json."""
+    from training.evals.card_data import merge_stats, run_stats
+    order = ["extracted_text", "filtered_text", "deduped_text", "clean_text"]
+    ranked = sorted(runs, key=lambda r: (order + [r.data.tags.get("dagster.asset_key")]).index(
+        r.data.tags.get("dagster.asset_key")))
+    return merge_stats([run_stats(client, r) for r in ranked])
 
 
 def _config_digest(runs: list) -> str:
@@ -224,7 +232,18 @@ def provenance(src: ProcessedCrawl, tracking_uri: str | None) -> dict:
            "config_note": "the lake records no config; its MLflow runs do",
            "lineage_note": "Not recorded: no MLflow tracking store found (set MLFLOW_TRACKING_URI or --mlflow-uri)"}
     if tracking_uri:  # the clean_text asset tagged its run with this digest of the folder
-        runs = lineage_runs(tracking_uri, dir_digest(src.clean))
+        from mlflow.exceptions import MlflowException
+        from mlflow.tracking import MlflowClient
+        db = tracking_uri.removeprefix("sqlite:///")
+        if db != tracking_uri and not Path(db).is_file():  # MLflow would create an empty store
+            raise InputError(f"no MLflow store at {db} (--mlflow-uri): name the one the data assets logged to")
+        client = MlflowClient(tracking_uri)
+        try:
+            runs = lineage_runs(client, dir_digest(src.clean))
+            out["stats"] = _funnel(client, runs) if runs else {}
+        except MlflowException as e:
+            raise InputError(f"cannot read the lineage from the MLflow store {tracking_uri}: "
+                             f"{str(e).splitlines()[0]}") from e
         out["lineage_note"] = f"MLflow runs in {tracking_uri}" if runs else \
             f"Not recorded: no run in {tracking_uri} is tagged with this clean text's digest"
         if runs:
@@ -232,8 +251,7 @@ def provenance(src: ProcessedCrawl, tracking_uri: str | None) -> dict:
                             "partition": r.data.tags.get("dagster.partition", ""), "run_id": r.info.run_id,
                             "git_sha": r.data.tags.get("git_sha", "")} for r in runs]
             out["config_digest"] = _config_digest(runs)
-            out["config_note"] = ("sha256 of the stage parameters the lineage runs logged "
-                                  "(pipelines.dataset_export._config_digest)")
+            out["config_note"] = "sha256 of the stage parameters that the lineage runs logged"
     return out
 
 

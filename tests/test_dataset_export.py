@@ -125,20 +125,27 @@ def test_an_out_inside_the_crawl_is_refused(processed):
 
 
 @pytest.mark.parametrize("case", ["unknown_crawl", "not_a_lake", "not_processed", "not_a_process_dir",
-                                  "unsafe_name"])
+                                  "unsafe_name", "no_mlflow_store"])
 def test_misuse_is_one_line_and_writes_nothing(case, tmp_path):
+    from pipelines.document import Document
+    from pipelines.io import ParquetSink
     lake = tmp_path / "lake"
     (lake / "crawls" / "CC-MAIN-2099-01" / "clean").mkdir(parents=True)  # registered, never cleaned
+    sink = ParquetSink(lake / "crawls" / "CC-MAIN-2099-02" / "clean" / "part-00000.parquet")
+    sink.write(Document("kept text", "<urn:uuid:1>", {"dump": "CC-MAIN-2099-02"}))
+    sink.close()
     crawl, expect = {
         "unknown_crawl": ("CC-MAIN-2000-01", "is not in the lake"),
         "not_a_lake": ("CC-MAIN-2099-01", "is not a crawl2chat lake"),
         "not_processed": ("CC-MAIN-2099-01", "has no clean text"),
         "not_a_process_dir": (str(tmp_path / "somewhere"), "neither a crawl in the lake nor"),
         "unsafe_name": ("..", "neither a crawl in the lake nor"),
+        "no_mlflow_store": ("CC-MAIN-2099-02", "no MLflow store at"),
     }[case]
     (tmp_path / "somewhere").mkdir()
     lake_arg = tmp_path / "somewhere" if case == "not_a_lake" else lake
-    r = crawl2chat("export-dataset", crawl, "--lake", lake_arg, "--out", tmp_path / "out")
+    r = crawl2chat("export-dataset", crawl, "--lake", lake_arg, "--out", tmp_path / "out",
+                   "--mlflow-uri", f"sqlite:///{tmp_path / 'somewhere' / 'mlflow.db'}")
     assert r.returncode == 2, r.stderr
     assert len(errors(r.stderr)) == 1 and expect in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lake", "somewhere"]
@@ -185,6 +192,9 @@ def test_lake_crawl_exports_the_same_rows_with_its_mlflow_lineage(materialized, 
     for asset in ("clean_text", "deduped_text", "filtered_text", "extracted_text"):
         assert by_asset[asset] and all(f"`{run_id}`" in body for run_id in by_asset[asset]), asset
     assert "Config digest: `not recorded`" not in body
+    # the funnel the runs logged ends with the clean text's row count
+    pii = next(line for line in body.splitlines() if line.startswith("| pii |")).split("|")
+    assert int(pii[3]) == len(stored_rows(base / "clean"))
 
 
 from test_data_assets import materialized  # noqa: E402,F401  (fixture: the data assets on a generated crawl)
