@@ -16,7 +16,7 @@ dropped as `too_many_tags` before any extractor sees it: the same on every run a
 On ../shared/realweb (1,310 real pages, 204 B - 2.9 MB) a page has at most 12,815 tags, the
 costliest costs 0.74 CPU-s (a 1 MB Wikipedia page, 9,877 tags) and the most per tag is 181 us; the
 default cap, 25,000 tags, is twice the largest real page. FineWeb's own budget (datatrove, 0.1 s of
-wall time) dropped far more.
+wall time) drops more, and by load: 67 of these pages take over 0.1 s of CPU even on a free core.
 
 The CPU limit (`timeout_s`) stays only as a guard against a pathological page under the cap (lxml
 stuck in C code), with a margin so wide that no normal page comes near it: 30 CPU seconds, 40x the
