@@ -7,8 +7,8 @@ The same TrainingLauncher and Pipes launch as base_model (assets/training.py), w
 (training/sft.py on training/trainer.py). The base version is pinned when the run starts (the alias
 could move meanwhile) and recorded with the mixture's digest: the MLflow run lists the mixture as a
 dataset input and carries the base version as tags, and so does the registered chat version.
-The blocking check samples held-out prompts (the val split's opening user turns) through the
-inference engine; the alias `candidate` moves to the new version only when it passes, so `make chat`
+The blocking check samples held-out prompts (the val split's opening user turns and the generators'
+held-out prompts, none in any training conversation, stratified by source) through the inference engine; the alias `candidate` moves to the new version only when it passes, so `make chat`
 never switches to a model that breaks the protocol.
 """
 import math
@@ -52,13 +52,23 @@ def _evaluate(export: Path, mixture: Path, cfg: dict, config_file: str) -> tuple
     from training.conversations.identity import identity_questions
     from training.engine.engine import Engine
     from training.engine.tools import default_tools
-    from training.sft import held_out_prompts, load_conversations, name_rate, protocol_adherence
+    from training.conversations.heldout import gate_prompts, generator_heldout_prompts
+    from training.sft import load_conversations, name_rate, protocol_adherence
     c = cfg["checks"]
     engine = Engine.load(export, tools=default_tools())
-    # each prompt sampled protocol_samples times (the engine seeds row i with seed + i): a rate over
-    # hundreds of replies, where one unlucky sample of 64 would swing it by 1.6 points
-    prompts = held_out_prompts(load_conversations(mixture, "val"), c["protocol_prompts"]) * c["protocol_samples"]
+    # The gate's prompts: opening turns of the val split and the generators' held-out prompts, minus
+    # every prompt any training conversation holds (normalized-text hash), stratified by source so
+    # user-supplied conversations are always among them (training/conversations/heldout.py).
+    # Sample size for the decision "adherence >= 0.99": 64 prompts x 10 samples = 640 replies, pass
+    # at <= 6 failures. Binomial (replies independent): a model at 0.98 passes 2.8% of the time, at
+    # 0.97 0.04%; a model at 0.995 fails 4.4% of the time, one at exactly 0.99 46%. Samples of one
+    # prompt are correlated, so the effective n lies between 64 and 640: the guard against a bad
+    # model passing is the strong side, as a gate on `candidate` should be.
+    gate, sources = gate_prompts(load_conversations(mixture, "train"), load_conversations(mixture, "val"),
+                                 c["protocol_prompts"], extra=generator_heldout_prompts())
+    prompts = gate * c["protocol_samples"]   # the engine seeds row i with seed + i: distinct samples
     protocol = protocol_adherence(engine, prompts, c["protocol_max_tokens"], c["protocol_temperature"])
+    protocol["sources"] = sources
     heldout = identity_questions("heldout")
     name = load_data_config(config_file, overrides=cfg.get("data")).identity.name
     identity = name_rate(engine, heldout["name"] + heldout["who"], name, c["protocol_max_tokens"],
@@ -104,13 +114,13 @@ def chat_model(context: dg.AssetExecutionContext, lake: LakeResource, launcher: 
         mlflow.log_metrics({k: v for k, v in {"protocol_adherence": protocol["rate"],
                                               "identity_name_rate": identity["rate"]}.items() if v is not None})
         version = register(mlflow_tracker, run, export, CHAT_MODEL_NAME, "crawl2chat chat models (SFT)",
-                           tags={**lineage, "protocol_adherence": protocol["rate"]},
+                           tags={**lineage, "protocol_adherence": protocol["rate"], "check_passed": passed},
                            alias="candidate" if passed else None)
     check = dg.AssetCheckResult(check_name=PROTOCOL, passed=passed, metadata={
         "rate": protocol["rate"], "threshold": threshold, "prompts": protocol["prompts"],
         "adherent": protocol["adherent"], "opened_a_turn": protocol.get("opened_a_turn"),
         "no_im_end": protocol.get("no_im_end"), "skipped_long": protocol["skipped_long"],
-        "max_tokens": cfg["checks"]["protocol_max_tokens"],
+        "max_tokens": cfg["checks"]["protocol_max_tokens"], "prompt_sources": dg.MetadataValue.json(protocol["sources"]),
         "failures": dg.MetadataValue.json(protocol.get("examples", []))})
     metadata = dict(result.metadata or {})
     metadata.update({"path": dg.MetadataValue.path(str(out)), "export": dg.MetadataValue.path(str(export)),

@@ -34,7 +34,11 @@ def training_probe_keys(probes_dir: str | Path | None) -> set[str]:
     if probes_dir is None or not Path(probes_dir).exists():
         return set()
     from training.conversations.dataset import read_table_dataset
-    return {r[k] for r in read_table_dataset(probes_dir) for k in ("id", "sentence", "question")}
+    from training.conversations.heldout import text_hash
+    rows = list(read_table_dataset(probes_dir))
+    # the normalized-question hash too: the same sentence on two pages (another id, other casing)
+    # would otherwise ask a trained question again
+    return {r[k] for r in rows for k in ("id", "sentence", "question")} | {text_hash(r["question"]) for r in rows}
 
 
 def heldout_probes(documents: Iterable, n: int, exclude: set[str], val_fraction: float, max_docs: int = 2000,
@@ -44,7 +48,8 @@ def heldout_probes(documents: Iterable, n: int, exclude: set[str], val_fraction:
     from training.conversations.probes import find_probes
     train_docs = (d for d in documents if split_of(d.id, val_fraction) == "train")
     found = find_probes(train_docs, max_probes=10 * n + 100, max_docs=max_docs, per_doc=per_doc, seed=seed)
-    return [p for p in found if not {p.id, p.sentence, p.question} & exclude][:n]
+    from training.conversations.heldout import text_hash
+    return [p for p in found if not {p.id, p.sentence, p.question, text_hash(p.question)} & exclude][:n]
 
 
 class KnowledgeProbes:
