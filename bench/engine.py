@@ -4,12 +4,19 @@
    the whole context per token, at context 256 and 1024 (prompt = context - new tokens).
 2. Batched throughput: generated tokens/s of the whole batch at batch 1, 8 and 32, prompts of
    different lengths (left padding exercised), prefill included, and its decode-only rate.
+3. Rollouts as RL samples them (--rollouts, or --only rollouts): batch 32, temperature 1 with a seed
+   per row, with and without a call of the real python tool (training.engine.tools.default_tools,
+   the bubblewrap sandbox) in half the rows, each row calling at its own step. The calls are
+   scripted on top of the random model by a forward hook (the row's last token -> a forced next
+   token; special tokens otherwise never sampled, so every row runs to max_tokens): the forward's
+   cost is the real model's. Generated tokens (forced tool output included) per second, best of 2.
 
 A random `tiny` model (4 x 256) with block_size 1280 so that context 1024 fits (the trained preset
 has 256; the weights' values do not change the speed). Greedy decoding, the stop tokens' logits
 zeroed so every row runs to max_tokens. CPU: fp32, one intra-op thread unless --threads. CUDA: bf16.
 
     python bench/engine.py [--preset tiny] [--device cpu|cuda] [--threads 1] [--new-tokens 32]
+    python bench/engine.py --only rollouts [--rollout-tokens 64]
 """
 from __future__ import annotations
 
@@ -90,6 +97,63 @@ def batched(engine, tok, batch: int, new: int) -> dict:
             "decode_tok_s": round(batch * (new - 1) / max(total - first, 1e-9), 1)}
 
 
+def scripted_tool_calls(engine, tok, rows: int, spread: int) -> tuple[list[list[int]], object]:
+    """Prompts whose row i (i odd: half the rows) calls python after about (i // 2) * spread / (rows // 2)
+    sampled tokens, and the forward hook that scripts it: a chain of ordinary tokens c_0 -> c_1 -> ...
+    -> tool_start python <|im_sep|> 6*7 <|tool_end|>; a row enters the chain at its own distance from
+    the call. Other rows end their prompt off the chain and sample freely (specials masked)."""
+    code = tok.encode("6*7")
+    name = tok.encode("python")
+    ordinary = [i for i in range(tok.vocab_size) if not tok.is_special(i) and i not in code + name]
+    chain = ordinary[:spread]
+    script = chain + [tok.special("tool_start"), *name, tok.special("im_sep"), *code, tok.special("tool_end")]
+    table = torch.full((tok.vocab_size,), -1, dtype=torch.long)
+    table[torch.tensor(script[:-1])] = torch.tensor(script[1:])
+    table = table.to(engine.device)
+    # never sampled unless scripted: specials (rows run to max_tokens) and the script (rows that do
+    # not enter the chain never call)
+    never = torch.tensor(sorted({i for i in range(tok.vocab_size) if tok.is_special(i)} | set(script)),
+                         device=engine.device)
+
+    def hook(module, args, out):
+        nxt = table[args[0][:, -1]]
+        out[:, -1, never] = -float("inf")
+        hit = (nxt >= 0).nonzero().flatten()
+        out[hit, -1, nxt[hit]] = 1e4   # the scripted token (sampling then picks it with probability 1)
+        return out
+    prompts = []
+    for i in range(rows):
+        p = prompt_of(tok, 32 + (17 * i) % 96, seed=100 + i)
+        p = [t for t in p if t not in script] or [ordinary[-1]]
+        if i % 2:   # enter the chain (i // 2) * spread / (rows // 2) tokens before the call
+            p.append(chain[(i // 2) * spread // (rows // 2)])
+        prompts.append(p)
+    return prompts, hook
+
+
+def rollouts(engine, tok, batch: int, new: int, tool_calls: bool) -> dict:
+    from training.engine.engine import SamplingParams
+    from training.engine.tools import default_tools
+    engine.tools = default_tools() if tool_calls else {}
+    prompts, hook = scripted_tool_calls(engine, tok, batch, spread=new // 2)
+    if not tool_calls:
+        prompts = [p[:-1] if i % 2 else p for i, p in enumerate(prompts)]   # nobody enters the chain
+    handle = engine.model.register_forward_hook(hook)
+    out = []
+    try:
+        params = SamplingParams(max_tokens=new, temperature=1.0, seed=0)
+        total = timed(engine, lambda: out.append(engine.generate(prompts, params)), repeat=2)
+    finally:
+        handle.remove()
+        engine.tools = {}
+    done = out[-1]
+    calls = sum(c.tokens.count(tok.special("tool_start")) for c in done)
+    outputs = {tok.decode([t for t, s in zip(c.tokens, c.sampled) if not s][1:-1]) for c in done if not all(c.sampled)}
+    tokens = sum(len(c.tokens) for c in done)
+    return {"batch": batch, "max_tokens": new, "tool_calls": calls, "tool_outputs": sorted(outputs),
+            "tokens": tokens, "seconds": round(total, 3), "tok_s": round(tokens / total, 1)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--preset", default="tiny")
@@ -97,15 +161,21 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads on CPU")
     ap.add_argument("--new-tokens", type=int, default=32)
     ap.add_argument("--vocab", type=int, default=8192)
+    ap.add_argument("--only", choices=["rollouts"], help="run only this part")
+    ap.add_argument("--rollout-batch", type=int, default=32)
+    ap.add_argument("--rollout-tokens", type=int, default=64)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     engine, tok = build(args.preset, args.vocab, 1280, args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     out = {"bench": "engine", "device": torch.cuda.get_device_name() if engine.device.type == "cuda" else "cpu",
            "dtype": str(next(engine.model.parameters()).dtype).replace("torch.", ""), "preset": args.preset,
            "block_size": 1280, "vocab_size": args.vocab, "threads": torch.get_num_threads(),
-           "torch": torch.__version__,
-           "cache_vs_uncached": [cache_vs_uncached(engine, tok, c, args.new_tokens) for c in (256, 1024)],
-           "batched": [batched(engine, tok, b, 2 * args.new_tokens) for b in (1, 8, 32)]}
+           "torch": torch.__version__}
+    if args.only is None:
+        out["cache_vs_uncached"] = [cache_vs_uncached(engine, tok, c, args.new_tokens) for c in (256, 1024)]
+        out["batched"] = [batched(engine, tok, b, 2 * args.new_tokens) for b in (1, 8, 32)]
+    out["rollouts"] = {kind: rollouts(engine, tok, args.rollout_batch, args.rollout_tokens, kind == "python_in_half")
+                       for kind in ("no_tools", "python_in_half")}
     print(json.dumps(out, indent=1))
 
 

@@ -6,7 +6,8 @@ tokenizer trained on a few KB of English; the task's prompts are real (rl.task),
 --max-tokens (a random model rarely stops), so every step samples prompts x group x max_tokens tokens.
 Reported per step (median over the steps after --warmup): rollout tokens/s (generated tokens per
 second of sampling, tools off), training tokens/s (sequence positions per second of the optimizer
-step), seconds of each and the rollout share of the step.
+step), step tokens/s and MFU as the job logs them (train/tokens_per_s, train/mfu: positions and FLOPs
+the step processed, rollouts included; MFU on CUDA only), seconds of each and the rollout share.
 
     python bench/rl.py [--preset tiny] [--steps 6] [--warmup 1] [--prompts 8] [--group 8] [--max-tokens 64]
     python bench/rl.py --preset gpt2-124m --prompts 16 --group 16 --max-tokens 256 --micro-batch 64   # GPU
@@ -70,6 +71,8 @@ def main() -> None:
         "completion_tokens_per_reply": round(med("rl/completion_tokens"), 1),
         "rollout_tokens_per_s": round(med("rl/rollout_tokens_per_s"), 1),
         "train_tokens_per_s": round(med("rl/train_tokens_per_s"), 1),
+        "step_tokens_per_s": round(med("train/tokens_per_s"), 1),
+        "step_mfu": round(med("train/mfu"), 4) if all(h.get("train/mfu") is not None for h in steps) else None,
         "rollout_s": round(rollout_s, 3), "train_s": round(train_s, 3),
         "rollout_share": round(rollout_s / (rollout_s + train_s), 3), "steps_measured": len(steps)}, indent=1))
 
