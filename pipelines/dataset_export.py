@@ -224,8 +224,8 @@ def provenance(src: ProcessedCrawl, tracking_uri: str | None) -> dict:
             stats = json.loads((src.base / "stats.json").read_text())
         except (OSError, ValueError) as e:
             raise InputError(f"{src.base}: cannot read its config.json and stats.json ({e})") from e
-        return {"stats": stats.get("stages", {}), "config_digest": hashlib.sha256(
-            json.dumps(cfg, sort_keys=True).encode()).hexdigest(),
+        digest = hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()
+        return {"stats": stats.get("stages", {}), "config_digest": digest,
                 "config_note": "sha256 of config.json (keys sorted) of the `crawl2chat process` run",
                 "runs": [], "lineage_note": "None: a `crawl2chat process` run logs no MLflow runs"}
     out = {"stats": {}, "config_digest": None, "runs": [],
