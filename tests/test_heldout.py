@@ -133,3 +133,17 @@ def test_planted_duplicate_is_caught(tmp_path):
     with pytest.raises(UserError, match="appear in the training data"):
         check_disjoint([planted["messages"][0]["content"]], training_hashes(train), "gate", strict=True)
     assert opening_prompt(planted)[-1]["content"] == planted["messages"][0]["content"]
+
+
+def test_suite_leaves_out_a_user_eval_item_found_in_the_sft_data(tmp_path):
+    from training.evals.suite import SuiteConfig, SuiteInputs, build_suite
+    gsm = tmp_path / "gsm.jsonl"
+    gsm.write_text("\n".join(json.dumps({"question": q, "answer": "#### 42"})
+                             for q in ("How many apples are left?", "Planted: what is six times seven?")) + "\n")
+    train = training_hashes([[{"role": "user", "content": "planted: What is six times seven"},
+                              {"role": "assistant", "content": "42"}]])
+    cfg = SuiteConfig(reasoning_items=0, protocol_prompts=0, probes=0, mc_items=0, gsm8k_paths=[str(gsm)])
+    tasks, notes = build_suite(cfg, SuiteInputs(training_prompts=train), "chat")
+    [task] = [t for t in tasks if t.name == "gsm8k_gsm"]
+    assert [i.question for i in task.items] == ["How many apples are left?"]
+    assert "gsm8k_gsm: 1 of 2 items left out, their prompt is in the SFT data" in notes

@@ -195,3 +195,15 @@ def lineage_data(client, lineage: list[Version]) -> tuple[Path | None, Path | No
     clean = dataset_input(shards_run, "clean_text") if shards_run else None
     clean_dir = Path(clean[1]) if clean and clean[1] and Path(clean[1]).exists() else None
     return shards_root, clean_dir, val_fraction
+
+
+def lineage_training_prompts(client, lineage: list[Version]) -> set[str] | None:
+    """Normalized-text hashes of every user turn the lineage's SFT version trained on (its run's
+    sft_mixture input, train split); None when there is no SFT stage or the mixture is gone."""
+    sft = next((v for v in lineage if v.stage == "SFT"), None)
+    found = dataset_input(client.get_run(sft.mv.run_id), "sft_mixture") if sft else None
+    if not found or not found[1] or not Path(found[1]).exists():
+        return None
+    from training.conversations.heldout import training_hashes
+    from training.sft import load_conversations
+    return training_hashes(load_conversations(found[1], "train"))

@@ -77,6 +77,7 @@ class SuiteInputs:
     val_fraction: float = 0.01               # the shards' document split (pipelines.shards.split_of)
     training_probes_dir: Path | None = None  # knowledge_probes outcomes: excluded from the eval probes
     identity_name: str = "crawl2chat"
+    training_prompts: set[str] | None = None # normalized-text hashes of the lineage's SFT user turns
 
 
 def protocol_prompts(n: int, seed: int = 0) -> list[list[dict]]:
@@ -136,7 +137,28 @@ def build_suite(cfg: SuiteConfig, inputs: SuiteInputs, kind: str) -> tuple[list,
                                      batch_rows=cfg.batch_rows))
     elif cfg.probes:
         notes.append("knowledge: no clean_text to find held-out facts in")
+    if inputs.training_prompts:
+        notes += _drop_trained(tasks, inputs.training_prompts)
     return tasks, notes
+
+
+def _drop_trained(tasks: list, train: set[str]) -> list[str]:
+    """Leave out every chat-task item whose prompt (normalized) a training conversation holds: the
+    generators keep their held-out sides apart by construction, a user's GSM8K file or SFT file may
+    not. Returns notes naming what was dropped."""
+    from training.conversations.heldout import check_disjoint
+    notes = []
+    for task in (t for t in tasks if t.kind == "chat"):
+        attr, text = next(((a, f) for a, f in (("items", lambda i: i.question), ("prompts", lambda p: p[-1]["content"]),
+                                               ("probes", lambda p: p.question)) if hasattr(task, a)), (None, None))
+        if attr is None:
+            continue
+        rows = getattr(task, attr)
+        kept, dropped = check_disjoint([str(text(r)) for r in rows], train)
+        if dropped:
+            setattr(task, attr, [rows[i] for i in kept])
+            notes.append(f"{task.name}: {len(dropped)} of {len(rows)} items left out, their prompt is in the SFT data")
+    return notes
 
 
 def run_suite(engine, tasks: list, seed: int, log: Callable[[str], None] = lambda _: None) -> list[EvalResult]:
