@@ -32,12 +32,17 @@ JOB_MODULES = {"rl": "training.rl.job", "rm": "training.rl.reward_model", "rlhf"
 
 class TrainingLauncher(dg.ConfigurableResource):
     """How training processes start. `local`: this machine, its GPUs (or `processes` CPU ranks);
-    `hostfile`: multi-node DeepSpeed over ssh with a DeepSpeed hostfile. On Kubernetes or Slurm the
-    same command runs as the pod's or job step's entry point (see the README)."""
+    `hostfile`: multi-node DeepSpeed over ssh with a DeepSpeed hostfile, through training/multinode.py
+    (hosts probed first; Pipes variables and `env_vars` reach every host through the run's
+    .deepspeed_env; Pipes channels are files in the run directory, which must be on the shared lake).
+    On Kubernetes or Slurm the same command runs as the pod's or job step's entry point (see the README)."""
 
     mode: str = "local"
     processes: int = Field(default_factory=lambda: int(os.environ.get("CRAWL2CHAT_TRAIN_PROCESSES", "1")))
-    hostfile: Optional[str] = None
+    hostfile: Optional[str] = Field(default_factory=lambda: os.environ.get("CRAWL2CHAT_HOSTFILE"))
+    ssh_config: Optional[str] = None   # ssh -F file for the probe and pdsh (default: ~/.ssh/config)
+    # Variables every rank on every host gets, e.g. NCCL_SOCKET_IFNAME / GLOO_SOCKET_IFNAME, OMP_NUM_THREADS.
+    env_vars: dict[str, str] = Field(default_factory=dict)
     # Each job's config file and --set overrides (training/configs/; `pretrain` keeps the plain names).
     config_file: str = Field(default_factory=lambda: os.environ.get(
         "CRAWL2CHAT_TRAIN_CONFIG", str(ROOT / "training" / "configs" / "tiny.yaml")))
@@ -70,12 +75,35 @@ class TrainingLauncher(dg.ConfigurableResource):
         config_file, overrides = self.job_config(job)
         return load_config(config_file, overrides, job=job)
 
-    def command(self, trainer_args: list[str], job: str = "pretrain") -> list[str]:
+    def preflight(self) -> str:
+        """hostfile mode, before launching: every host reachable over ssh, with this environment;
+        returns the rendezvous address (the first host's). One-line dg.Failure otherwise. (The run
+        directory's sharing is checked by the launch: the lake's marker file on every host.)"""
+        from pipelines.errors import UserError
+        from training import multinode
+        if not self.hostfile:
+            raise dg.Failure("TrainingLauncher(mode='hostfile') needs `hostfile` (or CRAWL2CHAT_HOSTFILE)")
+        try:
+            hosts = multinode.read_hostfile(self.hostfile)
+            reports = multinode.probe(hosts, self.ssh_config)
+        except UserError as e:
+            raise dg.Failure(str(e)) from None
+        addresses = reports[hosts[0]]["addresses"]
+        if not addresses:
+            raise dg.Failure(f"host {hosts[0]} has no address besides loopback")
+        return addresses[0]
+
+    def command(self, trainer_args: list[str], job: str = "pretrain", master_addr: str | None = None) -> list[str]:
         launcher = str(Path(sys.executable).parent / "deepspeed")
         if self.mode == "hostfile":
             if not self.hostfile:
-                raise dg.Failure("TrainingLauncher(mode='hostfile') needs `hostfile`")
-            head = [launcher, "--hostfile", self.hostfile]
+                raise dg.Failure("TrainingLauncher(mode='hostfile') needs `hostfile` (or CRAWL2CHAT_HOSTFILE)")
+            # The probe of the run directory (shared lake) runs in the launch itself; preflight()
+            # already checked reachability and environments, so only the marker is looked at again.
+            head = [sys.executable, "-m", "training.multinode", "launch", "--hostfile", self.hostfile,
+                    *(["--ssh-config", self.ssh_config] if self.ssh_config else []),
+                    *[f"--env={k}={v}" for k, v in sorted(self.env_vars.items())],
+                    *(["--master-addr", master_addr] if master_addr else []), "--"]
         elif self.mode == "local":
             from pipelines.services import free_port
             # A free port, not the launcher's fixed 29500: two training runs on one machine (two assets,
@@ -88,6 +116,8 @@ class TrainingLauncher(dg.ConfigurableResource):
         return [*head, "--module", JOB_MODULES.get(job, f"training.{job}"), "--config", config_file, *trainer_args, *extra]
 
     def env(self) -> dict:
+        if self.mode == "hostfile":
+            return {}  # each host's ranks: its own cores (env_vars may set OMP_NUM_THREADS for all)
         # The CPU launcher counts its "devices" from LOCAL_SIZE. Each rank gets its share of this
         # machine's cores as torch threads: one rank uses them all (a fixed 1 thread left a 2-core demo
         # training at 3.1k tok/s instead of 7k), several never oversubscribe. OMP_NUM_THREADS wins if set.
@@ -103,7 +133,18 @@ def launch(context: dg.AssetExecutionContext, launcher: TrainingLauncher, client
            tracking_uri: str, run, job: str, trainer_args: list[str], out: Path) -> tuple[dg.MaterializeResult, list]:
     """Run a training job under the launcher through Pipes, continuing the asset's MLflow run; returns
     what the trainer reported and its per-step history (metrics.jsonl)."""
-    cmd = launcher.command([*trainer_args, "--out", str(out)], job=job)
+    master_addr = None
+    if launcher.mode == "hostfile":
+        master_addr = launcher.preflight()
+        # Rank 0 may run on any host: the Pipes context and messages go through files in the run
+        # directory on the shared lake (Dagster's file injector and reader for remote processes),
+        # and the launch forwards the DAGSTER_PIPES_* variables naming them through .deepspeed_env.
+        pipes_dir = out / ".pipes"
+        pipes_dir.mkdir(parents=True, exist_ok=True)
+        client = dg.PipesSubprocessClient(
+            context_injector=dg.PipesFileContextInjector(str(pipes_dir / "context.json")),
+            message_reader=dg.PipesFileMessageReader(str(pipes_dir / "messages.jsonl")))
+    cmd = launcher.command([*trainer_args, "--out", str(out)], job=job, master_addr=master_addr)
     env = {**launcher.env(), "MLFLOW_TRACKING_URI": tracking_uri, "MLFLOW_RUN_ID": run.info.run_id,
            "PYTHONPATH": str(ROOT)}
     context.log.info("launching: " + " ".join(cmd))

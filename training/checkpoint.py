@@ -18,7 +18,13 @@ together. A tag without all markers is never loaded and is deleted by the next s
 A tag with a marker whose files no longer match it (truncated or lost after the save: a full disk, a
 bad copy) is damaged, not unfinished: the resume skips it and moves it to
 <out>/checkpoints/.quarantine/<tag>-<time> with a warning, where nothing lists it and the user can
-inspect it; it is never deleted by us. A checkpoint written before per-rank markers (one
+inspect it; it is never deleted by us. Client state (step, the loader's position, a job's per-rank state such as RL rollouts) is saved by
+EVERY rank in its own client_state.rankNNNNN.pt, listed in its marker: DeepSpeed keeps one client state,
+rank 0's, in the model-states file, so each rank would get rank 0's state back. On node-local disks
+(checkpoint.node_local) DeepSpeed writes its model-states file on each node's first rank
+(use_node_local_storage), so every node holds what its ranks load.
+
+A checkpoint written before per-rank markers (one
 COMPLETE.json without "rank", written by rank 0 on a shared filesystem after all ranks had saved)
 still counts as complete.
 """
@@ -221,6 +227,23 @@ def prune(ckpt_dir: str | Path, keep: int, complete: set[str] | None = None) -> 
     return deleted
 
 
+def client_state_name(rank: int) -> str:
+    return f"client_state.rank{rank:05d}.pt"
+
+
+def load(engine, ckpt_dir: str | Path, tag: str) -> dict:
+    """Collective: load tag into the engine; returns THIS rank's client state (older checkpoints
+    without per-rank files: the one DeepSpeed kept)."""
+    import torch
+    load_path, client = engine.load_checkpoint(str(ckpt_dir), tag=tag)
+    if load_path is None:
+        raise RuntimeError(f"DeepSpeed could not load {Path(ckpt_dir) / tag}")
+    own = Path(ckpt_dir) / tag / client_state_name(engine.global_rank)
+    if own.is_file():
+        client = torch.load(own, map_location="cpu", weights_only=False)
+    return client
+
+
 def save(engine, ckpt_dir: str | Path, step: int, client_state: dict, keep: int, barrier) -> str:
     """Collective: every rank calls it. Returns the tag written. Directory work (the stale tag, the
     prune) is done by the first rank of each node, so node-local disks are kept too; on a shared
@@ -232,7 +255,9 @@ def save(engine, ckpt_dir: str | Path, step: int, client_state: dict, keep: int,
         shutil.rmtree(ckpt_dir / tag, ignore_errors=True)  # a stale partial save of the step (we resumed before it)
     barrier()
     engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state=client_state, save_latest=False)
-    _fault_point("after_save", step)
+    import torch
+    torch.save(client_state, ckpt_dir / tag / client_state_name(engine.global_rank))
+    _fault_point("after_save", step, engine.global_rank)
     barrier()  # every rank has returned from save_checkpoint: its files are written
     mark_complete(ckpt_dir / tag, {"step": step, "tag": tag, "world_size": dist.get_world_size()},
                   engine.global_rank)
@@ -244,9 +269,13 @@ def save(engine, ckpt_dir: str | Path, step: int, client_state: dict, keep: int,
     return tag
 
 
-def _fault_point(name: str, step: int) -> None:
-    """Fault injection for the kill-mid-save test: CRAWL2CHAT_FAULT=after_save:<step> makes the
-    process die (as a SIGKILL would) after DeepSpeed wrote its files but before the marker."""
+def _fault_point(name: str, step: int, rank: int = 0) -> None:
+    """Fault injection for the kill-mid-save tests: CRAWL2CHAT_FAULT=after_save:<step> makes the
+    process die (as a SIGKILL would) after DeepSpeed wrote its files but before the marker;
+    after_save:<step>:rank<r> kills only rank r (one host of a multi-node run), with a real SIGKILL."""
     spec = os.environ.get("CRAWL2CHAT_FAULT", "")
     if spec == f"{name}:{step}":
         os._exit(137)
+    if spec == f"{name}:{step}:rank{rank}":
+        import signal
+        os.kill(os.getpid(), signal.SIGKILL)

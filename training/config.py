@@ -50,7 +50,9 @@ DEFAULTS: dict = {
         "top_k": 50,
         "prompts": ["The", "Once upon a time", "The capital of France is", "In this article, we"],
     },
-    "checkpoint": {"every": 50, "keep": 2},
+    # dir: where checkpoints go (default <out>/checkpoints); node_local: that path is each node's own disk
+    # (DeepSpeed's checkpoint.use_node_local_storage: every node writes the shared model states too).
+    "checkpoint": {"every": 50, "keep": 2, "dir": None, "node_local": False},
     "log": {"every": 1, "mlflow": True, "experiment": "crawl2chat-pretrain", "run_name": None,
             "flush_every": 10},
 }
@@ -66,7 +68,7 @@ SFT_DEFAULTS: dict = {
     "eval": {**DEFAULTS["eval"], "every": 10, "val_tokens": 16384, "sample_every": 20, "sample_tokens": 48,
              "prompts": ["Who are you?", "What is 17 + 25?", "How many r are in the word strawberry?",
                          "What is the capital of France?"]},
-    "checkpoint": {"every": 20, "keep": 2},
+    "checkpoint": {**DEFAULTS["checkpoint"], "every": 20},
     "log": {**DEFAULTS["log"], "experiment": "crawl2chat-sft"},
     # The chat_model asset's blocking check: held-out prompts (the val split's user turns) sampled
     # through the engine must end the turn with <|im_end|> within max_tokens and never open a turn.
@@ -85,7 +87,7 @@ RL_DEFAULTS: dict = {
     "train": {**DEFAULTS["train"], "steps": 20, "lr": 1.0e-4, "min_lr_ratio": 1.0, "warmup_steps": 0,
               "weight_decay": 0.0, "batch_tokens": None, "micro_batch": 16},
     "eval": {**DEFAULTS["eval"], "every": 10, "sample_every": 0, "sample_tokens": 48, "prompts": []},
-    "checkpoint": {"every": 10, "keep": 2},
+    "checkpoint": {**DEFAULTS["checkpoint"], "every": 10},
     "log": {**DEFAULTS["log"], "experiment": "crawl2chat-rl"},
     "rl": {"task": "toy", "train_problems": None, "heldout_problems": 64, "task_seed": 0,
            "prompts_per_step": 8, "group_size": 8, "temperature": 1.0, "top_k": None, "top_p": None,
@@ -307,6 +309,11 @@ def deepspeed_config(cfg: dict, world_size: int, seq_len: int, on_cuda: bool) ->
             ds["bf16"] = {"enabled": True}
             ds["data_types"] = {"grad_accum_dtype": "fp32"}
             ds["communication_data_type"] = "fp32"
+    if cfg["checkpoint"].get("node_local"):
+        # At ZeRO 0-2 DeepSpeed writes the model states (weights, stage 0's optimizer, client state)
+        # on global rank 0 only: a node whose disk lacks them cannot resume. This writes them on every
+        # node's first rank, and each rank loads its own node's copy.
+        ds["checkpoint"] = {"use_node_local_storage": True}
     if stage > 0:
         # torch AdamW is not DeepSpeed's own optimizer; it is in ZeRO's supported list, this only
         # keeps builds with a stricter list from refusing it.

@@ -46,6 +46,7 @@ from pipelines.errors import ConfigError
 from pipelines.io import check_output_target
 from pipelines.services import free_port
 from training import checkpoint as ckpt
+from training import multinode
 from training.config import deepspeed_config, flat
 from training.data import Prefetcher
 from training.lm_job import count_targets, lm_loss, sample, to_device
@@ -325,7 +326,10 @@ def run(cfg: dict, job: Job, model: GPT, out: str | Path, resume: bool = False) 
     d = start()
     rank, world, device = d.rank, d.world, d.device
     out = Path(out)
-    ckpt_dir = out / "checkpoints"
+    ckpt_dir = Path(cfg["checkpoint"]["dir"] or out / "checkpoints")
+    # Across hosts: the same environment on every rank, and a checkpoint directory every rank sees
+    # unless the config says it is node-local (one line on every rank otherwise).
+    multinode.check_world(rank, world, ckpt_dir, bool(cfg["checkpoint"]["node_local"]))
     if rank == 0:
         # Before hours of training, not at the export: a directory there that crawl2chat did not write
         # would be refused then (pipelines/io.py).
@@ -358,9 +362,7 @@ def run(cfg: dict, job: Job, model: GPT, out: str | Path, resume: bool = False) 
 
     step, tokens_seen, resumed_from = 0, 0, None
     if resume and (found := ckpt.latest_complete(ckpt_dir)) is not None:
-        load_path, client = engine.load_checkpoint(str(ckpt_dir), tag=found[1])
-        if load_path is None:
-            raise RuntimeError(f"DeepSpeed could not load {ckpt_dir / found[1]}")
+        client = ckpt.load(engine, ckpt_dir, found[1])  # this rank's own client state
         step, tokens_seen = int(client["step"]), int(client["tokens"])
         job.batches.load_state_dict(client["loader"])
         resumed_from = found[1]
