@@ -53,7 +53,7 @@ class SamplingParams:
     top_k: int | None = None
     top_p: float | None = None
     seed: int | None = 0          # same seed -> same text; row i of a batch uses seed + i unless seeds= given
-    # (a seed draws one uniform number per sampled token: sample() is the one sampler of the project)
+    # (a row draws one uniform number per sampled token from its seeded generator: see sample())
 
     def validate(self) -> None:
         if self.max_tokens < 0:
@@ -227,11 +227,11 @@ class Engine:
                     if r.finish is None and len(r.tokens) >= r.limit:
                         r.finish = "length"
                     events.append((live[j], token, forced, r.finish))
-                yield events  # before the tools run: a stream shows the call while it runs
-                for r, call in calls:
+                for r, call in calls:   # started before the yield: a stream shows the call while it runs
                     if r.finish is None:
                         pool = pool or ThreadPoolExecutor(max_workers=min(len(live), 64), thread_name_prefix="tool")
                         r.tool = pool.submit(self._call_tool, call)
+                yield events
                 fed = [False] * len(live)   # rows that emitted a token this step feed it (a row whose call
                 for j in ready:             # just ended feeds its <|tool_end|>, then waits)
                     fed[j] = rows[live[j]].finish is None
