@@ -35,10 +35,14 @@ class EvalResult:
     higher_is_better: bool = True
     seconds: float = 0.0
     note: str = ""                      # why a task scored nothing, if it did not
+    interval: tuple[float, float] | None = None   # 95% interval of the score (training/evals/intervals.py)
+    interval_method: str = ""                     # wilson | bootstrap
 
     def all_metrics(self) -> dict[str, float]:
-        """score, n, seconds and the extra metrics, keyed '<task>/<metric>' (MLflow metric names)."""
-        out = {"score": self.score, "n": self.n, "seconds": self.seconds, **self.metrics}
+        """score, n, seconds, the 95% interval and the extra metrics, keyed '<task>/<metric>' (MLflow
+        metric names)."""
+        ci = dict(zip(("ci_low", "ci_high"), self.interval)) if self.interval else {}
+        out = {"score": self.score, "n": self.n, "seconds": self.seconds, **ci, **self.metrics}
         return {f"{self.task}/{k}": float(v) for k, v in out.items() if v is not None}
 
 

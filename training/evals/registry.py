@@ -155,7 +155,9 @@ def log_evaluation(client, experiment_id: str, v: Version, results: list, params
                     for rec in r.records:
                         f.write(json.dumps(rec, default=str) + "\n")
             summary = [{"task": r.task, "kind": r.kind, "score": r.score, "n": r.n, "metrics": r.metrics,
-                        "higher_is_better": r.higher_is_better, "seconds": r.seconds, "note": r.note} for r in results]
+                        "higher_is_better": r.higher_is_better, "seconds": r.seconds, "note": r.note,
+                        "interval": list(r.interval) if r.interval else None,
+                        "interval_method": r.interval_method} for r in results]
             (Path(tmp) / "summary.json").write_text(json.dumps({"model_version": v.ref, "tasks": summary}, indent=1))
             client.log_artifacts(rid, tmp, "evals")
         client.set_terminated(rid, "FINISHED")

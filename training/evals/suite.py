@@ -163,13 +163,18 @@ def _drop_trained(tasks: list, train: set[str]) -> list[str]:
 
 def run_suite(engine, tasks: list, seed: int, log: Callable[[str], None] = lambda _: None) -> list[EvalResult]:
     """Every task on the engine; a task that fails on its data (a UserError) scores None with the reason."""
+    from training.evals import intervals
     results = []
     for task in tasks:
         try:
             r = task.run(engine, seed)
         except UserError as e:
             r = EvalResult(task.name, task.kind, None, 0, [], note=str(e))
-        log(f"{task.name}: score {r.score if r.score is None else round(r.score, 4)} on {r.n} items "
+        found = intervals.of(r)
+        if found is not None and all(x == x for x in found[:2]):   # NaN: no finite resample
+            r.interval, r.interval_method = (found[0], found[1]), found[2]
+        ci = f" [{r.interval[0]:.4f}, {r.interval[1]:.4f}]" if r.interval else ""
+        log(f"{task.name}: score {r.score if r.score is None else round(r.score, 4)}{ci} on {r.n} items "
             f"({r.seconds:.1f} s){' - ' + r.note if r.note else ''}")
         results.append(r)
     return results
