@@ -5,6 +5,15 @@ labelled set of every candidate that our scrubber or presidio's default analyzer
 
     .venv/bin/python bench/pii_realweb.py candidates [--out FILE]   # candidates not yet labelled
 
+The labelled set, one JSON object a line: `page` (the realweb page id: source repository and path),
+`type`, `text` (the candidate as flagged), `context` (80 characters each side; `offset` is where the
+candidate starts in it), `pii` and `reason`, and `flagged_by` at labelling time (`ours_v0`: the scrubber
+before the context checks of issue 26, `ours`: after, `presidio`: its default recognizers). `pii` is
+true when the string is what the type names, as the text uses it: a phone or fax number (public
+helplines too: the scrubber replaces every one, as FineWeb does every e-mail), an e-mail address, a
+public IP, an IBAN; a fragment of a real phone number counts as that phone. Each was decided by
+reading its context, not by any detector.
+
 Extraction of all 1,310 pages takes a few CPU minutes, so the texts are cached (keyed by the
 trafilatura version and the page hashes) under $XDG_CACHE_HOME/crawl2chat (default ~/.cache); the
 cache is a derived copy of realweb for this machine only, never part of the project.

@@ -96,6 +96,7 @@ _DIGIT_ENTITIES = {"PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "US_SSN"}
 _LOOKALIKE_CHECKED = {"PHONE_NUMBER", "CREDIT_CARD", "US_SSN"}  # IBANs carry letters and a mod-97 check
 _WS = re.compile(r"\s")
 _IPV4_SHAPE = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}")
+_DOTTED_MORE = re.compile(r"\.\d")
 
 
 def build_prefilter(entities) -> re.Pattern | None:
@@ -413,6 +414,10 @@ class PIIScrubber(Stage):
             r.end += offset
             value = text[r.start:r.end]
             if r.entity_type == "IP_ADDRESS" and self.only_public_ips and not is_public_ip(value):
+                continue
+            # four numbers of a longer dotted run ("+33 7.30.32.98.17", a phone) are no IPv4
+            if r.entity_type == "IP_ADDRESS" and "." in value and (_DOTTED_MORE.match(text, r.end) or (
+                    r.start > 1 and text[r.start - 1] == "." and text[r.start - 2].isdigit())):
                 continue
             # phonenumbers reads some dotted quads (169.254.1.1) as phone numbers
             if r.entity_type == "PHONE_NUMBER" and _IPV4_SHAPE.fullmatch(value):

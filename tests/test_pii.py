@@ -57,6 +57,7 @@ def test_recall_on_planted_values(placeholder, entity, value):
     "Internal hosts 10.0.0.1, 192.168.0.10, 172.16.5.4 and 127.0.0.1 answer; 169.254.1.1 too.",
     "Broadcast 255.255.255.255 and 0.0.0.0; IPv6 fe80::1, ::1, fc00::1 and 2001:db8::1.",
     "Slicing a[::2] or std::vector at 12:30:45 is code, not an address.",
+    "Section 1.2.3.4.5 and figure 20.30.40.50.60 are numbered, not addresses.",
     "Card 4111 1111 1111 1112 fails the Luhn check; so does 5555555555554445.",
     "IBAN DE89 3704 0044 0532 0130 01 has a bad checksum.",
     "Posted 2023-12-05, ISBN 978-3-16-148410-0, population 1,234,567, pi 3.14159265.",
