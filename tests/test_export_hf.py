@@ -12,7 +12,7 @@ import shutil
 import pytest
 import torch
 
-from engine_fixtures import tiny_gpt  # noqa: F401
+from engine_fixtures import tiny_gpt
 from interop_fixtures import LLAMA, VOCAB, interop_tokenizer_dir, random_export, trained  # noqa: F401 (fixtures)
 from pipelines.cli import main as cli
 from pipelines.tokenizer import load_tokenizer

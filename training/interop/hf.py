@@ -48,7 +48,7 @@ def export_weights(export_dir: Path, cfg: GPTConfig) -> dict[str, torch.Tensor]:
     return hf_state(load_file(str(export_dir / "model.safetensors")), cfg)
 
 
-def hf_tokenizer(export_dir: Path):
+def hf_tokenizer(export_dir: Path, context: int):
     """A transformers fast tokenizer over the export's tokenizer.json with the protocol's special
     tokens declared and the chat template set."""
     from tokenizers import Tokenizer
@@ -58,7 +58,7 @@ def hf_tokenizer(export_dir: Path):
                                   bos_token=BOS, eos_token=STOP_TOKENS[0], pad_token=BOS,
                                   additional_special_tokens=[s for s in SPECIAL_TOKENS if s not in (BOS, STOP_TOKENS[0])])
     tok.chat_template = CHAT_TEMPLATE
-    tok.model_max_length = GPTConfig.from_dict(json.loads((export_dir / "config.json").read_text())["model"]).block_size
+    tok.model_max_length = context
     return tok
 
 
@@ -71,14 +71,14 @@ def export_hf(export_dir: str | Path, out: str | Path, card: str, dtype: str = "
     from transformers import AutoConfig, GenerationConfig
     export_dir = Path(export_dir)
     check_output_target(out, KIND, force)                  # before loading anything
+    if dtype not in DTYPES:
+        raise InputError(f"--dtype {dtype}: a transformers export is one of {', '.join(DTYPES)}")
     meta, cfg = read_export(export_dir)
     family(cfg)
     weights = export_weights(export_dir, cfg)
-    if dtype not in DTYPES:
-        raise InputError(f"--dtype {dtype}: a transformers export is one of {', '.join(DTYPES)}")
     check_range(weights, DTYPES[dtype], str(export_dir))
     weights = {k: v.to(DTYPES[dtype]) for k, v in weights.items()}
-    tok = hf_tokenizer(export_dir)
+    tok = hf_tokenizer(export_dir, cfg.block_size)
     stop = [tok.convert_tokens_to_ids(s) for s in STOP_TOKENS]
     fields = hf_config(cfg, tok.bos_token_id, stop)
     config = AutoConfig.for_model(**{**fields, "dtype": str(DTYPES[dtype]).removeprefix("torch.")})
