@@ -14,10 +14,13 @@ derivation, checkpoints, exact resume, export, MLflow and Pipes. Each optimizer 
   3. group-centred advantages and the GRPO loss on sampled tokens only (training/rl/grpo.py), summed
      and divided by the step's global sampled-token count (token-level averaging), optionally a k3 KL
      to the frozen starting model, ratio + clip when rollouts serve several updates.
-Logged per step: mean reward, the share of groups with zero reward variance, reply length, stop rate,
-KL, entropy, rollout vs training time; every eval.every steps held-out pass@1 and pass@k (the same
-held-out items and seeds each time, and before the first step: the starting model's figures are in
-the report); every rl.log_rollouts_every steps sample rollouts as text artifacts (rollouts/).
+Log-probs, KL and entropy are those of softmax(logits / rl.temperature), the distribution the rollouts
+sampled (top-k / top-p are refused). Logged per step: mean reward, the share of groups with zero reward
+variance, reply length, stop rate, entropy, rollout vs training time, the KL when rl.kl_coef or
+rl.kl_max uses it (else the reference runs at evaluation only: heldout/kl); every eval.every steps
+held-out pass@1 and pass@k (the same held-out items and seeds each time, split over the ranks, and
+before the first step: the starting model's figures are in the report); every rl.log_rollouts_every
+steps sample rollouts as text artifacts (rollouts/).
 training/rl/rlhf.py runs the same loop with a reward model's score as the reward.
 """
 from __future__ import annotations
