@@ -29,9 +29,11 @@ from training.interop.hf import export_weights, read_export
 KIND = "gguf-export"
 FILE = "model.gguf"
 DTYPES = ("f32", "f16", "bf16", "q8_0")
-# llama.cpp's pre-tokenizer whose regex splits text as pipelines/tokenizer.py's SPLIT_PATTERN does
-# (Llama 3's: the same classes; its `\s*[\r\n]+` and our `\s*[\r\n]` match the same spans)
-PRE_TOKENIZER = "llama-bpe"
+# llama.cpp's pre-tokenizer that splits text as pipelines/tokenizer.py's SPLIT_PATTERN does: Llama 3's
+# regex (the same classes; its `\s*[\r\n]+` and our `\s*[\r\n]` match the same spans). llama.cpp has
+# it under three names; "llama-bpe" also turns on ignore_merges (a word found whole in the vocabulary
+# is taken without merging) and a default BOS, which our BPE does not do; "dbrx" is the regex alone.
+PRE_TOKENIZER = "dbrx"
 
 
 def _qtype(dtype: str, t: np.ndarray):
