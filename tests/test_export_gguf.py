@@ -116,18 +116,32 @@ def test_llama_biases_are_in_the_file_in_llama_cpp_layout(interop_tokenizer_dir,
     assert {"blk.0.ffn_gate.bias", "blk.0.ffn_up.bias", "blk.0.ffn_down.bias", "blk.0.attn_output.bias"} <= set(tensors)
 
 
-def test_f16_is_refused_where_a_weight_overflows_it(sources, tmp_path, capsys):
+def big_weight(src, tmp_path, value: float):
     import shutil
     from safetensors.torch import load_file, save_file
-    big = tmp_path / "big" / "export"
-    shutil.copytree(sources["gpt2"], big)
+    big = tmp_path / f"big{value:g}" / "export"
+    shutil.copytree(src, big)
     state = load_file(str(big / "model.safetensors"))
-    state["h.1.attn.c_proj.weight"][0, 0] = -1.0e5
+    state["h.1.attn.c_proj.weight"][0, 0] = value
     save_file(state, str(big / "model.safetensors"), metadata={"format": "crawl2chat-gpt"})
-    for dtype in ("f16", "q8_0"):
-        assert cli(["export", str(big), "--format", "gguf", "--dtype", dtype, "--out", str(tmp_path / dtype)]) == 2
-        err = capsys.readouterr().err.strip()
-        assert "transformer.h.1.attn.c_proj.weight reaches |w| = 100000" in err and "\n" not in err
-        assert not (tmp_path / dtype).exists()
-    out = export(str(big), "gguf", tmp_path / "bf16", dtype="bf16")
-    assert out.exists()
+    return big
+
+
+def test_a_dtype_is_refused_where_a_weight_overflows_what_it_is_stored_in(sources, tmp_path, capsys):
+    """F16 holds |w| <= 65504; Q8_0 stores int8 values times an F16 scale per block of 32, so up to
+    127 x 65504; BF16 has F32's range."""
+    import gguf
+    big = big_weight(sources["gpt2"], tmp_path, -1.0e5)
+    assert cli(["export", str(big), "--format", "gguf", "--dtype", "f16", "--out", str(tmp_path / "f16")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "transformer.h.1.attn.c_proj.weight reaches |w| = 100000, more than float16 holds" in err
+    assert "\n" not in err and not (tmp_path / "f16").exists()
+    for dtype in ("q8_0", "bf16"):
+        out = export(str(big), "gguf", tmp_path / dtype, dtype=dtype)
+        [t] = [t for t in gguf.GGUFReader(out).tensors if t.name == "blk.1.attn_output.weight"]
+        w = gguf.quants.dequantize(t.data, t.tensor_type).reshape(64, 64)
+        assert w[0, 0] == pytest.approx(-1.0e5, rel=1e-2)   # not an inf or a wrapped value
+    huge = big_weight(sources["gpt2"], tmp_path, 1.0e7)
+    assert cli(["export", str(huge), "--format", "gguf", "--dtype", "q8_0", "--out", str(tmp_path / "q")]) == 2
+    assert "reaches |w| = 1e+07, more than q8_0 holds" in capsys.readouterr().err
+    assert not (tmp_path / "q").exists()

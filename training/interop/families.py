@@ -173,12 +173,14 @@ FLOAT_MAX = {torch.float32: torch.finfo(torch.float32).max, torch.bfloat16: torc
              torch.float16: torch.finfo(torch.float16).max}
 
 
-def check_range(tensors: dict[str, torch.Tensor], dtype: torch.dtype, what: str) -> None:
-    """Refuse a dtype some weight would overflow in (|w| above its largest finite value: F16's
-    65504 is the usual one), naming the tensor and a dtype that holds it; before anything is written."""
-    limit = FLOAT_MAX[dtype]
+def check_range(tensors: dict[str, torch.Tensor], dtype: torch.dtype, what: str, limit: float | None = None,
+                label: str | None = None) -> None:
+    """Refuse a dtype some weight would overflow in (|w| above its largest finite value, `limit` where
+    the stored form holds another range: F16's 65504 is the usual one), naming the tensor and a dtype
+    that holds it; before anything is written."""
+    limit = FLOAT_MAX[dtype] if limit is None else limit
     for name, t in tensors.items():
         peak = float(t.abs().max()) if t.numel() else 0.0
         if peak > limit:
-            raise ConfigError(f"{what}: weight {name} reaches |w| = {peak:.6g}, more than {str(dtype)[6:]} holds "
-                              f"({limit:.6g}); export with --dtype bf16 or f32")
+            raise ConfigError(f"{what}: weight {name} reaches |w| = {peak:.6g}, more than "
+                              f"{label or str(dtype)[6:]} holds ({limit:.6g}); export with --dtype bf16 or f32")

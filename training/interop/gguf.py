@@ -23,7 +23,7 @@ import torch
 from pipelines.errors import InputError
 from pipelines.io import check_output_target, staged
 from training.interop.chat_template import CHAT_TEMPLATE, OLLAMA_TEMPLATE, STOP_TOKENS
-from training.interop.families import (FAMILIES, LAYERNORM_EPS, RMSNORM_EPS, check_range, family)
+from training.interop.families import FAMILIES, FLOAT_MAX, LAYERNORM_EPS, RMSNORM_EPS, check_range, family
 from training.interop.hf import export_weights, read_export
 
 KIND = "gguf-export"
@@ -36,7 +36,7 @@ DTYPES = ("f32", "f16", "bf16", "q8_0")
 PRE_TOKENIZER = "dbrx"
 
 
-def _qtype(dtype: str, t: np.ndarray):
+def _qtype(dtype: str, t: np.ndarray | torch.Tensor):
     import gguf
     Q = gguf.GGMLQuantizationType
     if t.ndim < 2 or dtype == "f32":
@@ -44,6 +44,21 @@ def _qtype(dtype: str, t: np.ndarray):
     if dtype == "q8_0":
         return Q.Q8_0 if t.shape[-1] % 32 == 0 else Q.F16
     return {"f16": Q.F16, "bf16": Q.BF16}[dtype]
+
+
+def _check_range(weights: dict[str, torch.Tensor], dtype: str, what: str) -> None:
+    """Each tensor against the range of the type it will be stored in: F16 and BF16 their own, Q8_0
+    int8 values times an F16 block scale (|w| up to 127 x 65504); rows Q8_0 cannot block are F16."""
+    import gguf
+    Q = gguf.GGMLQuantizationType
+    groups: dict = {}
+    for name, t in weights.items():
+        groups.setdefault(_qtype(dtype, t), {})[name] = t
+    for q, group in groups.items():
+        if q in (Q.F16, Q.BF16):
+            check_range(group, torch.float16 if q == Q.F16 else torch.bfloat16, what)
+        elif q == Q.Q8_0:
+            check_range(group, torch.float16, what, limit=127 * FLOAT_MAX[torch.float16], label="q8_0")
 
 
 def _llama_interleave(w: torch.Tensor, heads: int) -> torch.Tensor:
@@ -110,8 +125,7 @@ def export_gguf(export_dir: str | Path, out: str | Path, name: str, dtype: str =
     meta, cfg = read_export(export_dir)
     fam = family(cfg)
     weights = export_weights(export_dir, cfg)
-    if dtype in ("f16", "bf16", "q8_0"):   # q8_0 scales are f16, and rows it cannot block fall back to f16
-        check_range(weights, {"bf16": torch.bfloat16}.get(dtype, torch.float16), str(export_dir))
+    _check_range(weights, dtype, str(export_dir))
     file_type = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
                  "bf16": gguf.LlamaFileType.MOSTLY_BF16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[dtype]
     head_dim = cfg.n_embd // cfg.n_head
