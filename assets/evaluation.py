@@ -11,6 +11,7 @@ per-example results as evals/<task>.jsonl, and the version gets the tag eval_run
 version appears that has no evaluation. The suite itself is training/evals/ (no Dagster there).
 """
 
+import json
 import os
 from pathlib import Path
 from typing import Optional
@@ -70,7 +71,8 @@ def _scores_table(rows: dict[str, list]) -> str:
         cells = []
         for ref in refs:
             t = next((t for t in rows[ref] if t["task"] == task), None)
-            cells.append("-" if t is None else "none" if t["score"] is None else f"{t['score']:.4f}")
+            ci = f" [{t['interval'][0]:.3f}, {t['interval'][1]:.3f}]" if t and t.get("interval") else ""
+            cells.append("-" if t is None else "none" if t["score"] is None else f"{t['score']:.4f}{ci} n={t['n']}")
         lines.append(f"| {task} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -118,7 +120,7 @@ def model_evals(context: dg.AssetExecutionContext, lake: LakeResource, post_trai
         import mlflow
         mlflow.log_metrics({"versions": len(versions), "evaluated": len(evaluated)})
         mlflow.log_dict({"evaluated": evaluated, "eval_runs": current, "notes": notes}, "evaluation.json")
-    run_url = f"{mlflow_tracker.ui_url}/#/experiments/{parent.info.experiment_id}/runs/"
+    run_url = f"{mlflow_tracker.ui}/#/experiments/{parent.info.experiment_id}/runs/"
     return dg.MaterializeResult(
         metadata={"scores": dg.MetadataValue.md(_scores_table(summaries) if summaries else "no evaluated versions"),
                   "evaluated": dg.MetadataValue.json(sorted(evaluated)),
@@ -132,9 +134,10 @@ def model_evals(context: dg.AssetExecutionContext, lake: LakeResource, post_trai
 @dg.asset(group_name=GROUP, code_version="1", kinds={"mlflow", "markdown"}, deps=[model_evals])
 def report_card(context: dg.AssetExecutionContext, lake: LakeResource,
                 mlflow_tracker: MLflowTracker) -> dg.MaterializeResult:
-    """One report card per end-to-end lineage (crawl, tokenizer, pretraining, post-training, the eval
-    summary across BASE/SFT/RL/RLHF, environment), as Markdown + HTML + PNGs, attached to the MLflow
-    evaluation run of the lineage's deepest version and tagged on every version."""
+    """One report card per lineage tree (crawl, tokenizer, pretraining, every post-training version, the
+    eval summary across BASE/SFT/RL/RLHF side by side with intervals, the reward model, compute,
+    environment), as Markdown + HTML + PNGs + JSON, attached to the MLflow evaluation run of the tree's
+    deepest version; every version is tagged and described with links to its lineage."""
     from training.evals.report import attach, build_cards, inline_images
     client = registry_client(mlflow_tracker)
     if client is None:
@@ -149,6 +152,7 @@ def report_card(context: dg.AssetExecutionContext, lake: LakeResource,
         "report": dg.MetadataValue.md(inline_images(latest)),
         "lineage": " -> ".join(v.ref for v in latest.lineage),
         "cards": dg.MetadataValue.json({c.slug: str(c.directory / "report.html") for c in cards}),
+        "report_json": dg.MetadataValue.json(json.loads(json.dumps(latest.data, default=str))),
         "attached_to_eval_runs": dg.MetadataValue.json(attached),
         "path": dg.MetadataValue.path(str(out))})
 

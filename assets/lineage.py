@@ -6,10 +6,12 @@ import os
 import subprocess
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
 import dagster as dg
 from pydantic import Field
+
+from training.evals.registry import mlflow_ui
 
 
 def _dagster_home() -> Path:
@@ -48,7 +50,13 @@ class MLflowTracker(dg.ConfigurableResource):
 
     tracking_uri: str = Field(default_factory=default_tracking_uri)
     artifact_root: str = Field(default_factory=default_artifact_root)
-    ui_url: str = Field(default_factory=lambda: os.environ.get("CRAWL2CHAT_MLFLOW_UI", "http://127.0.0.1:5000"))
+    ui_url: Optional[str] = Field(default_factory=lambda: os.environ.get("CRAWL2CHAT_MLFLOW_UI"))
+
+    @property
+    def ui(self) -> str:
+        """Where a person opens MLflow: ui_url when set, else the tracking server itself (a tracking
+        URI of http(s), credentials left out), else the local UI `make ui` starts on MLFLOW_PORT."""
+        return mlflow_ui(self.tracking_uri, self.ui_url)
 
     def _experiment_id(self, name: str) -> str:
         import mlflow
@@ -65,7 +73,7 @@ class MLflowTracker(dg.ConfigurableResource):
             return mlflow.get_experiment_by_name(name).experiment_id
 
     def run_url(self, run) -> str:
-        return f"{self.ui_url}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+        return f"{self.ui}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
 
     @contextmanager
     def start_run(self, context: dg.AssetExecutionContext, params: dict | None = None,

@@ -138,7 +138,7 @@ def training_facts(client, run) -> dict:
 
     arch = _export_config(client, run.info.run_id).get("model", {})   # SFT takes its shape from init_from
     history = {k: [(h.step, h.value) for h in client.get_metric_history(run.info.run_id, k)]
-               for k in ("train/loss", "val/loss", "train/step_ms")}
+               for k in ("train/loss", "val/loss", "train/step_ms", "rl/reward", "heldout/reward")}
     tokens = m.get("train/tokens")
     fpt = param("flops_per_token")
     step_ms = [v for _, v in history["train/step_ms"]]
@@ -198,3 +198,57 @@ def stage_clock(runs: dict) -> list[tuple[str, float | None, int]]:
             secs = [s for r in found if (s := _seconds(r)) is not None]
             rows.append((key, sum(secs) if secs else None, len(found)))
     return rows
+
+
+RM_NAME = "crawl2chat-rm"
+
+
+def failed(client, v: Version) -> str | None:
+    """Why a version counts as failed (its blocking check failed, or its training run did), or None."""
+    if str(v.mv.tags.get("check_passed", "")).lower() == "false":
+        return "its blocking check failed"
+    try:
+        status = client.get_run(v.mv.run_id).info.status
+    except Exception:   # noqa: BLE001 - a version whose run is gone: nothing to say about it
+        return None
+    return f"training run {status.lower()}" if status in ("FAILED", "KILLED") else None
+
+
+def length_baselines(pairs_path: str | Path | None) -> dict | None:
+    """Accuracy of "the shorter reply wins" and "the longer reply wins" on the held-out pairs (ties
+    count half): what a reward model that only measured length would score on the same pairs."""
+    if not pairs_path:
+        return None
+    from training.rl.preferences import read_pairs
+    try:
+        held = read_pairs(pairs_path, "heldout")
+    except Exception:   # noqa: BLE001 - the pairs are gone (another machine, cleaned lake)
+        return None
+    if not held:
+        return None
+    shorter = sum(1.0 if len(r["chosen"]) < len(r["rejected"]) else 0.5 if len(r["chosen"]) == len(r["rejected"])
+                  else 0.0 for r in held)
+    return {"pairs": len(held), "shorter_wins": shorter / len(held), "longer_wins": 1 - shorter / len(held)}
+
+
+def reward_models(client, refs: set[str]) -> list[dict]:
+    """The reward model versions trained from a chat version in `refs`: held-out pairwise accuracy
+    with its Wilson interval, and the length-only baselines on the same pairs."""
+    from training.evals.intervals import wilson
+    from training.evals.registry import dataset_input
+    out = []
+    for mv in sorted(client.search_model_versions(f"name = '{RM_NAME}'"), key=lambda m: int(m.version)):
+        parent = mv.tags.get("chat_model")
+        if parent not in refs:
+            continue
+        run = client.get_run(mv.run_id)
+        m = run.data.metrics
+        acc = m.get("accuracy", m.get("rm/accuracy"))
+        n = int(m.get("heldout_pairs", m.get("rm/heldout_pairs", 0)) or 0)
+        pairs = dataset_input(run, "preference_pairs")
+        v = Version("RM", RM_NAME, "rm", mv)
+        out.append({"ref": v.ref, "parent": parent, "run_id": mv.run_id, "accuracy": acc, "n": n,
+                    "interval": list(wilson(round(acc * n), n)) if acc is not None and n else None,
+                    "accuracy_before": m.get("accuracy_before"), "failed": failed(client, v),
+                    "length_baseline": length_baselines(pairs[1] if pairs else None)})
+    return out

@@ -17,7 +17,7 @@ import tempfile
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from urllib.parse import unquote, urlparse
+from urllib.parse import unquote, urlparse, urlsplit, urlunsplit
 
 STAGES = (("BASE", "crawl2chat-base", "base"), ("SFT", "crawl2chat-chat", "chat"),
           ("RL", "crawl2chat-rl", "chat"), ("RLHF", "crawl2chat-rlhf", "chat"))
@@ -42,6 +42,27 @@ class Version:
 def default_tracking_uri() -> str:
     home = Path(os.environ.get("DAGSTER_HOME") or Path.cwd() / "dagster_home")
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home / 'mlflow.db'}"
+
+
+def mlflow_ui(tracking_uri: str, ui_url: str | None = None) -> str:
+    """The MLflow UI address for links: `ui_url` (CRAWL2CHAT_MLFLOW_UI) when set, else the tracking
+    server itself for an http(s) tracking URI (credentials left out), else the local UI on MLFLOW_PORT."""
+    if ui_url:
+        return ui_url.rstrip("/")
+    parts = urlsplit(tracking_uri)
+    if parts.scheme in ("http", "https"):
+        return urlunsplit((parts.scheme, parts.hostname + (f":{parts.port}" if parts.port else ""),
+                           parts.path.rstrip("/"), "", ""))
+    return f"http://127.0.0.1:{os.environ.get('MLFLOW_PORT', '5000')}"
+
+
+def run_link(tracking_uri: str, run) -> str:
+    return f"{mlflow_ui(tracking_uri, os.environ.get('CRAWL2CHAT_MLFLOW_UI'))}/#/experiments/{run.info.experiment_id}" \
+           f"/runs/{run.info.run_id}"
+
+
+def version_link(tracking_uri: str, name: str, version) -> str:
+    return f"{mlflow_ui(tracking_uri, os.environ.get('CRAWL2CHAT_MLFLOW_UI'))}/#/models/{name}/versions/{version}"
 
 
 def registered_versions(client) -> tuple[list[Version], list[str]]:
@@ -85,6 +106,24 @@ def lineages(client) -> list[list[Version]]:
     versions = registered_versions(client)[0]
     parents = {p.ref for v in versions if (p := parent_of(client, v)) is not None}
     return [lineage_of(client, v) for v in versions if v.ref not in parents]
+
+
+def trees(client) -> list[tuple[list[Version], dict[str, str | None]]]:
+    """One lineage tree per root version (a base model and everything trained from it, RL and RLHF
+    side by side): (versions in stage then version order, {ref: parent ref or None})."""
+    versions = registered_versions(client)[0]
+    parent = {v.ref: (p.ref if (p := parent_of(client, v)) is not None else None) for v in versions}
+
+    def root(ref: str) -> str:
+        seen = set()
+        while parent.get(ref) and ref not in seen:
+            seen.add(ref)
+            ref = parent[ref]
+        return ref
+    groups: dict[str, list[Version]] = {}
+    for v in versions:
+        groups.setdefault(root(v.ref), []).append(v)
+    return [(vs, {v.ref: parent[v.ref] for v in vs}) for vs in groups.values()]
 
 
 def local_path(uri: str) -> Path | None:

@@ -1,26 +1,29 @@
-"""The report card: one Markdown + HTML page per end-to-end lineage, every number from MLflow runs.
+"""The report card: one Markdown + HTML + JSON page per lineage tree, every number from MLflow runs.
 
-    crawl2chat report [--out reports] [--model crawl2chat-chat/2] [--attach]
+    crawl2chat report [--out reports] [--model crawl2chat-chat/2] [--attach] [--json]
 
-A lineage is a chain of registered versions (BASE -> SFT -> RL -> RLHF, registry.lineages): one card
-per leaf. Sections: summary table of every eval across the stages, the crawl (files, documents, the
-funnel with reasons), the tokenizer, pretraining (size, tokens, FLOPs, time, MFU on GPUs, loss
-curve), each post-training stage, the environment (git commits, hardware, packages, wall-clock per
-stage). A stage that has not run says so; a figure a run did not log says "not logged". With
---attach (and in the report_card asset) the card goes onto the leaf's evaluation run as artifacts
-(report_card/) and every version of the lineage gets the tag report_card pointing at it.
+A lineage tree is a base version and every version trained from it (registry.trees): SFT, RL and
+RLHF side by side, one card per tree. Sections: one summary table of every eval across every
+version, with n, 95% intervals and regression flags (card_table.py), the reward models against
+their length-only baselines, the crawl (files, documents, the funnel with reasons), the tokenizer,
+pretraining and each post-training version (size, tokens, FLOPs, time, MFU on GPUs, loss curve),
+compute per stage, the environment (git commits, hardware, packages, wall-clock per stage). A stage
+that has not run says so; a figure a run did not log says "not logged"; a failed version is marked
+FAILED. With --attach (and in the report_card asset) the card goes onto the deepest evaluated
+version's evaluation run as artifacts (report_card/) and every version gets the tag report_card.
 """
 from __future__ import annotations
 
 import base64
 import datetime as dt
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipelines.errors import InputError
 from training.evals import card_data as data
-from training.evals.registry import STAGES, TAG_RUN, Version, default_tracking_uri, lineages
+from training.evals.registry import STAGES, TAG_RUN, Version, default_tracking_uri, trees, version_link
 
 TAG_CARD = "report_card"
 CSS = ("body{font-family:system-ui,sans-serif;max-width:60em;margin:2em auto;padding:0 1em;color:#222}"
@@ -34,6 +37,8 @@ class Card:
     directory: Path
     markdown: str
     images: list[Path] = field(default_factory=list)
+    parents: dict = field(default_factory=dict)   # ref -> parent ref (None for the root)
+    data: dict = field(default_factory=dict)      # the card's facts (report.json, `crawl2chat report --json`)
 
     @property
     def slug(self) -> str:
@@ -56,7 +61,9 @@ def _curve(history: dict, path: Path, title: str) -> Path | None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    series = [(k, v) for k, v in history.items() if k.endswith("loss") and v]
+    # RL's policy-gradient "loss" hovers near zero whatever the policy learns: its reward is the curve
+    rewards = [(k, v) for k, v in history.items() if k.endswith("reward") and v]
+    series = rewards or [(k, v) for k, v in history.items() if k.endswith("loss") and v]
     if not series:
         return None
     fig, ax = plt.subplots(figsize=(7, 3.5), dpi=100)
@@ -64,7 +71,7 @@ def _curve(history: dict, path: Path, title: str) -> Path | None:
         ax.plot([s for s, _ in points], [v for _, v in points], marker="o" if len(points) < 30 else None,
                 markersize=3, label=key)
     ax.set_xlabel("step")
-    ax.set_ylabel("loss (nats/token)")
+    ax.set_ylabel("reward" if rewards else "loss (nats/token)")
     ax.set_title(title)
     ax.legend()
     fig.tight_layout()
@@ -74,46 +81,6 @@ def _curve(history: dict, path: Path, title: str) -> Path | None:
 
 
 # ---- sections ------------------------------------------------------------------------------------
-
-def _measure(task: dict) -> str:
-    name = task["task"]
-    if not task.get("higher_is_better", True):
-        return "bits per byte (lower is better)"
-    if name.startswith("mc_"):
-        return "centred accuracy"
-    if name == "protocol":
-        return "adherence rate"
-    if name == "knowledge":
-        return "right answers (share)"
-    return "pass@1"
-
-
-def summary_section(evals: dict[str, dict | None], stages: list[str], present: set[str]) -> list[str]:
-    rows: dict[str, dict] = {}
-    for stage in stages:
-        for t in ((evals.get(stage) or {}).get("summary") or {}).get("tasks", []):
-            rows.setdefault(t["task"], {"measure": _measure(t)})[stage] = t["score"]
-            if t["task"] == "knowledge":
-                for k, label, count, none in (
-                        ("answered_when_known", "knowledge: answers when it knows", "probes_known", "no known facts"),
-                        ("idk_when_unknown", "knowledge: \"I don't know\" when it does not", "probes_unknown",
-                         "no unknown facts")):
-                    value = t["metrics"].get(k)
-                    rows.setdefault(label, {"measure": "rate"})[stage] = value if value is not None else \
-                        f"n/a ({none})" if t["metrics"].get(count) == 0 else None
-    lines = ["## Summary", ""]
-    evaluated = [s for s in stages if evals.get(s)]
-    if not evaluated:
-        return lines + ["No version of this lineage has been evaluated yet: materialize `model_evals`.", ""]
-    lines += ["| task | measure | " + " | ".join(stages) + " |", "|---|---|" + "---:|" * len(stages)]
-    for task, row in rows.items():
-        cells = [fmt(row[s]) if s in row else "-" if evals.get(s) else "not evaluated" if s in present
-                 else "not run" for s in stages]
-        lines.append(f"| {task} | {row['measure']} | " + " | ".join(cells) + " |")
-    notes = [f"- {s} `{t['task']}`: {t['note']}" for s in stages
-             for t in ((evals.get(s) or {}).get("summary") or {}).get("tasks", []) if t.get("note")]
-    return lines + [""] + (["Tasks that scored nothing:", *notes, ""] if notes else [])
-
 
 def crawl_section(client, runs: dict, out: Path, images: list[Path]) -> list[str]:
     from pipelines.report import funnel_chart, funnel_markdown
@@ -151,9 +118,11 @@ def tokenizer_section(runs: dict) -> list[str]:
                     f"documents, val {fmt(s.get('val.tokens'))} tokens in {fmt(s.get('val.documents'))} documents", ""]
 
 
-def training_section(client, v: Version, title: str, out: Path, images: list[Path]) -> tuple[list[str], dict]:
+def training_section(client, v: Version, title: str, out: Path, images: list[Path], failed: str | None = None,
+                     png: str | None = None) -> tuple[list[str], dict]:
     f = data.training_facts(client, client.get_run(v.mv.run_id))
-    head = [f"## {title} (`{v.ref}`)", "", f"MLflow run `{f['run_id']}`, stage `{f['stage']}`.", ""]
+    head = [f"## {title} (`{v.ref}`)" + (f" FAILED: {failed}" if failed else ""), "",
+            f"MLflow run `{f['run_id']}`, stage `{f['stage']}`.", ""]
     if f["params"] is None and not f["history"]["train/loss"]:
         return head + ["The run logged no training figures: this version was registered from a model trained "
                        "outside the crawl2chat trainer.", ""], f
@@ -172,7 +141,7 @@ def training_section(client, v: Version, title: str, out: Path, images: list[Pat
         rows.append(("final validation bits per byte", fmt(f["final_val_bpb"])))
     rows += [(k, fmt(val)) for k, val in sorted(f["logged"].items())]
     lines = [*head, "| | |", "|---|---:|", *[f"| {k} | {val} |" for k, val in rows], ""]
-    png = _curve(f["history"], out / f"{v.stage.lower()}_loss.png", f"{title}: {v.ref}")
+    png = _curve(f["history"], out / (png or f"{v.stage.lower()}_loss.png"), f"{title}: {v.ref}")
     if png:
         images.append(png)
         lines += [f"![{title} loss]({png.name})", ""]
@@ -182,7 +151,7 @@ def training_section(client, v: Version, title: str, out: Path, images: list[Pat
 def environment_section(runs: dict, trained: dict, evals: dict) -> list[str]:
     lines = ["## Environment", ""]
     shas = {name: f["git_sha"] for name, f in trained.items() if f.get("git_sha")}
-    shas.update({f"eval {s}": e["git_sha"] for s, e in evals.items() if e and e.get("git_sha")})
+    shas.update({f"eval {ref}": e["git_sha"] for ref, e in evals.items() if e and e.get("git_sha")})
     lines += ["- git commit per stage: " + (", ".join(f"{k} `{v[:12]}`" for k, v in shas.items()) or "not logged")]
     lines += ["- training hardware: " + (", ".join(f"{k}: {fmt(f['world_size'])} x {f['device']}"
                                                    for k, f in trained.items() if f["device"]) or "not logged")]
@@ -194,7 +163,7 @@ def environment_section(runs: dict, trained: dict, evals: dict) -> list[str]:
         lines.append(f"\nPlatform: {env['env'].get('platform', 'not logged')}")
     clock = [(k, s, n) for k, s, n in data.stage_clock(runs)]
     clock += [(f"{name} (training run)", f["wall_seconds"], 1) for name, f in trained.items()]
-    clock += [(f"evaluation {s}", e["wall_seconds"], 1) for s, e in evals.items() if e]
+    clock += [(f"evaluation {ref}", e["wall_seconds"], 1) for ref, e in evals.items() if e]
     lines += ["", "Wall-clock per stage (MLflow run start to end, summed over a stage's runs):", "",
               "| stage | runs | seconds |", "|---|---:|---:|", *[f"| {k} | {n} | {fmt(s)} |" for k, s, n in clock], ""]
     return lines
@@ -202,38 +171,49 @@ def environment_section(runs: dict, trained: dict, evals: dict) -> list[str]:
 
 # ---- the card --------------------------------------------------------------------------------
 
-def build_card(client, lineage: list[Version], out_root: str | Path) -> Card:
-    stages_all = [s for s, *_ in STAGES]
-    slug = "_".join(f"{v.name}-v{v.mv.version}" for v in lineage)
+def build_card(client, versions: list[Version], parents: dict[str, str | None], out_root: str | Path) -> Card:
+    """The card of one lineage tree: every version of it (registry.trees), parents by ref."""
+    from training.evals import card_table as table
+    slug = "_".join(f"{v.name}-v{v.mv.version}" for v in versions)
     out = Path(out_root) / slug
     out.mkdir(parents=True, exist_ok=True)
     images: list[Path] = []
-    base = lineage[0]
-    runs = data.data_runs(client, client.get_run(base.mv.run_id)) if base.stage == "BASE" else {}
-    evals = {v.stage: data.eval_facts(client, v) for v in lineage}
-    present = {v.stage: v for v in lineage}
-    chain = " -> ".join(f"{v.stage} `{v.ref}`" for v in lineage)
+    base = next((v for v in versions if v.stage == "BASE"), None)
+    runs = data.data_runs(client, client.get_run(base.mv.run_id)) if base else {}
+    evals = {v.ref: data.eval_facts(client, v) for v in versions}
+    failed = {v.ref: why for v in versions if (why := data.failed(client, v))}
+    rms = data.reward_models(client, {v.ref for v in versions if v.stage == "SFT"})
+    links = {v.ref: version_link(client.tracking_uri, v.name, v.mv.version) for v in versions}
+    tree = ", ".join(f"{v.stage} [`{v.ref}`]({links[v.ref]})" + (f" (from `{parents[v.ref]}`)" if parents.get(v.ref)
+                                                                  else "") for v in versions)
+    leaf = versions[-1]
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    lines = [f"# crawl2chat report card: {lineage[-1].ref}", "", f"Lineage: {chain}. Generated {now} from the "
-             f"MLflow runs at `{client.tracking_uri}`.", ""]
-    lines += summary_section(evals, stages_all, set(present))
+    lines = [f"# crawl2chat report card: {versions[0].ref} and its descendants", "",
+             f"Lineage tree: {tree}. Generated {now} from the MLflow runs at `{client.tracking_uri}`.", ""]
+    lines += table.summary_section(versions, parents, evals, failed)
+    lines += table.reward_section(rms)
     lines += crawl_section(client, runs, out, images)
     lines += tokenizer_section(runs)
-    trained = {}
+    trained: dict[str, dict] = {}
     titles = {"BASE": "Pretraining", "SFT": "SFT", "RL": "RL", "RLHF": "RLHF"}
-    for stage in stages_all:
-        if stage in present:
-            section, facts = training_section(client, present[stage], titles[stage], out, images)
+    for stage, name, _ in STAGES:
+        mine = [v for v in versions if v.stage == stage]
+        for i, v in enumerate(mine):
+            section, facts = training_section(client, v, titles[stage], out, images, failed.get(v.ref),
+                                              f"{stage.lower()}{f'_v{v.mv.version}' if i else ''}_loss.png")
             lines += section
-            trained[present[stage].ref] = facts
-        else:
-            lines += [f"## {titles[stage]}", "", f"Has not run for this lineage: no {dict((s, n) for s, n, _ in STAGES)[stage]} "
-                      "version descends from it.", ""]
+            trained[v.ref] = facts
+        if not mine:
+            lines += [f"## {titles[stage]}", "", f"Has not run for this lineage: no {name} version descends from it.", ""]
+    lines += table.compute_section(trained)
     lines += environment_section(runs, trained, evals)
     markdown = "\n".join(lines)
+    card = Card(versions, out, markdown, images, parents)
+    card.data = table.card_json(versions, parents, evals, failed, trained, rms, links=links)
     (out / "report.md").write_text(markdown)
-    (out / "report.html").write_text(to_html(markdown, f"crawl2chat report card: {lineage[-1].ref}"))
-    return Card(lineage, out, markdown, images)
+    (out / "report.html").write_text(to_html(markdown, f"crawl2chat report card: {leaf.ref}"))
+    (out / "report.json").write_text(json.dumps(card.data, indent=1, default=str))
+    return card
 
 
 def to_html(markdown: str, title: str) -> str:
@@ -264,21 +244,46 @@ def attach(client, card: Card) -> str | None:
     where = f"runs:/{rid}/{TAG_CARD}/report.md"
     for v in card.lineage:
         client.set_model_version_tag(v.name, v.mv.version, TAG_CARD, where)
-    leaf = card.lineage[-1]
-    current = client.get_model_version(leaf.name, leaf.mv.version).description or ""
-    if not current or current.startswith("Report card"):
-        client.update_model_version(leaf.name, leaf.mv.version,
-                                    description=f"Report card: {where} (evaluation run {rid})")
+    for v in card.lineage:
+        current = client.get_model_version(v.name, v.mv.version).description or ""
+        if not current or current.startswith("Report card"):   # never overwrite what a person wrote
+            client.update_model_version(v.name, v.mv.version, description=f"Report card: {where} (evaluation run "
+                                        f"{rid})\n\n" + lineage_links(client, v, card.parents.get(v.ref)))
     return rid
 
 
+def lineage_links(client, v: Version, parent: str | None) -> str:
+    """Markdown for a version's MLflow description: its parent version, training run, the runs that
+    wrote its input datasets, and the Dagster run, each a link (the configured MLflow UI)."""
+    import os
+    from training.evals.registry import run_link, version_link
+    uri = client.tracking_uri
+    run = client.get_run(v.mv.run_id)
+    lines = ["Lineage:"]
+    if parent:
+        name, number = parent.split("/")
+        lines.append(f"- parent version: [{parent}]({version_link(uri, name, number)})")
+    lines.append(f"- training run: [{run.info.run_name or run.info.run_id}]({run_link(uri, run)})")
+    exps = data._experiments(client)
+    for d in run.inputs.dataset_inputs:
+        producer = data.producer(client, exps, run, d.dataset.name)
+        if producer is not None:
+            lines.append(f"- data run `{d.dataset.name}`: [{producer.info.run_name or producer.info.run_id}]"
+                         f"({run_link(uri, producer)})")
+    dagster = run.data.tags.get("dagster.run_id")
+    if dagster:
+        ui = os.environ.get("CRAWL2CHAT_DAGSTER_UI") or f"http://127.0.0.1:{os.environ.get('DAGSTER_PORT', '3000')}"
+        lines.append(f"- Dagster run: [{dagster[:8]}]({ui.rstrip('/')}/runs/{dagster})")
+    return "\n".join(lines)
+
+
 def build_cards(client, out_root: str | Path, model: str | None = None) -> list[Card]:
-    chains = lineages(client)
+    found = trees(client)
     if model:
-        chains = [c for c in chains if any(v.ref == model for v in c)]
-        if not chains:
+        found = [t for t in found if any(v.ref == model for v in t[0])]
+        if not found:
             raise InputError(f"{model}: no registered version of that name (NAME/VERSION, e.g. crawl2chat-base/1)")
-    return [build_card(client, c, out_root) for c in chains]
+    return [build_card(client, versions, parents, out_root) for versions, parents in found]
 
 
 # ---- crawl2chat report ---------------------------------------------------------------------------
@@ -288,6 +293,8 @@ def add_arguments(p) -> None:
     p.add_argument("--model", help="only the lineage(s) holding this version, NAME/VERSION")
     p.add_argument("--tracking-uri", default=None, help="MLflow (default: MLFLOW_TRACKING_URI or dagster_home/mlflow.db)")
     p.add_argument("--attach", action="store_true", help="also log each card onto its evaluation run and tag the versions")
+    p.add_argument("--json", action="store_true", help="print the cards' facts as JSON (versions with their parents; "
+                                                       "per task and version: score, n, 95%% interval) instead of paths")
 
 
 def main(args) -> int:
@@ -301,6 +308,9 @@ def main(args) -> int:
         raise InputError(f"no registered crawl2chat models in {uri}: materialize `base_model` (make demo) first")
     for card in cards:
         where = attach(client, card) if args.attach else None
-        print(f"{card.directory / 'report.md'}  {card.directory / 'report.html'}"
-              + (f"  (attached to eval run {where})" if where else ""))
+        if not args.json:
+            print(f"{card.directory / 'report.md'}  {card.directory / 'report.html'}"
+                  + (f"  (attached to eval run {where})" if where else ""))
+    if args.json:
+        print(json.dumps([{**c.data, "card": str(c.directory / "report.html")} for c in cards], indent=1, default=str))
     return 0
