@@ -324,6 +324,13 @@ def _label(decision) -> str:
 
 
 EXTRACTED = STAGES[STAGES.index("extraction") + 1:]  # a decision at one of these: the side extracted text
+# extraction.prefilter_languages decides a language drop before trafilatura: a filter decision to
+# compare, not a failure to extract (else its mistakes would hide outside the agreement figure)
+DECIDED_AT_EXTRACTION = {"language_prefilter"}
+
+
+def _extracted(decision) -> bool:
+    return decision[0] in EXTRACTED or (decision[0] == "extraction" and decision[1] in DECIDED_AT_EXTRACTION)
 
 
 def disagreement_cause(stage: str, dt_there: str, ours_there: str, doc_id: str, dt: dict, ours: dict,
@@ -357,7 +364,11 @@ def disagreement_cause(stage: str, dt_there: str, ours_there: str, doc_id: str, 
                       f"{dt.get('charset', {}).get(doc_id)}); "
                       f"{dropped_by} dropped it at {stage} ({reason})")
     elif stage == "extraction":
-        if mode != "trafilatura" and dropped_by == "ours":
+        if reason in DECIDED_AT_EXTRACTION:
+            out["category"] = "language_prefilter"
+            out["why"] = ("our language prefilter (resiliparse's text) rejected it; datatrove's language filter "
+                          "on trafilatura's text passed it")
+        elif mode != "trafilatura" and dropped_by == "ours":
             out["category"] = "extractor_backend"
             out["why"] = f"{mode} gave {reason} where datatrove's trafilatura extracted text: not a filter decision"
         else:
@@ -392,7 +403,7 @@ def compare(dt: dict, ours: dict, urls: dict, mode: str = "trafilatura") -> dict
         agree = (a[0] == "kept") == (b[0] == "kept")
         keep_agree += agree
         same += _label(a) == _label(b)
-        if a[0] in EXTRACTED and b[0] in EXTRACTED:
+        if _extracted(a) and _extracted(b):
             both_extracted += 1
             both_agree += agree
         per_doc.append({"id": doc_id, "datatrove": _label(a), "ours": _label(b)})

@@ -55,3 +55,14 @@ def test_trafilatura_mode_text_difference_is_not_called_a_backend(vs):
     ours = side({"d": ["gopher_quality", "gopher_short_doc"]}, texts={"d": "b"}, html={"d": "h"})
     (d,) = vs.compare(dt, ours, {}, mode="trafilatura")["disagreements"]
     assert d["cause"]["category"] == "extraction_differs" and d["cause"]["decoded_html_identical"] is True
+
+
+def test_a_language_prefilter_drop_is_compared_as_a_decision(vs):
+    """extraction.prefilter_languages drops a page before trafilatura: its mistakes must count in the
+    agreement on extracted documents, not vanish with the extraction failures."""
+    dt = side({"ok": ["language", "wrong_language"], "bad": ["kept", None]}, texts={"ok": "de", "bad": "en"})
+    ours = side({"ok": ["extraction", "language_prefilter"], "bad": ["extraction", "language_prefilter"]})
+    out = vs.compare(dt, ours, {}, mode="trafilatura")
+    assert out["both_extracted"] == 2 and out["agreement_both_extracted"] == 0.5
+    (d,) = out["disagreements"]
+    assert d["id"] == "bad" and d["cause"]["category"] == "language_prefilter"
