@@ -10,6 +10,8 @@
    scripted on top of the random model by a forward hook (the row's last token -> a forced next
    token; special tokens otherwise never sampled, so every row runs to max_tokens): the forward's
    cost is the real model's. Generated tokens (forced tool output included) per second, best of 2.
+   A third case calls a tool that only waits 0.25 s (the python tool's latency here) and costs no
+   CPU: the engine's overlap alone, without the sandbox's CPU and its one-slot-per-core queue.
 
 A random `tiny` model (4 x 256) with block_size 1280 so that context 1024 fits (the trained preset
 has 256; the weights' values do not change the speed). Greedy decoding, the stop tokens' logits
@@ -131,12 +133,18 @@ def scripted_tool_calls(engine, tok, rows: int, spread: int) -> tuple[list[list[
     return prompts, hook
 
 
-def rollouts(engine, tok, batch: int, new: int, tool_calls: bool) -> dict:
+def _waiting_tool(args: str) -> str:
+    time.sleep(0.25)
+    return "42"
+
+
+def rollouts(engine, tok, batch: int, new: int, tool: str | None) -> dict:
+    """tool: None (no calls), "python" (the real sandboxed tool) or "wait" (_waiting_tool)."""
     from training.engine.engine import SamplingParams
     from training.engine.tools import default_tools
-    engine.tools = default_tools() if tool_calls else {}
+    engine.tools = {None: {}, "python": default_tools(), "wait": {"python": _waiting_tool}}[tool]
     prompts, hook = scripted_tool_calls(engine, tok, batch, spread=new // 2)
-    if not tool_calls:
+    if tool is None:
         prompts = [p[:-1] if i % 2 else p for i, p in enumerate(prompts)]   # nobody enters the chain
     handle = engine.model.register_forward_hook(hook)
     out = []
@@ -174,8 +182,9 @@ def main() -> None:
     if args.only is None:
         out["cache_vs_uncached"] = [cache_vs_uncached(engine, tok, c, args.new_tokens) for c in (256, 1024)]
         out["batched"] = [batched(engine, tok, b, 2 * args.new_tokens) for b in (1, 8, 32)]
-    out["rollouts"] = {kind: rollouts(engine, tok, args.rollout_batch, args.rollout_tokens, kind == "python_in_half")
-                       for kind in ("no_tools", "python_in_half")}
+    out["rollouts"] = {kind: rollouts(engine, tok, args.rollout_batch, args.rollout_tokens, tool)
+                       for kind, tool in (("no_tools", None), ("python_in_half", "python"),
+                                          ("waiting_tool_in_half", "wait"))}
     print(json.dumps(out, indent=1))
 
 
