@@ -85,7 +85,7 @@ def model_evals(context: dg.AssetExecutionContext, lake: LakeResource, post_trai
     without tools, knowledge probes, user GSM8K files; one MLflow evaluation run per version."""
     from training.engine.engine import Engine
     from training.evals.registry import (TAG_RUN, eval_summary, export_dir, lineage_data, lineage_of,
-                                         lineage_training_prompts, log_evaluation, pending_versions,
+                                         lineage_sft_mixture, log_evaluation, pending_versions,
                                          registered_versions)
     from training.evals.suite import SuiteInputs, build_suite, run_suite
     cfg = evaluation.load()
@@ -104,7 +104,7 @@ def model_evals(context: dg.AssetExecutionContext, lake: LakeResource, post_trai
             shards, clean, val_fraction = lineage_data(client, chain)
             inputs = SuiteInputs(shards or fallback_shards, clean, val_fraction or 0.01,
                                  probes_dir if probes_dir.exists() else None, name,
-                                 lineage_training_prompts(client, chain) if v.kind == "chat" else None)
+                                 sft_mixture=lineage_sft_mixture(client, chain) if v.kind == "chat" else None)
             tasks, task_notes = build_suite(cfg, inputs, v.kind)
             notes += [f"{v.ref}: {n}" for n in task_notes]
             context.log.info(f"evaluating {v.ref} ({v.stage}) on {len(tasks)} tasks")

@@ -49,7 +49,9 @@ def _evaluate(client, v: Version, bpb_windows: list[float], right: int, of: int)
     bpb = EvalResult("bpb", "base", sum(bpb_windows) / len(bpb_windows), len(recs), recs, higher_is_better=False)
     results = [bpb]
     if v.kind == "chat":
-        results.append(EvalResult("arithmetic", "chat", right / of, of, [{"correct": [i < right]} for i in range(of)]))
+        results.append(EvalResult("arithmetic", "chat", right / of, of, [{"correct": [i < right]} for i in range(of)],
+                                  {"decontam_checked": of, "decontam_short": 0, "contaminated_pretraining": 2,
+                                   "contaminated_sft": 1, "decontam_excluded": 0}))
     from training.evals import intervals
     for r in results:
         lo, hi, r.interval_method = intervals.of(r)
@@ -111,7 +113,10 @@ def test_report_json_lists_the_whole_tree(registry, tmp_path, capsys):
     bpb = card["tasks"]["bpb"]["versions"]
     assert bpb[v["chat"].ref]["regressed"] and not bpb[v["rl"].ref]["regressed"]   # worse than its parent
 
+    assert card["decontamination"]["arithmetic"] == {"items": 40, "checked": 40, "short": 0, "pretraining": 2,
+                                                     "sft": 1, "excluded": 0, "version": v["rlhf"].ref}
     md = (Path(card["card"]).with_name("report.md")).read_text()
+    assert "| arithmetic **contaminated** | 40 | 40 | 0 | 2 | 1 | 0 |" in md
     table = md.split("## Reward model")[0]
     [head] = [line for line in table.splitlines() if line.startswith("| task | measure |")]   # one table
     assert all(f"`{x.ref}`" in head for x in v.values() if x.stage != "RM") and "not run" not in head

@@ -124,6 +124,39 @@ def reward_section(rms: list[dict]) -> list[str]:
     return lines + [""]
 
 
+def decontamination(versions: list[Version], evals: dict) -> dict[str, dict]:
+    """{task: {"checked", "short", "pretraining", "sft", "excluded", "version"}} from the deepest evaluated
+    version that checked the task (a chat version also checks against the SFT data)."""
+    out: dict[str, dict] = {}
+    for v in versions:
+        for t in ((evals.get(v.ref) or {}).get("summary") or {}).get("tasks", []):
+            m = t.get("metrics") or {}
+            if "decontam_checked" in m:
+                out[t["task"]] = {"items": t["n"], "checked": m["decontam_checked"], "short": m.get("decontam_short"),
+                                  "pretraining": m.get("contaminated_pretraining"), "sft": m.get("contaminated_sft"),
+                                  "excluded": m.get("decontam_excluded"), "version": v.ref}
+    return out
+
+
+def decontamination_section(rows: dict[str, dict]) -> list[str]:
+    lines = ["## Decontamination", ""]
+    if not rows:
+        return lines + ["No evaluation checked its items against the training data (eval config "
+                        "`decontamination: off`, or evaluated before the check existed).", ""]
+    lines += ["Eval items sharing a 13-gram (GPT-3's test; `decontamination_ngram`) with the pretraining corpus "
+              "(clean_text's train split) or the SFT data, hashed as the dedup stage hashes text. Knowledge probes "
+              "come from the pretraining corpus by design and are checked against the SFT data only.", "",
+              "| task | items scored | checked | too short to check | in pretraining | in SFT data | left out | "
+              "checked for |", "|---|---:|---:|---:|---:|---:|---:|---|"]
+    for task, r in rows.items():
+        flag = " **contaminated**" if (r["pretraining"] or 0) + (r["sft"] or 0) and not r["excluded"] else ""
+        lines.append(f"| {task}{flag} | {_fmt(r['items'])} | {_fmt(r['checked'])} | {_fmt(r['short'])} | "
+                     f"{_fmt(r['pretraining'] if r['pretraining'] is not None else 'no corpus')} | "
+                     f"{_fmt(r['sft'] if r['sft'] is not None else 'no SFT data')} | {_fmt(r['excluded'])} | "
+                     f"`{r['version']}` |")
+    return lines + [""]
+
+
 def card_json(versions: list[Version], parents: dict, evals: dict, failed: dict, trained: dict, rms: list[dict],
               decontamination: dict | None = None, links: dict | None = None) -> dict:
     keep = ("tokens", "flops", "train_seconds", "wall_seconds", "tokens_per_s", "mfu", "device", "world_size")

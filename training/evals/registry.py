@@ -238,13 +238,8 @@ def lineage_data(client, lineage: list[Version]) -> tuple[Path | None, Path | No
     return shards_root, clean_dir, val_fraction
 
 
-def lineage_training_prompts(client, lineage: list[Version]) -> set[str] | None:
-    """Normalized-text hashes of every user turn the lineage's SFT version trained on (its run's
-    sft_mixture input, train split); None when there is no SFT stage or the mixture is gone."""
+def lineage_sft_mixture(client, lineage: list[Version]) -> Path | None:
+    """The SFT mixture the lineage's SFT version trained on (its run's sft_mixture input), if still there."""
     sft = next((v for v in lineage if v.stage == "SFT"), None)
     found = dataset_input(client.get_run(sft.mv.run_id), "sft_mixture") if sft else None
-    if not found or not found[1] or not Path(found[1]).exists():
-        return None
-    from training.conversations.heldout import training_hashes
-    from training.sft import load_conversations
-    return training_hashes(load_conversations(found[1], "train"))
+    return Path(found[1]) if found and found[1] and Path(found[1]).exists() else None

@@ -192,6 +192,8 @@ def build_card(client, versions: list[Version], parents: dict[str, str | None], 
              f"Lineage tree: {tree}. Generated {now} from the MLflow runs at `{client.tracking_uri}`.", ""]
     lines += table.summary_section(versions, parents, evals, failed)
     lines += table.reward_section(rms)
+    contamination = table.decontamination(versions, evals)
+    lines += table.decontamination_section(contamination)
     lines += crawl_section(client, runs, out, images)
     lines += tokenizer_section(runs)
     trained: dict[str, dict] = {}
@@ -209,7 +211,7 @@ def build_card(client, versions: list[Version], parents: dict[str, str | None], 
     lines += environment_section(runs, trained, evals)
     markdown = "\n".join(lines)
     card = Card(versions, out, markdown, images, parents)
-    card.data = table.card_json(versions, parents, evals, failed, trained, rms, links=links)
+    card.data = table.card_json(versions, parents, evals, failed, trained, rms, contamination, links)
     (out / "report.md").write_text(markdown)
     (out / "report.html").write_text(to_html(markdown, f"crawl2chat report card: {leaf.ref}"))
     (out / "report.json").write_text(json.dumps(card.data, indent=1, default=str))

@@ -14,14 +14,14 @@ import difflib
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pipelines.errors import ConfigError, UserError
 from training.evals.core import EvalResult, Sampling
 
-SUITE_VERSION = "1"   # bump when a task's definition changes: versions get evaluated again
+SUITE_VERSION = "2"   # 2: intervals, held-out checks against the SFT data, decontamination   # bump when a task's definition changes: versions get evaluated again
 
 
 class SuiteConfig(BaseModel):
@@ -42,6 +42,11 @@ class SuiteConfig(BaseModel):
     mc_paths: list[str] = []                       # user multiple-choice JSONL files
     gsm8k_paths: list[str] = []                    # user GSM8K-format JSONL files
     bpb_tokens: int = Field(default=16_384, ge=1)  # validation targets for bits per byte
+    # n-gram overlap of every eval item with the pretraining corpus (clean_text's train split) and the
+    # SFT data (training/evals/decontam.py): "flag" reports it per task, "exclude" also leaves the items
+    # out, "off" skips it. Cost: ~2 us per corpus word on one core (the demo's corpus: under a second).
+    decontamination: Literal["flag", "exclude", "off"] = "flag"
+    decontamination_ngram: int = Field(default=13, ge=1)
 
     def digest(self) -> str:
         """What identifies a suite run: the suite version and this config."""
@@ -78,6 +83,7 @@ class SuiteInputs:
     training_probes_dir: Path | None = None  # knowledge_probes outcomes: excluded from the eval probes
     identity_name: str = "crawl2chat"
     training_prompts: set[str] | None = None # normalized-text hashes of the lineage's SFT user turns
+    sft_mixture: Path | None = None          # the lineage's SFT mixture (its train split: held-out checks)
 
 
 def protocol_prompts(n: int, seed: int = 0) -> list[list[dict]]:
@@ -137,9 +143,40 @@ def build_suite(cfg: SuiteConfig, inputs: SuiteInputs, kind: str) -> tuple[list,
                                      batch_rows=cfg.batch_rows))
     elif cfg.probes:
         notes.append("knowledge: no clean_text to find held-out facts in")
-    if inputs.training_prompts:
-        notes += _drop_trained(tasks, inputs.training_prompts)
+    sft_rows = _sft_rows(inputs.sft_mixture)
+    train = inputs.training_prompts
+    if train is None and sft_rows is not None:
+        from training.conversations.heldout import training_hashes
+        train = training_hashes(sft_rows())
+    if train:
+        notes += _drop_trained(tasks, train)
+    if cfg.decontamination != "off":
+        notes += _decontaminate(cfg, inputs, tasks, docs, sft_rows)
     return tasks, notes
+
+
+def _sft_rows(mixture: Path | None):
+    if mixture is None or not Path(mixture).exists():
+        return None
+    from training.sft import load_conversations
+    return lambda: load_conversations(mixture, "train")
+
+
+def _decontaminate(cfg: SuiteConfig, inputs: SuiteInputs, tasks: list, docs, sft_rows) -> list[str]:
+    from training.conversations.heldout import _messages, content_text
+    from training.evals.decontam import apply, cached_contamination
+    corpora = {}
+    if docs is not None:
+        from pipelines.shards import split_of
+        corpora["pretraining"] = ((str(inputs.clean_dir), inputs.val_fraction), lambda: (
+            d.text or "" for d in docs() if split_of(d.id, inputs.val_fraction) == "train"))
+    if sft_rows is not None:
+        corpora["sft"] = ((str(inputs.sft_mixture),), lambda: (
+            " ".join(content_text(m["content"]) for m in _messages(r)) for r in sft_rows()))
+    if not corpora:
+        return ["decontamination: no pretraining corpus (clean_text) or SFT data to check the items against"]
+    report = cached_contamination(tasks, corpora, cfg.decontamination_ngram)
+    return apply(tasks, report, cfg.decontamination == "exclude")
 
 
 def _drop_trained(tasks: list, train: set[str]) -> list[str]:
@@ -170,6 +207,7 @@ def run_suite(engine, tasks: list, seed: int, log: Callable[[str], None] = lambd
             r = task.run(engine, seed)
         except UserError as e:
             r = EvalResult(task.name, task.kind, None, 0, [], note=str(e))
+        r.metrics.update(getattr(task, "contamination", {}))
         found = intervals.of(r)
         if found is not None and all(x == x for x in found[:2]):   # NaN: no finite resample
             r.interval, r.interval_method = (found[0], found[1]), found[2]
