@@ -34,16 +34,20 @@ def _paths(env_var: str) -> list[str]:
 
 class EvalSettings(dg.ConfigurableResource):
     """The eval suite's config file (training/evals/suite.py SuiteConfig fields; None: defaults) and
-    user task files: multiple-choice JSONL {context, choices, gold}, GSM8K JSONL {question, answer}."""
+    user task files: multiple-choice JSONL {context, choices, gold}, GSM8K JSONL {question, answer};
+    benchmarks_dir (CRAWL2CHAT_BENCHMARKS): ARC, HellaSwag, MMLU, GSM8K, HumanEval files
+    (training/evals/benchmarks.py)."""
 
     config_file: Optional[str] = Field(default_factory=lambda: os.environ.get("CRAWL2CHAT_EVAL_CONFIG"))
     mc_paths: list[str] = Field(default_factory=lambda: _paths("CRAWL2CHAT_EVAL_MC"))
     gsm8k_paths: list[str] = Field(default_factory=lambda: _paths("CRAWL2CHAT_EVAL_GSM8K"))
+    benchmarks_dir: Optional[str] = Field(default_factory=lambda: os.environ.get("CRAWL2CHAT_BENCHMARKS"))
     reevaluate: bool = False      # True: score every version again, not only the new ones
 
     def load(self):
         from training.evals.suite import load_suite_config
-        extra = {k: v for k, v in {"mc_paths": self.mc_paths, "gsm8k_paths": self.gsm8k_paths}.items() if v}
+        extra = {k: v for k, v in {"mc_paths": self.mc_paths, "gsm8k_paths": self.gsm8k_paths,
+                                   "benchmarks_dir": self.benchmarks_dir}.items() if v}
         return load_suite_config(self.config_file, extra)
 
 

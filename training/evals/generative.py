@@ -168,19 +168,24 @@ def reasoning_items(task: str, n: int, seed: int = 0, words: list[str] | None = 
     return items
 
 
+def gsm8k_item(row, where: str, item_id: str) -> Item:
+    """One GSM8K row {"question", "answer" ending in "#### <number>"}, scored by that final number."""
+    if not isinstance(row, dict) or not isinstance(row.get("question"), str) or not isinstance(row.get("answer"), str):
+        raise InputError(f"{where}: expected string fields 'question' and 'answer'")
+    m = re.search(r"####\s*(-?[\d,]*\.?\d+)\s*$", row["answer"].strip())
+    value = to_number(m[1]) if m else None
+    if value is None:
+        raise InputError(f"{where}: answer: the final answer must end the text as '#### <number>'")
+    return Item(item_id, row["question"], m[1].replace(",", ""), number_check(value))
+
+
 def gsm8k_items(path: str | Path) -> list[Item]:
     """GSM8K-format JSONL: one {"question": str, "answer": str ending in "#### <number>"} per line."""
     from training.evals.core import jsonl_rows
     path = Path(path)
     items = []
     for line_no, where, row in jsonl_rows(path, "GSM8K-format", "{question, answer} with '#### n'"):
-        if not isinstance(row, dict) or not isinstance(row.get("question"), str) or not isinstance(row.get("answer"), str):
-            raise InputError(f"{where}: expected string fields 'question' and 'answer'")
-        m = re.search(r"####\s*(-?[\d,]*\.?\d+)\s*$", row["answer"].strip())
-        value = to_number(m[1]) if m else None
-        if value is None:
-            raise InputError(f"{where}: answer: the final answer must end the text as '#### <number>'")
-        items.append(Item(f"{path.stem}:{line_no}", row["question"], m[1].replace(",", ""), number_check(value)))
+        items.append(gsm8k_item(row, where, f"{path.stem}:{line_no}"))
     if not items:
         raise InputError(f"{path}: no questions in the file")
     return items

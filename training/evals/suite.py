@@ -47,6 +47,12 @@ class SuiteConfig(BaseModel):
     # out, "off" skips it. Cost: ~2 us per corpus word on one core (the demo's corpus: under a second).
     decontamination: Literal["flag", "exclude", "off"] = "flag"
     decontamination_ngram: int = Field(default=13, ge=1)
+    # standard benchmarks from local files (training/evals/benchmarks.py): none unless benchmarks_dir is set.
+    # benchmark_items caps each at its first N rows: 200 MC items cost ~4 x 200 scored continuations,
+    # seconds on the demo model; the full sets (MMLU 14k) are for a GPU (None: no cap)
+    benchmarks_dir: str | None = None
+    benchmarks: list[str] = ["arc_easy", "arc_challenge", "hellaswag", "mmlu", "gsm8k", "humaneval"]
+    benchmark_items: int | None = Field(default=200, ge=1)
 
     def digest(self) -> str:
         """What identifies a suite run: the suite version and this config."""
@@ -120,10 +126,14 @@ def build_suite(cfg: SuiteConfig, inputs: SuiteInputs, kind: str) -> tuple[list,
     elif cfg.mc_items:
         notes.append("mc_clean_text: no clean_text to cut sentence completions from")
     tasks += [MultipleChoice(f"mc_{_stem(p)}", read_choice_file(p)) for p in cfg.mc_paths]
+    sampling = Sampling(cfg.samples, cfg.temperature, cfg.top_k, cfg.max_tokens, cfg.batch_rows)
+    if cfg.benchmarks_dir:
+        from training.evals.benchmarks import build_benchmarks
+        found, missing = build_benchmarks(cfg.benchmarks_dir, cfg.benchmarks, kind, cfg.benchmark_items, sampling)
+        tasks, notes = tasks + found, notes + missing
     if kind == "base":
         return tasks, notes
 
-    sampling = Sampling(cfg.samples, cfg.temperature, cfg.top_k, cfg.max_tokens, cfg.batch_rows)
     if cfg.protocol_prompts:
         tasks.append(ProtocolAdherence(protocol_prompts(cfg.protocol_prompts, cfg.seed), cfg.protocol_max_tokens,
                                        cfg.temperature))
@@ -215,6 +225,11 @@ def run_suite(engine, tasks: list, seed: int, log: Callable[[str], None] = lambd
         log(f"{task.name}: score {r.score if r.score is None else round(r.score, 4)}{ci} on {r.n} items "
             f"({r.seconds:.1f} s){' - ' + r.note if r.note else ''}")
         results.append(r)
+    from training.evals.benchmarks import aggregate
+    core = aggregate(results)
+    if core is not None:
+        log(f"{core.task}: {core.score:.4f} (mean centred score of {core.n} benchmarks)")
+        results.append(core)
     return results
 
 
