@@ -37,7 +37,7 @@ class TrainingLauncher(dg.ConfigurableResource):
     .deepspeed_env; Pipes channels are files in the run directory, which must be on the shared lake).
     On Kubernetes or Slurm the same command runs as the pod's or job step's entry point (see the README)."""
 
-    mode: str = "local"
+    mode: str = Field(default_factory=lambda: os.environ.get("CRAWL2CHAT_TRAIN_LAUNCHER", "local"))
     processes: int = Field(default_factory=lambda: int(os.environ.get("CRAWL2CHAT_TRAIN_PROCESSES", "1")))
     hostfile: Optional[str] = Field(default_factory=lambda: os.environ.get("CRAWL2CHAT_HOSTFILE"))
     ssh_config: Optional[str] = None   # ssh -F file for the probe and pdsh (default: ~/.ssh/config)

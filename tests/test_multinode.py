@@ -10,6 +10,7 @@ same path), DeepSpeed's pdsh runner over ssh with 1 CPU rank (gloo) per host.
 - one-line errors: an unreachable host, a host with another environment, a checkpoint directory
   that is not shared although the config says it is.
 """
+import contextlib
 import json
 import math
 import os
@@ -51,10 +52,10 @@ def node_local(hosts, name: str) -> list[str]:
 
 
 def launch_cli(hosts, job_args: list[str], env: dict | None = None, ssh_config=None, hostfile=None,
-               timeout=600) -> subprocess.CompletedProcess:
+               timeout=600, extra_launch=()) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "training.multinode", "launch", "--hostfile", str(hostfile or hosts.hostfile),
            "--ssh-config", str(ssh_config or hosts.ssh_config), *[f"--env={k}={v}" for k, v in HOST_ENV.items()],
-           "--", *job_args]
+           *extra_launch, "--", *job_args]
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
 
@@ -85,6 +86,22 @@ def one_line_error(r: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
+@contextlib.contextmanager
+def other_deepspeed_on_hostb(hosts, tmp_path):
+    """hostb's installed deepspeed says another version: a real difference of its Python environment,
+    in hostb's own mount namespace only."""
+    import deepspeed
+    dist_info = next(Path(deepspeed.__file__).parents[1].glob("deepspeed-*.dist-info"))
+    fake = tmp_path / "METADATA"
+    fake.write_text((dist_info / "METADATA").read_text().replace(
+        f"Version: {deepspeed.__version__}", "Version: 0.0.1"))
+    hosts.bind("hostb", fake, dist_info / "METADATA")
+    try:
+        yield
+    finally:
+        hosts.unbind("hostb", dist_info / "METADATA")
+
+
 # ---- errors before anything trains ---------------------------------------------------------------
 
 def test_unreachable_host_and_other_environment_are_one_line(hosts, tmp_path):
@@ -105,15 +122,8 @@ def test_unreachable_host_and_other_environment_are_one_line(hosts, tmp_path):
         launcher.preflight()
     assert "\n" not in str(e.value.description)
 
-    # hostb's installed deepspeed says another version: a real difference of its Python environment
-    # (its own mount namespace only)
     import deepspeed
-    dist_info = next(Path(deepspeed.__file__).parents[1].glob("deepspeed-*.dist-info"))
-    fake = tmp_path / "METADATA"
-    fake.write_text((dist_info / "METADATA").read_text().replace(
-        f"Version: {deepspeed.__version__}", "Version: 0.0.1"))
-    hosts.bind("hostb", fake, dist_info / "METADATA")
-    try:
+    with other_deepspeed_on_hostb(hosts, tmp_path):
         r = launch_cli(hosts, ["--module", "training.pretrain", "--out", str(tmp_path / "run")], timeout=120)
         line = one_line_error(r)
         assert f"host hostb runs another environment than this one: deepspeed 0.0.1 there, " \
@@ -121,13 +131,25 @@ def test_unreachable_host_and_other_environment_are_one_line(hosts, tmp_path):
         with pytest.raises(dg.Failure, match="host hostb runs another environment") as e:
             TrainingLauncher(mode="hostfile", hostfile=str(hosts.hostfile), ssh_config=str(hosts.ssh_config)).preflight()
         assert "\n" not in str(e.value.description)
-    finally:
-        hosts.unbind("hostb", dist_info / "METADATA")
     assert not (tmp_path / "run" / ".crawl2chat-shared").exists()  # the lake marker is removed again
+
+
+@pytest.mark.slow
+def test_ranks_compare_environments_without_the_launchers_probe(hosts, corpus, tmp_path):  # noqa: F811
+    # `deepspeed --hostfile` called directly (here: the launch told to skip its probe): the ranks
+    # compare their environments at start and stop with one line
+    import deepspeed
+    with other_deepspeed_on_hostb(hosts, tmp_path):
+        r = launch_cli(hosts, pretrain_args(corpus, tmp_path / "run", TINY + ["log.mlflow=false"]),
+                       extra_launch=["--skip-probe", "--master-addr", hosts.addr["hosta"]])
+    line = one_line_error(r)
+    assert f"rank 1 on host hostb runs another environment than rank 0 on hosta: deepspeed 0.0.1 there, " \
+           f"{deepspeed.__version__} on rank 0" in line
 
 
 # ---- the Dagster asset ------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_base_model_asset_in_hostfile_mode(hosts, corpus, tmp_path):  # noqa: F811
     import dagster as dg
     import mlflow

@@ -66,11 +66,11 @@ def fingerprint() -> dict:
             "crawl2chat commit": git_commit()}
 
 
-def mismatch(here: dict, there: dict) -> str | None:
+def mismatch(here: dict, there: dict, here_name: str = "here") -> str | None:
     """'deepspeed 0.0.0 there, 0.19.8 here' for the first differing entry, else None."""
     for key in here:
         if here[key] != there.get(key):
-            return f"{key} {there.get(key)} there, {here[key]} here"
+            return f"{key} {there.get(key)} there, {here[key]} {here_name}"
     return None
 
 
@@ -156,9 +156,9 @@ def check_world(rank: int, world: int, ckpt_dir: Path, node_local: bool) -> None
     dist.all_gather_object(everyone, mine)
     first = everyone[0]
     for r, other in enumerate(everyone):
-        if why := mismatch(first["fingerprint"], other["fingerprint"]):
+        if why := mismatch(first["fingerprint"], other["fingerprint"], "on rank 0"):
             raise ConfigError(f"rank {r} on host {other['host']} runs another environment than rank 0 on "
-                              f"{first['host']}: {why.replace('here', 'on rank 0')}; {SAME_ENVIRONMENT}")
+                              f"{first['host']}: {why}; {SAME_ENVIRONMENT}")
     if len({o["host"] for o in everyone}) == 1 or node_local:
         return
     token = [secrets.token_hex(8)]
