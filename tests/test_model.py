@@ -102,6 +102,35 @@ def test_packed_segments_are_each_computed_as_if_alone(switch):
     assert torch.allclose(m(x, y, reduction="none", segments=segments), packed, atol=1e-5)
 
 
+@pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")  # CPU: eager on purpose
+@pytest.mark.parametrize("switch", [dict(), dict(rope=True)])
+def test_flex_block_mask_gives_the_dense_masks_per_token_losses(switch):
+    """CUDA's path for packed segments (a FlexAttention block mask) computes the dense mask's per-token
+    losses. Checked on the CPU forward (FlexAttention has no CPU backward): rows of 200 positions span
+    two 128-position tiles, segments of 1 to 130 positions cross the tile edge."""
+    from torch.nn.attention.flex_attention import BlockMask
+
+    from training.segments import segment_block_mask
+    torch.manual_seed(0)
+    m = GPT(small(block_size=256, **switch))
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randint(0, 97, (3, 200), generator=g), torch.randint(0, 97, (3, 200), generator=g)
+    layouts = [[200], [3, 130, 1, 66], [17] * 11 + [13]]
+    segments = torch.stack([torch.cat([torch.full((n,), k) for k, n in enumerate(lens)]) for lens in layouts])
+    assert m.block_mask(segments) is None          # "auto" on the CPU: the dense mask stays the path
+    with torch.no_grad():
+        dense = m(x, y, reduction="none", segments=segments)
+        m.packed_attention = "flex"
+        assert isinstance(m.block_mask(segments), BlockMask)
+        flex = m(x, y, reduction="none", segments=segments)
+        flex_sum = m(x, y, reduction="sum", segments=segments)
+    torch.testing.assert_close(flex, dense, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(flex_sum, dense.sum(), rtol=1e-5, atol=1e-4)
+    # Tiles are skipped: two 128-position documents leave 2 of 4 tiles (causal alone would leave 3)
+    two = torch.cat([torch.zeros(1, 128), torch.ones(1, 128)], dim=1).long()
+    assert segment_block_mask(two).sparsity() == 50.0
+
+
 def test_activation_checkpointing_gives_same_loss_and_grads():
     torch.manual_seed(0)
     m = GPT(small())

@@ -63,6 +63,32 @@ def test_chunked_loss_equals_one_cross_entropy_over_the_real_vocabulary(reductio
     torch.testing.assert_close(m(x, y, reduction=reduction), ref, rtol=1e-5, atol=1e-5)
 
 
+def test_head_runs_once_per_step_when_the_logits_fit_in_one_chunk():
+    """One chunk: backward reuses the logits (the head's forward runs once per forward + backward);
+    checkpointed chunks rerun it in backward, the recompute that recompute_flops_per_token counts."""
+    m = small()
+    calls = []
+    m.lm_head.register_forward_hook(lambda *_: calls.append(1))
+    x = torch.randint(0, 97, (4, 16), generator=torch.Generator().manual_seed(1))
+    for chunk, runs, extra in ((10_000, 1, 0.0), (32, 4, 2.0 * 128 * 32)):  # 4 rows: 1 chunk, or 2 of 2 rows
+        m.loss_chunk, calls[:] = chunk, []
+        m(x, x).backward()
+        assert len(calls) == runs
+        assert m.recompute_flops_per_token(4, 16) == extra
+
+
+def test_loss_rows_on_the_cpu_unchanged_and_sized_from_memory_for_cuda():
+    m = small()
+    assert m.loss_rows(64, 16, torch.device("cpu")) == 8192 // 16     # the CPU keeps 8192 positions
+    with torch.device("meta"):
+        g = GPT(preset("gpt2-124m"))
+    # gpt2-124m: a 1024-position row of logits is 1024 · 50304 · 16 B = 0.82 GB; half of 75 GB free
+    # holds 45 rows (micro-batch 32 in one chunk), half of 10 GB free 6 rows.
+    assert g.rows_that_fit(75 * 10**9, 1024) == 45
+    assert g.rows_that_fit(10 * 10**9, 1024) == 6
+    assert g.rows_that_fit(10**6, 1024) == 1
+
+
 def test_mean_of_a_batch_without_trained_targets_is_nan_like_cross_entropy():
     m = small()
     y = torch.full((2, 16), IGNORE)

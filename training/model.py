@@ -9,8 +9,11 @@ accepts (training/interop/families.py), so every trained model exports to transf
 The embedding table and the head are padded to a multiple of `vocab_pad_multiple` rows (50257 -> 50304
 for GPT-2): a matmul whose width is a multiple of 128 runs on full tensor-core tiles. The head returns
 only the first vocab_size columns, so a padded id is never in a softmax: not in the loss's denominator,
-never sampled. The loss is computed in chunks of rows (`loss_chunk` positions): the (B·T, V) fp32 logits
-of a whole micro-batch never exist at once; in backward each chunk's logits are recomputed.
+never sampled. The loss runs the head over as many rows at once as memory holds (`loss_rows`): on CUDA
+the whole micro-batch when its logits fit in half the free memory (gpt2-124m: 32 x 1024 rows on an
+80 GB GPU), so backward reuses them; only a micro-batch whose logits do not fit is split into
+checkpointed chunks, whose backward recomputes each chunk's logits (one more head matmul). The CPU keeps
+8192-position chunks.
 
 Inference passes a `KVCache` to forward: keys and values of earlier positions are kept, so each new
 token costs one position's forward instead of the whole context's. Without a cache, forward is the
@@ -19,7 +22,9 @@ training forward, unchanged.
 Packed training rows (SFT windows: several conversations end to end) pass `segments` (B, T), which
 sequence of the row each position belongs to: a position attends only to earlier positions of its own
 segment, and its position index counts from that segment's first token. Each packed conversation is
-then trained exactly as inference sees it: alone, from position 0.
+then trained exactly as inference sees it: alone, from position 0. The mask is a FlexAttention block
+mask on CUDA (flash-like: tiles outside every segment are skipped), a dense boolean mask on the CPU
+(training/segments.py).
 
 Sizing math (per block, d = n_embd, bias terms ignored):
     attention: qkv projection 3·d² + output projection d²   = 4·d²
@@ -36,6 +41,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
+
+from training.segments import BlockMask, flex, segment_block_mask, segment_mask, segment_positions
 
 IGNORE = -100  # target of a position that is not trained (F.cross_entropy's default ignore_index)
 
@@ -176,22 +183,6 @@ class KVCache:
         self.min_pad = int(self.pad.min())
 
 
-def segment_positions(segments: torch.Tensor) -> torch.Tensor:
-    """(B, T) index of each position within its segment (segments: (B, T), contiguous runs of ids)."""
-    at = torch.arange(segments.size(1), device=segments.device).expand_as(segments)
-    starts = torch.ones_like(segments, dtype=torch.bool)
-    starts[:, 1:] = segments[:, 1:] != segments[:, :-1]
-    return at - torch.where(starts, at, torch.zeros_like(at)).cummax(dim=1).values
-
-
-def segment_mask(segments: torch.Tensor) -> torch.Tensor:
-    """(B, 1, T, T) bool, True = attend: causal and within the segment (the diagonal always: no
-    softmax row is empty)."""
-    T = segments.size(1)
-    causal = torch.ones(T, T, dtype=torch.bool, device=segments.device).tril()
-    return ((segments[:, :, None] == segments[:, None, :]) & causal)[:, None]
-
-
 class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: GPTConfig, layer: int = 0):
         super().__init__()
@@ -205,7 +196,8 @@ class CausalSelfAttention(nn.Module):
         self.k_norm = nn.RMSNorm(self.head_dim, eps=1e-6) if cfg.qk_norm else None
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None,
-                kv_cache: KVCache | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+                kv_cache: KVCache | None = None, mask=None) -> torch.Tensor:
+        """mask: None (causal), a boolean (B, 1, T, S) tensor (True = attend) or a BlockMask."""
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, self.head_dim).transpose(1, 2) for t in (q, k, v))
@@ -217,8 +209,10 @@ class CausalSelfAttention(nn.Module):
             k, v = kv_cache.store(self.layer, k, v)
         if mask is None:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        else:  # a KV cache's padding, or packed segments (on GPUs an explicit mask takes SDPA's
-            # memory-efficient kernel instead of flash: SFT's cost, not pretraining's)
+        elif BlockMask is not None and isinstance(mask, BlockMask):  # packed segments on CUDA
+            y = flex(q, k, v, mask)
+        else:  # a KV cache's padding, or packed segments on the CPU (on GPUs an explicit mask takes
+            # SDPA's memory-efficient kernel instead of flash, which is why CUDA gets a block mask)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C))
 
@@ -246,7 +240,7 @@ class Block(nn.Module):
         self.ln_2, self.mlp = _norm(cfg, cfg.n_embd), MLP(cfg)
 
     def forward(self, x: torch.Tensor, rope=None, kv_cache: KVCache | None = None,
-                mask: torch.Tensor | None = None) -> torch.Tensor:
+                mask=None) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x), rope, kv_cache, mask)
         return x + self.mlp(self.ln_2(x))
 
@@ -263,9 +257,25 @@ class Head(nn.Linear):
         return super().forward(x)[..., :self.vocab_size]
 
 
+# Bytes per logit that the loss keeps alive at its peak (head output to its gradient), per position and
+# vocabulary column: the head's output (2 in bf16, 4 in fp32), its fp32 copy (4), the log-softmax that
+# cross-entropy saves for backward (4), and in backward the fp32 gradient (4) and its cast back (2).
+# 16 in bf16; torch.compile fuses some of these away, so this is an upper bound there.
+LOGIT_BYTES = 16
+
+
 class GPT(nn.Module):
-    # Positions per loss chunk: 8192 x 50304 fp32 logits = 1.6 GB at most, whatever the micro-batch.
-    loss_chunk = 8192
+    # Positions per loss chunk. None: sized by loss_rows (CUDA: from free memory; CPU: CPU_LOSS_CHUNK).
+    # An int forces that many positions per chunk (tests, or a GPU shared with other work).
+    loss_chunk: int | None = None
+    # The CPU's chunk: 8192 x vocabulary fp32 logits (1.6 GB at GPT-2's 50304), whatever the micro-batch.
+    CPU_LOSS_CHUNK = 8192
+    # Share of the device's free memory (measured once, at the first training loss) the logits may use;
+    # the rest is for the blocks' activations, which the trunk allocates before the loss runs.
+    LOGITS_MEMORY_FRACTION = 0.5
+    # Packed segments: "auto" = FlexAttention block mask on CUDA, dense mask elsewhere; "dense" or
+    # "flex" force one ("flex" on the CPU runs forward only: FlexAttention has no CPU backward).
+    packed_attention = "auto"
 
     def __init__(self, cfg: GPTConfig):
         super().__init__()
@@ -285,6 +295,7 @@ class GPT(nn.Module):
         # Set by the trainer (not part of the exported config): recompute block activations in backward.
         self.activation_checkpointing = False
         self._compiled_loss = None  # compile_loss(): the training loss forward under torch.compile
+        self._loss_rows: dict = {}  # (T, device) -> rows per loss chunk on CUDA, measured once (loss_rows)
         self.apply(self._init_weights)
 
     def _init_weights(self, m: nn.Module) -> None:
@@ -332,6 +343,20 @@ class GPT(nn.Module):
         q = c.n_embd // c.n_head
         return 6.0 * n + 12.0 * c.n_layer * c.n_head * q * T
 
+    def recompute_flops_per_token(self, micro_batch: int, seq_len: int, device: torch.device | str = "cpu") -> float:
+        """FLOPs per token that backward recomputes on top of flops_per_token: work the device does and
+        MFU (training/tracking.py MFU_DEFINITION) does not count. Activation checkpointing reruns every
+        block's forward (2 FLOPs per block parameter + attention's 4·L·H·Q·T); a micro-batch whose logits
+        take more than one loss chunk (loss_rows) reruns the head matmul (2·Vp·d: +9% at gpt2-124m).
+        flops_per_token + this is the hardware's count (HFU)."""
+        c = self.config
+        extra = 0.0
+        if self.activation_checkpointing:
+            extra += 2.0 * sum(p.numel() for p in self.h.parameters()) + 4.0 * c.n_layer * c.n_embd * seq_len
+        if self.loss_rows(micro_batch, seq_len, torch.device(device)) < micro_batch:
+            extra += 2.0 * c.padded_vocab * c.n_embd
+        return extra
+
     def compile_loss(self) -> None:
         """Run the training loss forward (targets given, reduction sum/mean, train mode) through
         torch.compile. Its shapes are fixed (micro_batch, seq_len), so it compiles once; sampling,
@@ -349,24 +374,62 @@ class GPT(nn.Module):
         if targets is not None:
             if kv_cache is not None:
                 raise ValueError("targets with a kv_cache: the cache is for decoding, not for a loss")
+            # Sized and built here, eagerly: a compiled loss sees a fixed int and a ready block mask.
+            rows, block_mask = self.loss_rows(*targets.shape, idx.device), self.block_mask(segments)
             if self._compiled_loss is not None and self.training and reduction != "none":
-                return self._compiled_loss(idx, targets, reduction, segments)
-            return self._train_loss(idx, targets, reduction, segments)
-        return self.lm_head(self._trunk(idx, kv_cache, segments)[:, [-1], :])
+                return self._compiled_loss(idx, targets, reduction, segments, block_mask, rows)
+            return self._train_loss(idx, targets, reduction, segments, block_mask, rows)
+        return self.lm_head(self._trunk(idx, kv_cache, segments, self.block_mask(segments))[:, [-1], :])
 
     def _train_loss(self, idx: torch.Tensor, targets: torch.Tensor, reduction: str,
-                    segments: torch.Tensor | None = None) -> torch.Tensor:
-        return self.chunked_loss(self._trunk(idx, None, segments), targets, reduction)
+                    segments: torch.Tensor | None = None, block_mask=None, rows: int | None = None) -> torch.Tensor:
+        return self.chunked_loss(self._trunk(idx, None, segments, block_mask), targets, reduction, rows)
+
+    def block_mask(self, segments: torch.Tensor | None):
+        """The FlexAttention block mask of packed segments where it is used (packed_attention), else
+        None (the trunk builds the dense segment_mask)."""
+        if self.packed_attention not in ("auto", "dense", "flex"):
+            raise ValueError(f"packed_attention must be auto, dense or flex, got {self.packed_attention!r}")
+        if segments is None or BlockMask is None:
+            return None
+        # cuda.is_available: a fake CUDA device (FakeTensorMode on a CPU build) keeps the dense path
+        on_cuda = segments.device.type == "cuda" and torch.cuda.is_available()
+        if self.packed_attention == "flex" or (self.packed_attention == "auto" and on_cuda):
+            return segment_block_mask(segments)
+        return None
+
+    def loss_rows(self, B: int, T: int, device: torch.device) -> int:
+        """Rows of a (B, T) micro-batch per loss chunk; B or more = one chunk, nothing recomputed.
+
+        loss_chunk set: loss_chunk // T. CPU: CPU_LOSS_CHUNK // T (unchanged behaviour). CUDA: the rows
+        whose logits (T · padded vocabulary · LOGIT_BYTES each) fit in LOGITS_MEMORY_FRACTION of the free
+        memory, measured once per (T, device), so a compiled loss sees one value. gpt2-124m: one row of
+        1024 positions is 1024 · 50304 · 16 B = 0.82 GB; with ~75 GB free on an 80 GB H100 the budget
+        of 37 GB holds 45 rows, so micro-batch 32 runs in one chunk."""
+        if self.loss_chunk:
+            return max(1, self.loss_chunk // T)
+        if device.type != "cuda" or not torch.cuda.is_available():  # (a fake CUDA device: CPU's rule)
+            return max(1, self.CPU_LOSS_CHUNK // T)
+        key = (T, str(device))
+        if key not in self._loss_rows:
+            self._loss_rows[key] = self.rows_that_fit(torch.cuda.mem_get_info(device)[0], T)
+        return self._loss_rows[key]
+
+    def rows_that_fit(self, free_bytes: int, T: int) -> int:
+        """Rows of T positions whose logits fit in LOGITS_MEMORY_FRACTION of free_bytes (at least 1)."""
+        per_row = T * self.config.padded_vocab * LOGIT_BYTES
+        return max(1, int(free_bytes * self.LOGITS_MEMORY_FRACTION) // per_row)
 
     def _trunk(self, idx: torch.Tensor, kv_cache: KVCache | None,
-               segments: torch.Tensor | None = None) -> torch.Tensor:
-        """Hidden states after the final norm, (B, T, d)."""
+               segments: torch.Tensor | None = None, block_mask=None) -> torch.Tensor:
+        """Hidden states after the final norm, (B, T, d). block_mask: segments' BlockMask, when used."""
         B, T = idx.shape
         x, rope, pos, mask = self.wte(idx), None, None, None
         if kv_cache is None and T > self.config.block_size:
             raise ValueError(f"sequence of {T} tokens exceeds block_size {self.config.block_size}")
         if segments is not None:
-            pos, mask = segment_positions(segments), segment_mask(segments)
+            pos = segment_positions(segments)
+            mask = block_mask if block_mask is not None else segment_mask(segments)
         elif kv_cache is not None:
             if kv_cache.length + T - kv_cache.min_pad > self.config.block_size:
                 raise ValueError(f"{kv_cache.length + T - kv_cache.min_pad} positions exceed block_size "
@@ -390,17 +453,19 @@ class GPT(nn.Module):
             kv_cache.length += T
         return self.ln_f(x)
 
-    def chunked_loss(self, x: torch.Tensor, targets: torch.Tensor, reduction: str) -> torch.Tensor:
-        """Cross-entropy of the head over hidden states x (B, T, d), a few rows at a time.
+    def chunked_loss(self, x: torch.Tensor, targets: torch.Tensor, reduction: str,
+                     rows: int | None = None) -> torch.Tensor:
+        """Cross-entropy of the head over hidden states x (B, T, d), `rows` rows at a time (default
+        loss_rows: all of them where their logits fit).
 
-        Each chunk of rows (loss_chunk positions) does head matmul -> fp32 -> cross-entropy and keeps
+        Each chunk of rows does head matmul -> fp32 -> cross-entropy and keeps
         only its loss; under autograd with more than one chunk, each chunk is checkpointed, so backward
         recomputes its logits (one extra head matmul: 2·V·d FLOPs per token) instead of keeping
         B·T·V fp32 logits alive. The sums are those of one F.cross_entropy over all rows, up to the
         order of fp32 additions; "mean" divides by the trained targets (NaN when there is none, as
         F.cross_entropy)."""
         B, T = targets.shape
-        rows = max(1, self.loss_chunk // T)
+        rows = rows or self.loss_rows(B, T, x.device)
         per_row = "none" if reduction == "none" else "sum"
         keep_graph = torch.is_grad_enabled() and x.requires_grad and B > rows
         parts = []
