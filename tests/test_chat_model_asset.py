@@ -80,6 +80,10 @@ data:
     [check] = [c for c in result.get_asset_check_evaluations() if c.check_name == PROTOCOL]
     rate = check.metadata["rate"].value
     assert check.passed and 0.0 <= rate <= 1.0 and check.metadata["prompts"].value > 0
+    # the gate's 8 prompts: none trained on, taken in turn from every source that has some
+    sources = check.metadata["prompt_sources"].value
+    assert sum(s["used"] for s in sources.values()) == 8 and len([s for s in sources.values() if s["used"]]) >= 3
+    assert {"heldout:identity", "heldout:reasoning"} <= set(sources)
     assert meta["identity"].value["name"] == "Ada" and meta["identity"].value["replies"] == 24
 
     client = mlflow.MlflowClient(tracker.tracking_uri)

@@ -63,7 +63,8 @@ def test_knowledge_probes_heldout_is_disjoint(tmp_path):
     from training.conversations.probes import find_probes, probe_conversations
     from training.evals.knowledge import heldout_probes, training_probe_keys
     found = find_probes(_probe_docs(), per_doc=2)
-    assert len(found) == 2 and found[0].id != found[1].id and text_hash(found[0].question) == text_hash(found[1].question)
+    assert len(found) == 2 and found[0].id != found[1].id and text_hash(found[0].sentence) == text_hash(found[1].sentence)
+    assert found[0].sentence != found[1].sentence
     trained = [{"id": found[0].id, "sentence": found[0].sentence, "question": found[0].question,
                 "answer": found[0].answer, "kind": found[0].kind, "outcome": "knows"}]
     convs, _ = probe_conversations(trained)
@@ -73,7 +74,7 @@ def test_knowledge_probes_heldout_is_disjoint(tmp_path):
                         "probes")
     exclude = training_probe_keys(tmp_path / "p")
     held = heldout_probes(_probe_docs(), 5, exclude, val_fraction=0.0)
-    assert held == []   # the second page's probe asks the trained question: not held out
+    assert held == []   # the second page's probe asks about the trained fact: not held out
     assert not check_disjoint([p.question for p in held], training_hashes(convs))[1]
 
 

@@ -53,7 +53,7 @@ def _mixture(root: Path) -> Path:
     rng = random.Random(0)
     rows = identity_conversations(Identity("crawl2chat", "the team", "web pages", "January 2099"), 40)
     for p in draw_problems(40, seed=0, tool_fraction=0.0):
-        messages = to_conversation(p, rng)
+        messages = to_conversation(p, rng, tool_output=str(p.answer))   # what the sandbox prints for a tool answer
         rows.append({"id": content_id(SOURCE, messages), "source": SOURCE, "messages": messages})
     write_conversations([{**r, "split": "train"} for r in rows[4:]], root / "train")
     write_conversations([{**r, "split": "val"} for r in rows[:4]], root / "val")

@@ -21,8 +21,10 @@ def measure(task: dict) -> str:
     name = task["task"]
     if not task.get("higher_is_better", True):
         return "bits per byte (lower is better)"
-    if name.startswith("mc_"):
+    if name.startswith("mc_") or name in ("arc_easy", "arc_challenge", "hellaswag", "mmlu"):
         return "centred accuracy"
+    if name == "core_benchmarks":
+        return "mean centred score (CORE-style)"
     if name == "protocol":
         return "adherence rate"
     if name == "knowledge":

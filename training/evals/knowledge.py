@@ -36,9 +36,10 @@ def training_probe_keys(probes_dir: str | Path | None) -> set[str]:
     from training.conversations.dataset import read_table_dataset
     from training.conversations.heldout import text_hash
     rows = list(read_table_dataset(probes_dir))
-    # the normalized-question hash too: the same sentence on two pages (another id, other casing)
-    # would otherwise ask a trained question again
-    return {r[k] for r in rows for k in ("id", "sentence", "question")} | {text_hash(r["question"]) for r in rows}
+    # normalized-text hashes too: the same sentence on two pages (another id, other casing, another
+    # question wording) would otherwise ask a trained fact again
+    return {r[k] for r in rows for k in ("id", "sentence", "question")} | {
+        text_hash(r[k]) for r in rows for k in ("sentence", "question")}
 
 
 def heldout_probes(documents: Iterable, n: int, exclude: set[str], val_fraction: float, max_docs: int = 2000,
@@ -49,7 +50,8 @@ def heldout_probes(documents: Iterable, n: int, exclude: set[str], val_fraction:
     train_docs = (d for d in documents if split_of(d.id, val_fraction) == "train")
     found = find_probes(train_docs, max_probes=10 * n + 100, max_docs=max_docs, per_doc=per_doc, seed=seed)
     from training.conversations.heldout import text_hash
-    return [p for p in found if not {p.id, p.sentence, p.question, text_hash(p.question)} & exclude][:n]
+    return [p for p in found if not {p.id, p.sentence, p.question, text_hash(p.sentence), text_hash(p.question)}
+            & exclude][:n]
 
 
 class KnowledgeProbes:
