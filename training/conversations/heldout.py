@@ -39,7 +39,7 @@ def text_hash(text: str) -> str:
     return hashlib.sha256(normalize(text).encode()).hexdigest()[:16]
 
 
-def _messages(row_or_messages) -> list[dict]:
+def message_list(row_or_messages) -> list[dict]:
     msgs = row_or_messages.get("messages") if isinstance(row_or_messages, dict) else row_or_messages
     return json.loads(msgs) if isinstance(msgs, str) else list(msgs or [])
 
@@ -52,12 +52,12 @@ def content_text(content) -> str:
 
 
 def user_texts(row_or_messages) -> list[str]:
-    return [content_text(m["content"]) for m in _messages(row_or_messages) if m.get("role") == "user"]
+    return [content_text(m["content"]) for m in message_list(row_or_messages) if m.get("role") == "user"]
 
 
 def opening_prompt(row_or_messages) -> list[dict] | None:
     """The messages before the first assistant turn, when the last of them is a user turn."""
-    msgs = _messages(row_or_messages)
+    msgs = message_list(row_or_messages)
     first = next((i for i, m in enumerate(msgs) if m["role"] == "assistant"), None)
     if first and msgs[first - 1]["role"] == "user":
         return msgs[:first]

@@ -173,7 +173,7 @@ def _sft_rows(mixture: Path | None):
 
 
 def _decontaminate(cfg: SuiteConfig, inputs: SuiteInputs, tasks: list, docs, sft_rows) -> list[str]:
-    from training.conversations.heldout import _messages, content_text
+    from training.conversations.heldout import content_text, message_list
     from training.evals.decontam import apply, cached_contamination
     corpora = {}
     if docs is not None:
@@ -182,7 +182,7 @@ def _decontaminate(cfg: SuiteConfig, inputs: SuiteInputs, tasks: list, docs, sft
             d.text or "" for d in docs() if split_of(d.id, inputs.val_fraction) == "train"))
     if sft_rows is not None:
         corpora["sft"] = ((str(inputs.sft_mixture),), lambda: (
-            " ".join(content_text(m["content"]) for m in _messages(r)) for r in sft_rows()))
+            " ".join(content_text(m["content"]) for m in message_list(r)) for r in sft_rows()))
     if not corpora:
         return ["decontamination: no pretraining corpus (clean_text) or SFT data to check the items against"]
     report = cached_contamination(tasks, corpora, cfg.decontamination_ngram)
