@@ -44,7 +44,9 @@ class SuiteConfig(BaseModel):
     bpb_tokens: int = Field(default=16_384, ge=1)  # validation targets for bits per byte
     # n-gram overlap of every eval item with the pretraining corpus (clean_text's train split) and the
     # SFT data (training/evals/decontam.py): "flag" reports it per task, "exclude" also leaves the items
-    # out, "off" skips it. Cost: ~2 us per corpus word on one core (the demo's corpus: under a second).
+    # out, "off" skips it. Cost: 2-11 us per corpus word on one core (bench/decontam.py: 11 on realweb's
+    # text on a shared core), scanned once per lineage for base and once for chat items: the demo's
+    # corpus (~0.1M words) takes about a second, a 1B-word corpus hours (set "off" there)
     decontamination: Literal["flag", "exclude", "off"] = "flag"
     decontamination_ngram: int = Field(default=13, ge=1)
     # standard benchmarks from local files (training/evals/benchmarks.py): none unless benchmarks_dir is set.
