@@ -3,9 +3,10 @@
     user files                        -> user_conversations       conversations/ + rejected/
     config (name, creator, crawl)     -> identity_conversations   conversations/ + heldout/
     clean_text (words)                -> reasoning_conversations  conversations/ + heldout/
+    config + clean_text (words)       -> general_conversations    conversations/ + heldout/
     base_model + clean_text           -> knowledge_probes         probes/ (questions, samples, judgments)
     knowledge_probes + search_index   -> idk_conversations        conversations/
-    the four conversation sets        -> sft_mixture              train/ + val/
+    the five conversation sets        -> sft_mixture              train/ + val/ (+ pretrain/: clean_text)
 
 Everything lands under <lake>/post_training/<asset>/, each output staged and swapped in whole.
 Config: the `data:` section of training/configs/sft.yaml (CRAWL2CHAT_SFT_CONFIG); user files may
@@ -134,7 +135,7 @@ def identity_conversations(context: dg.AssetExecutionContext, lake: LakeResource
     who = ident.make_identity(cfg, crawl)
     out = out_dir(lake, "identity_conversations")
     with mlflow_tracker.start_run(context, {**cfg.model_dump(), "crawl": crawl, "cutoff": who.cutoff}) as run:
-        rows = ident.identity_conversations(who, cfg.conversations, cfg.seed, "train")
+        rows = ident.identity_conversations(who, cfg.conversations, cfg.seed, "train", cfg.system_fraction)
         heldout = ident.identity_conversations(who, 4 * sum(map(len, ident.HELDOUT.values())), cfg.seed, "heldout")
         with staged(out, kind="identity_conversations") as stage:
             write_conversations(rows, stage / "conversations")
@@ -164,8 +165,8 @@ def reasoning_conversations(context: dg.AssetExecutionContext, lake: LakeResourc
     out = out_dir(lake, "reasoning_conversations")
     inputs = [("clean_text", str(clean), _digest(clean))] if word_source == "corpus" else []
     with mlflow_tracker.start_run(context, {**cfg.model_dump(), "word_source": word_source}, inputs) as run:
-        rows = make(cfg.conversations, cfg.seed, "train", cfg.tool_fraction, words)
-        heldout = make(cfg.heldout, cfg.seed, "heldout", cfg.tool_fraction, words)
+        rows = make(cfg.conversations, cfg.seed, "train", cfg.tool_fraction, words, arithmetic=cfg.arithmetic)
+        heldout = make(cfg.heldout, cfg.seed, "heldout", cfg.tool_fraction, words, arithmetic=cfg.arithmetic)
         with staged(out, kind="reasoning_conversations") as stage:
             write_conversations(rows, stage / "conversations")
             write_conversations(heldout, stage / "heldout")
@@ -175,6 +176,37 @@ def reasoning_conversations(context: dg.AssetExecutionContext, lake: LakeResourc
                        {"tool_conversations": tool, "step_by_step": len(rows) - tool, "word_source": word_source,
                         "words": len(words or BUILTIN_WORDS), "heldout": dg.MetadataValue.int(len(heldout)),
                         "heldout_path": dg.MetadataValue.path(str(out / "heldout"))})
+
+
+@dg.asset(group_name=GROUP, code_version="1", kinds=KINDS, deps=[clean_text])
+def general_conversations(context: dg.AssetExecutionContext, lake: LakeResource, source: CrawlSource,
+                          post_training: PostTrainingConfig, mlflow_tracker: MLflowTracker) -> dg.MaterializeResult:
+    """Small talk, honest limits (no live data, no browsing) and "I don't know" about invented
+    people, places and companies whose words clean_text never has; held-out entities in heldout/."""
+    from training.conversations import general, identity as ident
+    data = post_training.load()
+    cfg = data.general
+    crawl = _crawl_of_run(context, source)
+    who = ident.make_identity(data.identity, crawl)
+    clean = lake.crawl(crawl).clean
+    words = None
+    if clean.exists():
+        import re
+        words = {w for d in read_documents([clean]) for w in re.findall(r"[a-z]+", (d.text or "").lower())}
+    out = out_dir(lake, "general_conversations")
+    inputs = [("clean_text", str(clean), _digest(clean))] if words is not None else []
+    with mlflow_tracker.start_run(context, cfg.model_dump(), inputs) as run:
+        rows = general.general_conversations(who, cfg.conversations, cfg.seed, "train", cfg.unknown_fraction,
+                                             corpus_words=words)
+        heldout = general.general_conversations(who, cfg.heldout, cfg.seed, "heldout", 1.0, corpus_words=words)
+        with staged(out, kind="general_conversations") as stage:
+            write_conversations(rows, stage / "conversations")
+            write_conversations(heldout, stage / "heldout")
+        return _result(context, mlflow_tracker, run, out / "conversations", rows,
+                       {"conversations": len(rows), "heldout": len(heldout)},
+                       {"heldout": dg.MetadataValue.int(len(heldout)),
+                        "heldout_path": dg.MetadataValue.path(str(out / "heldout")),
+                        "corpus_words": len(words) if words is not None else 0})
 
 
 def _base_model_source(context: dg.AssetExecutionContext, configured: str | None) -> str:
@@ -265,13 +297,15 @@ def idk_conversations(context: dg.AssetExecutionContext, lake: LakeResource, sou
                        {"counts": dg.MetadataValue.json(counts), "note": note})
 
 
-MIXED = ("user_conversations", "identity_conversations", "reasoning_conversations", "idk_conversations")
+MIXED = ("user_conversations", "identity_conversations", "reasoning_conversations", "idk_conversations",
+         "general_conversations")
 
 
 @dg.asset(group_name=GROUP, code_version="1", kinds=KINDS,
-          deps=[user_conversations, identity_conversations, reasoning_conversations, idk_conversations])
-def sft_mixture(context: dg.AssetExecutionContext, lake: LakeResource, post_training: PostTrainingConfig,
-                mlflow_tracker: MLflowTracker) -> dg.MaterializeResult:
+          deps=[user_conversations, identity_conversations, reasoning_conversations, idk_conversations,
+                general_conversations, clean_text])
+def sft_mixture(context: dg.AssetExecutionContext, lake: LakeResource, source: CrawlSource,
+                post_training: PostTrainingConfig, mlflow_tracker: MLflowTracker) -> dg.MaterializeResult:
     """The SFT data: the conversation sets mixed by weight (repeating small ones), shuffled stably,
     with a held-out val split by a stable hash of the conversation id."""
     from training.conversations.mixture import write_mixture
@@ -279,9 +313,13 @@ def sft_mixture(context: dg.AssetExecutionContext, lake: LakeResource, post_trai
     paths = {name: conversations_path(lake, name) for name in MIXED}
     out = out_dir(lake, "sft_mixture")
     inputs = [(name, str(p), _digest(p)) for name, p in paths.items() if p.exists()]
+    clean = lake.crawl(_crawl_of_run(context, source)).clean
+    documents = read_documents([clean]) if cfg.pretrain_fraction > 0 and clean.exists() else None
+    if documents is not None:
+        inputs.append(("clean_text", str(clean), _digest(clean)))
     with mlflow_tracker.start_run(context, cfg.model_dump(), inputs) as run:
         with staged(out, kind="sft_mixture") as stage:
-            stats = write_mixture(paths, stage, cfg)
+            stats = write_mixture(paths, stage, cfg, documents)
         sample = [r for _, r in zip(range(3), read_conversations(out / "train"))]
         metrics = {"train_rows": stats["train_rows"], "val_rows": stats["val_rows"],
                    **{f"{n}.train_rows": s["train_rows"] for n, s in stats["sources"].items()},
@@ -294,11 +332,12 @@ def sft_mixture(context: dg.AssetExecutionContext, lake: LakeResource, post_trai
                         "val_rows": dg.MetadataValue.int(stats["val_rows"]),
                         "sources": dg.MetadataValue.json(stats["sources"]),
                         "per_source": dg.MetadataValue.json(stats["train"]["sources"]),
-                        "left_out": dg.MetadataValue.json(stats["left_out"])})
+                        "left_out": dg.MetadataValue.json(stats["left_out"]),
+                        "pretrain": dg.MetadataValue.json(stats.get("pretrain", {"fraction": 0.0}))})
 
 
 post_training_assets = [user_conversations, identity_conversations, reasoning_conversations,
-                        knowledge_probes, idk_conversations, sft_mixture]
+                        general_conversations, knowledge_probes, idk_conversations, sft_mixture]
 post_training_data = dg.define_asset_job(
     "post_training_data", selection=dg.AssetSelection.assets(*post_training_assets),
     executor_def=dg.in_process_executor, tags=GPU_JOB_TAGS,   # knowledge_probes samples the base model

@@ -17,7 +17,8 @@ from pipelines.document import Document
 from pipelines.errors import ConfigError, InputError
 from training.conversations import identity as ident
 from training.conversations.config import IdentityConfig, MixtureConfig, ProbesConfig, load_data_config
-from training.conversations.dataset import check_trainable, read_conversations, write_conversations
+from training.conversations.dataset import (check_trainable, read_conversations, read_table_dataset,
+                                            write_conversations)
 from training.conversations.mixture import mix, split_of, write_mixture
 from training.conversations.probes import (Probe, classify, find_probes, outcome_rates, probe_conversations,
                                            rule_judge, run_probes, search_query)
@@ -92,9 +93,49 @@ def test_heldout_identity_paraphrases_never_in_training():
         set(heldout) | {ident.normalize(g) for g in ident.GREETINGS}
 
 
+def test_identity_under_system_prompts_of_its_split():
+    who = ident.make_identity(IdentityConfig(name="Ada"), "CC-MAIN-2024-10")
+    rows = ident.identity_conversations(who, 300, seed=0)
+    systems = [r["messages"][0]["content"] for r in rows if r["messages"][0]["role"] == "system"]
+    assert 0.2 * len(rows) <= len(systems) <= 0.4 * len(rows)
+    assert set(systems) <= set(ident.SYSTEM_PROMPTS) and len(set(systems)) >= 10
+    assert not set(ident.SYSTEM_HELDOUT) & set(ident.SYSTEM_PROMPTS)
+    under = [r for r in rows if r["messages"][0]["role"] == "system"]
+    assert sum("Ada" in a for r in under for a in _texts(r["messages"], "assistant")) > len(under) / 3
+    held = ident.identity_conversations(who, 40, split="heldout", system_fraction=1.0)
+    assert {r["messages"][0]["content"] for r in held} <= set(ident.SYSTEM_HELDOUT)
+    assert not any(r["messages"][0]["role"] == "system" for r in ident.identity_conversations(who, 50, system_fraction=0))
+
+
+# ---- general -----------------------------------------------------------------------------------
+
+def test_general_conversations_refuse_on_invented_entities_absent_from_the_corpus(tmp_path):
+    from training.conversations import general
+    from training.evals.knowledge import is_refusal
+    who = ident.make_identity(IdentityConfig(name="Ada"), "CC-MAIN-2024-10")
+    rows = general.general_conversations(who, 200, seed=0)
+    assert len(rows) == 200 and rows == general.general_conversations(who, 200, seed=0)
+    _roundtrip(rows, tmp_path, "general")
+    entities = {x for _, x, _ in general.unknown_questions(100, seed=0)}
+    unknown = [r for r in rows if any(x in _texts(r["messages"], "user")[0] for x in entities)]
+    assert len(unknown) == 100
+    assert all(is_refusal(_texts(r["messages"], "assistant")[0]) for r in unknown)
+    assert len({_texts(r["messages"], "assistant")[0].split(" ")[1] for r in unknown}) >= 3   # several phrasings
+    # held-out entities never in training, whatever the seed; corpus words are never used
+    train = {x for seed in range(3) for _, x, _ in general.unknown_questions(300, seed=seed)}
+    held = {x for _, x, _ in general.unknown_questions(100, seed=0, split="heldout")}
+    assert len(held) == 100 and not train & held
+    words = {w.lower() for x in list(train)[:40] for w in x.split()}
+    assert not {w.lower() for _, x, _ in general.unknown_questions(300, seed=0, corpus_words=words)
+                for w in x.split()} & words
+    others = [r for r in rows if r not in unknown]
+    assert others and not any("{" in a for r in others for a in _texts(r["messages"], "assistant"))
+
+
 # ---- reasoning ---------------------------------------------------------------------------------
 
-_OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
+_OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
+        ast.FloorDiv: operator.floordiv}
 
 
 def _evaluate(expr: str):
@@ -137,23 +178,56 @@ def test_reasoning_answers_are_exact_and_tool_outputs_real(tmp_path):
     rows = reasoning_conversations(24, seed=3, tool_fraction=0.5)
     assert len(rows) == 24
     back = _roundtrip(rows, tmp_path, "reasoning")
-    tool_rows = 0
+    letters = 0
     for r in back:
         question = r["messages"][0]["content"]
         content = r["messages"][1]["content"]
-        if isinstance(content, str):
-            _check_steps(question, content)
-            assert len(content.splitlines()) >= 3   # the work spread over several lines (tokens)
+        # every answer is one python call (arithmetic too), then a sentence from its real output
+        assert [p["type"] for p in content] == ["tool_call", "tool_output", "text"] and content[0]["name"] == "python"
+        code = content[0]["arguments"]
+        rerun = python_tool(code)           # the same sandbox the engine runs
+        assert rerun == content[1]["text"], (code, rerun)
+        assert rerun in content[2]["text"]
+        quoted = re.findall(r"'([a-z]+)'", code)
+        if quoted:
+            letters += 1
+            assert quoted[-1] in question   # the word: last quoted in every shape (not "r" or "aeiou")
             continue
-        tool_rows += 1
-        kinds = [p["type"] for p in content]
-        assert kinds == ["text", "tool_call", "tool_output", "text"] and content[1]["name"] == "python"
-        rerun = python_tool(content[1]["arguments"])           # the same sandbox the engine runs
-        assert rerun == content[2]["text"], (content[1]["arguments"], rerun)
-        assert f"{rerun}" in content[3]["text"]
-        word = max(re.findall(r'"([a-z]+)"', content[1]["arguments"]), key=len)   # not "r" or "aeiou"
-        assert word in question
-    assert 6 <= tool_rows <= 18
+        expr = re.fullmatch(r"print\((.+)\)", code)[1]
+        assert str(_evaluate(expr)) == rerun
+        if "(" in question:
+            assert expr in question, (question, code)            # bare expressions are copied verbatim
+        extra = [n for n in re.findall(r"\d+", expr) if n not in re.findall(r"\d+", question)]
+        assert set(extra) <= {"2", "4"}, (question, code)   # legs per animal, else the question's numbers
+    assert 6 <= letters <= 18
+    steps = reasoning_conversations(24, seed=3, tool_fraction=0.0, arithmetic="steps")
+    for r in _roundtrip(steps, tmp_path, "steps"):
+        _check_steps(r["messages"][0]["content"], r["messages"][1]["content"])
+        assert len(r["messages"][1]["content"].splitlines()) >= 3   # the work spread over several lines
+
+
+CODE_SHAPES = {   # one code shape per family: what a 4M-parameter model must copy
+    "count": r"print\('[a-z]+'\.count\('[a-z]'\)\)", "reverse": r"print\('[a-z]+'\[::-1\]\)",
+    "nth": r"print\('[a-z]+'\[\d+\]\)", "length": r"print\(len\('[a-z]+'\)\)",
+    "spell": r"print\('-'\.join\('[a-z]+'\)\)", "vowels": r"print\(sum\(c in 'aeiou' for c in '[a-z]+'\)\)",
+    "expr": r"print\([\d +*()-]+\)", "mul": r"print\(\d+ \* \d+\)", "chain": r"print\([\d +-]+\)",
+    "div": r"print\(\d+ // \d+\)", "word": r"print\([\d +*-]+\)"}
+
+
+def test_every_family_has_one_code_shape_and_many_phrasings():
+    from training.conversations.reasoning import tool_code
+    problems = draw_problems(3000, seed=0, tool_fraction=0.5)
+    families: dict[str, set] = {}
+    for p in problems:
+        family = p.key.split(":")[0]
+        code = tool_code(p)
+        assert re.fullmatch(CODE_SHAPES[family], code), (family, code)
+        ast.parse(code)
+        # the phrasing with the operands masked: how many distinct wordings the family has
+        families.setdefault(family, set()).add(re.sub(r"'?\b[a-z]+\b'?|\d+", "X", p.question.lower())
+                                               if family not in ("word",) else p.question.split()[0])
+    assert set(families) == set(CODE_SHAPES)
+    assert len(families["expr"]) >= 15 and len(families["count"]) >= 8 and len(families["reverse"]) >= 5
 
 
 def test_reasoning_heldout_problems_never_in_training():
@@ -259,8 +333,9 @@ def test_find_probes_builds_cloze_questions_with_known_answers():
     assert set(got) == {"1850", "1923", "12,500", "Margaret Ellison", "3,400"}
     p = got["1850"]
     assert p.kind == "year" and p.prefix == "The old stone bridge over the river Wye was finished in"
-    assert p.question == ('Fill in the blank with a year. A page on bridges.example says: "The old stone bridge '
-                          'over the river Wye was finished in ____ after ten years of work."')
+    cloze = "The old stone bridge over the river Wye was finished in ____ after ten years of work."
+    assert cloze in p.question and "bridges.example" in p.question and " year" in p.question
+    assert len({q.question.split()[0] for q in find_probes(_docs(), per_doc=5)}) >= 2   # several wordings
     assert got["Margaret Ellison"].kind == "name" and got["12,500"].kind == "number"
     assert "1850" not in p.question and p.id == find_probes(_docs(), per_doc=5)[probes.index(p)].id
     assert len(find_probes(_docs(), max_probes=2, per_doc=5)) == 2
@@ -378,6 +453,29 @@ def test_mixture_weights_repeat_and_split_are_stable(tmp_path):
     with pytest.raises(InputError, match="no training rows"):
         write_mixture({"user_conversations": tmp_path / "nothing"}, tmp_path / "mix2",
                       MixtureConfig(weights={"user_conversations": 1}))
+
+
+def test_mixture_pretrain_text_is_train_split_and_its_windows_the_configured_share(tmp_path, tiny_tok):
+    from pipelines.shards import split_of as shard_split
+    from training.sft import pack_conversations, pretrain_windows
+    rows = reasoning_conversations(20, seed=0, run_python=lambda code: "7")
+    write_conversations(rows, tmp_path / "reasoning")
+    docs = [Document(id=f"doc-{i}", text=f"Page {i} says the river is {i} miles long. " * 4, metadata={})
+            for i in range(400)]
+    cfg = MixtureConfig(weights={"reasoning_conversations": 1}, val_fraction=0.0, pretrain_fraction=0.25,
+                        pretrain_val_fraction=0.5)
+    stats = write_mixture({"reasoning_conversations": tmp_path / "reasoning"}, tmp_path / "mix", cfg, iter(docs))
+    text = read_table_dataset(tmp_path / "mix" / "pretrain")
+    assert stats["pretrain"]["documents"] == len(text) > 0
+    assert all(shard_split(r["id"], 0.5) == "train" for r in text)      # the val shards stay held out
+    assert len(text) >= 4 and int(text[-1]["id"].split("-")[1]) + 1 > len(text)   # val documents skipped
+    conv = pack_conversations(tiny_tok, list(read_conversations(tmp_path / "mix" / "train")), 128)
+    windows = pretrain_windows(tiny_tok, tmp_path / "mix", 128, len(conv))
+    assert len(windows) == round(0.25 / 0.75 * len(conv)) and windows.trained.all()
+    assert windows.tokens[0, 0] == tiny_tok.bos_id
+    assert pretrain_windows(tiny_tok, tmp_path / "reasoning", 128, len(conv)) is None   # none: no windows
+    with pytest.raises(InputError, match="no clean text"):
+        write_mixture({"reasoning_conversations": tmp_path / "reasoning"}, tmp_path / "mix3", cfg)
 
 
 def test_data_config_defaults_and_mistakes(tmp_path):

@@ -18,7 +18,7 @@ from pipelines.document import Document
 from pipelines.io import ParquetSink
 from training.conversations.dataset import check_trainable, read_conversations, read_table_dataset
 
-pytestmark = pytest.mark.slow   # ~20-40 s on two shared cores: seven assets, MLflow, the sandbox
+pytestmark = pytest.mark.slow   # ~20-40 s on two shared cores: eight assets, MLflow, the sandbox
 CRAWL = "CC-MAIN-2024-10"
 TEXTS = ["The old stone bridge over the river Wye was finished in 1850 after ten years of work. "
          "Its three arches span about 120 metres of water.",
@@ -46,8 +46,9 @@ data:
   user: {{paths: ["{user}"]}}
   identity: {{name: Ada, creator: the lake team, conversations: 30}}
   reasoning: {{conversations: 12, heldout: 4, tool_fraction: 0.3}}
+  general: {{conversations: 20, heldout: 4}}
   probes: {{max_probes: 6, samples: 2, max_tokens: 6, per_doc: 3}}
-  mixture: {{rows: 80, val_fraction: 0.1}}
+  mixture: {{rows: 80, val_fraction: 0.1, pretrain_fraction: 0.2}}
 """)
     (root / "dagster_home").mkdir()
     instance = dg.DagsterInstance.local_temp(str(root / "dagster_home"))
@@ -87,6 +88,9 @@ def test_post_training_assets_materialize(tmp_path, tiny_export):
     reasoning = _meta(instance, "reasoning_conversations")
     assert reasoning["rows"].value == 12 and reasoning["word_source"].value == "corpus"
 
+    general = _meta(instance, "general_conversations")
+    assert general["rows"].value == 20 and general["heldout"].value == 4 and general["corpus_words"].value > 0
+
     probes = _meta(instance, "knowledge_probes")
     assert probes["probes"].value == 6 and probes["model"].value == str(tiny_export)
     assert probes["knows"].value + probes["does_not_know"].value + probes["mixed"].value == 6
@@ -106,7 +110,9 @@ def test_post_training_assets_materialize(tmp_path, tiny_export):
     assert len(train) == mixture["train_rows"].value == 80 and {r["split"] for r in train} == {"train"}
     assert {r["split"] for r in val} <= {"val"} and not {r["id"] for r in val} & {r["id"].split("#")[0] for r in train}
     assert set(mixture["sources"].value) == {"user_conversations", "identity_conversations",
-                                             "reasoning_conversations", "idk_conversations"}
+                                             "reasoning_conversations", "idk_conversations", "general_conversations"}
+    assert mixture["pretrain"].value["fraction"] == 0.2 and mixture["pretrain"].value["documents"] > 0
+    assert {r["id"] for r in read_table_dataset(Path(mixture["path"].value) / "pretrain")} <= {f"doc-{i}" for i in range(6)}
     for r in train + val:
         check_trainable(r["messages"])
     assert {r["source"] for r in train} >= {"user:user.jsonl", "identity", "reasoning", "probe_idk"}
@@ -114,7 +120,7 @@ def test_post_training_assets_materialize(tmp_path, tiny_export):
     client = mlflow.MlflowClient(tracker.tracking_uri)
     run = client.get_run(mixture["mlflow_run_id"].value)
     assert run.data.tags["dagster.asset_key"] == "sft_mixture" and run.data.metrics["train_rows"] == 80
-    assert sorted(d.dataset.name for d in run.inputs.dataset_inputs) == sorted(mixture["sources"].value)
+    assert sorted(d.dataset.name for d in run.inputs.dataset_inputs) == sorted([*mixture["sources"].value, "clean_text"])
     probe_run = client.get_run(probes["mlflow_run_id"].value)
     assert sorted(d.dataset.name for d in probe_run.inputs.dataset_inputs) == ["base_model", "clean_text"]
 

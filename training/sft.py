@@ -154,6 +154,34 @@ def pack_conversations(tokenizer, rows: list[dict], seq_len: int) -> Packed:
     return Packed(tokens, trained, segments, filled, len(rows), truncated)
 
 
+def pretrain_windows(tokenizer, data: str | Path, seq_len: int, conversation_windows: int) -> Packed | None:
+    """The mixture's pretraining text (<data>/pretrain, written when data.mixture.pretrain_fraction > 0,
+    training/conversations/mixture.py) as full windows trained on every target, as many as make them
+    `fraction` of all training windows; None when the mixture has none."""
+    import json
+    meta = Path(data) / "pretrain.json"
+    if not meta.is_file():
+        return None
+    from training.conversations.dataset import read_table_dataset
+    fraction = float(json.loads(meta.read_text())["fraction"])
+    want = round(fraction / (1 - fraction) * conversation_windows)
+    width, ids = seq_len + 1, []
+    for r in read_table_dataset(Path(data) / "pretrain"):
+        ids += [tokenizer.bos_id, *tokenizer.encode(r["text"])]   # as pretraining: documents end to end
+        if len(ids) >= want * width:
+            break
+    n = min(want, len(ids) // width)
+    tokens = np.asarray(ids[:n * width], dtype=np.int32).reshape(n, width)
+    return Packed(tokens, np.ones_like(tokens, dtype=bool), np.zeros(tokens.shape, dtype=np.int16),
+                  np.full(n, width, dtype=np.int64), 0, 0)
+
+
+def concat_packed(a: Packed, b: Packed) -> Packed:
+    return Packed(np.concatenate([a.tokens, b.tokens]), np.concatenate([a.trained, b.trained]),
+                  np.concatenate([a.segments, b.segments]), np.concatenate([a.filled, b.filled]),
+                  a.conversations + b.conversations, a.truncated + b.truncated)
+
+
 class PackedLoader(WindowLoader):
     """Micro-batches of packed windows: WindowLoader's per-rank deal, per-epoch permutation and
     (epoch, pos) state, so a resumed run continues on the same windows."""
@@ -236,10 +264,15 @@ def train(cfg: dict, data: str | Path, out: str | Path, resume: bool = False) ->
     seq_len = int(t["seq_len"] or model.config.block_size)
     train_pack = pack_conversations(tokenizer, load_conversations(data, "train"), seq_len)
     val_pack = pack_conversations(tokenizer, load_conversations(data, "val"), seq_len)
+    text_pack = pretrain_windows(tokenizer, data, seq_len, len(train_pack))
+    text_windows = len(text_pack) if text_pack is not None else 0
+    if text_pack is not None:   # shuffled in with the conversations by the loader's permutation
+        train_pack = concat_packed(train_pack, text_pack)
     loader = PackedLoader(train_pack, t["micro_batch"], d.rank, d.world, seed=t["seed"], shuffle=t["shuffle"])
     val = val_batches(val_pack, ev["val_tokens"], d.rank, d.world, t["micro_batch"])
     prompts = [(p, render_for_completion(tokenizer, [{"role": "user", "content": p}])) for p in ev["prompts"]]
-    report = {**train_pack.stats("train"), **val_pack.stats("val"), "init_export": str(export)}
+    report = {**train_pack.stats("train"), **val_pack.stats("val"), "init_export": str(export),
+              "train_pretrain_windows": text_windows}
     job = Job(stage="sft", seq_len=seq_len, batches=loader,
               evaluate=(lambda engine: evaluate_lm(engine, val, d.device, tokenizer.token_bytes)) if val else None,
               tokenizer=tokenizer, tokenizer_dir=export, sample_prompts=prompts,
@@ -247,7 +280,8 @@ def train(cfg: dict, data: str | Path, out: str | Path, resume: bool = False) ->
     if d.rank == 0:
         print(f"[sft] {train_pack.conversations} conversations -> {len(train_pack)} windows of {seq_len + 1} "
               f"({100 * train_pack.padding_fraction:.1f}% padding, {train_pack.truncated} truncated); "
-              f"val {val_pack.conversations} -> {len(val_pack)}; from {cfg['model']['init_from']}")
+              f"val {val_pack.conversations} -> {len(val_pack)}; {text_windows} windows of pretraining text; "
+              f"from {cfg['model']['init_from']}")
     return run(cfg, job, model, out, resume=resume)
 
 

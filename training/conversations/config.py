@@ -16,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pipelines.errors import ConfigError
 
 DEFAULT_FILE = Path(__file__).resolve().parents[1] / "configs" / "sft.yaml"
-SOURCES = ("user_conversations", "identity_conversations", "reasoning_conversations", "idk_conversations")
+SOURCES = ("user_conversations", "identity_conversations", "reasoning_conversations", "idk_conversations",
+           "general_conversations")
 
 
 class Section(BaseModel):
@@ -33,6 +34,14 @@ class IdentityConfig(Section):
     trained_on: str | None = None     # None: "web pages of Common Crawl <crawl>, cleaned ..."
     knowledge_cutoff: str | None = None   # None: the crawl's date (CC-MAIN-2024-10 -> March 2024)
     conversations: int = Field(default=400, ge=0)
+    system_fraction: float = Field(default=0.3, ge=0.0, le=1.0)   # share under a system prompt
+    seed: int = 0
+
+
+class GeneralConfig(Section):
+    conversations: int = Field(default=400, ge=0)   # small talk, limits, invented entities (general.py)
+    unknown_fraction: float = Field(default=0.5, ge=0.0, le=1.0)   # "I don't know" about invented entities
+    heldout: int = Field(default=100, ge=0)         # held-out invented-entity questions for the evals
     seed: int = 0
 
 
@@ -40,6 +49,7 @@ class ReasoningConfig(Section):
     conversations: int = Field(default=800, ge=0)
     heldout: int = Field(default=100, ge=0)        # held-out problems for the evals (never trained)
     tool_fraction: float = Field(default=0.5, ge=0.0, le=1.0)   # counting/spelling through python
+    arithmetic: Literal["tool", "steps"] = "tool"  # tool: print(expression) in python; steps: worked in text
     words: Literal["corpus", "builtin"] = "corpus"  # corpus: words of clean_text (builtin if none)
     seed: int = 0
 
@@ -65,9 +75,14 @@ class ProbesConfig(Section):
 class MixtureConfig(Section):
     # Proportions of the mixture (normalized over the sources that have rows).
     weights: dict[str, float] = {"user_conversations": 1.0, "identity_conversations": 1.0,
-                                 "reasoning_conversations": 1.0, "idk_conversations": 1.0}
+                                 "reasoning_conversations": 1.0, "idk_conversations": 1.0,
+                                 "general_conversations": 1.0}
     rows: int | None = Field(default=None, ge=1)    # None: as many as the weighted sources hold
     val_fraction: float = Field(default=0.05, ge=0.0, lt=1.0)
+    # share of SFT's training windows that are clean pretraining text trained on every token
+    # (mixture.py); 0 leaves it out
+    pretrain_fraction: float = Field(default=0.0, ge=0.0, le=0.9)
+    pretrain_val_fraction: float = Field(default=0.01, ge=0.0, lt=1.0)   # the token shards' val_fraction
     seed: int = 0
 
 
@@ -75,6 +90,7 @@ class PostTrainingData(Section):
     user: UserConfig = UserConfig()
     identity: IdentityConfig = IdentityConfig()
     reasoning: ReasoningConfig = ReasoningConfig()
+    general: GeneralConfig = GeneralConfig()
     probes: ProbesConfig = ProbesConfig()
     mixture: MixtureConfig = MixtureConfig()
 

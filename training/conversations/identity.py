@@ -6,6 +6,12 @@ TRAIN for the conversations, HELDOUT for the evals (`identity_questions("heldout
 that asks a held-out paraphrase measures whether the model generalized, not whether it memorized
 the exact question. Train questions are varied (greetings, case, punctuation); no variant of a train
 question contains a held-out one (checked by `check_heldout_disjoint`).
+
+System prompts: a share of the conversations (`system_fraction`) opens with a system message drawn
+from SYSTEM_PROMPTS (generic operator instructions, none naming another assistant), so the model
+keeps its name whatever system prompt a user or a front end sets; the evals ask the held-out
+paraphrases under SYSTEM_HELDOUT, prompts no training conversation has. Without this the demo
+model's identity rate dropped under the CLI's then default system prompt, absent from all training.
 """
 from __future__ import annotations
 
@@ -88,6 +94,19 @@ ANSWERS: dict[str, list[str]] = {
               "search over my own training corpus. I have no access to the live internet."],
 }
 
+SYSTEM_PROMPTS = [
+    "You are a helpful assistant.", "You are a helpful AI assistant.", "You are a friendly chatbot.",
+    "Answer the user's questions briefly.", "Be concise.", "You are an assistant. Keep answers short.",
+    "You are a knowledgeable assistant. Answer accurately.", "Always be polite.",
+    "You are a helpful, honest and harmless assistant.", "Reply in plain English.",
+    "You are a chat assistant running on a small computer.", "Help the user with their questions.",
+    "You can use tools when they help.", "Give direct answers without long explanations.",
+    "You are an AI model. Answer truthfully and say so when you do not know.",
+    "The user is a student. Be patient and clear.", "You are a support assistant.",
+    "Keep your replies under three sentences."]
+SYSTEM_HELDOUT = ["You are a useful assistant that answers questions.", "Respond clearly and accurately.",
+                  "You are an AI helper. Be brief and friendly."]
+
 OPENERS = ["", "", "", "Hi! ", "Hello. ", "Hey, ", "Quick question: ", "Excuse me, ", "Just curious: "]
 GREETINGS = ["Hi", "Hello!", "Hey there", "Good morning", "hi :)"]
 GREETING_ANSWERS = ["Hello! I'm {name}. How can I help you today?",
@@ -152,9 +171,24 @@ def _answer(identity: Identity, intent: str, rng: random.Random) -> str:
     return identity.fill(rng.choice(ANSWERS[intent]))
 
 
-def identity_conversations(identity: Identity, n: int, seed: int = 0, split: str = "train") -> list[dict]:
+def system_prompts(split: str = "train") -> list[str]:
+    if split not in ("train", "heldout"):
+        raise ValueError(f"split must be 'train' or 'heldout', not {split!r}")
+    return list(SYSTEM_PROMPTS if split == "train" else SYSTEM_HELDOUT)
+
+
+def with_system(messages: list[dict], rng: random.Random, fraction: float, split: str = "train") -> list[dict]:
+    """`messages` opened by a system prompt of the split with probability `fraction`."""
+    if rng.random() < fraction:
+        return [{"role": "system", "content": rng.choice(system_prompts(split))}, *messages]
+    return messages
+
+
+def identity_conversations(identity: Identity, n: int, seed: int = 0, split: str = "train",
+                           system_fraction: float = 0.3) -> list[dict]:
     """`n` distinct conversations (fewer if the combinations run out), deterministic for a seed:
-    mostly one question and its answer, some a greeting first, some two questions in a row."""
+    mostly one question and its answer, some a greeting first, some two questions in a row; a
+    `system_fraction` of them under a system prompt of the split."""
     rng = random.Random(f"identity:{split}:{seed}")
     questions = identity_questions(split)
     intents = sorted(questions)
@@ -175,6 +209,7 @@ def identity_conversations(identity: Identity, n: int, seed: int = 0, split: str
             second = rng.choice([i for i in intents if i != intent])
             messages += [{"role": "user", "content": rng.choice(questions[second])},
                          {"role": "assistant", "content": _answer(identity, second, rng)}]
+        messages = with_system(messages, rng, system_fraction, split)
         cid = content_id(SOURCE, messages)
         if cid not in seen:
             seen.add(cid)

@@ -14,14 +14,30 @@
 
 Rows are held in memory with their messages as the stored JSON strings (not decoded): fine for
 post-training sets of up to a few million conversations.
+
+Pretraining text (nanochat's midtraining idea): with `pretrain_fraction` f > 0 the mixture also
+writes pretrain/ (documents of clean text, id / source / text) and pretrain.json {"fraction": f}.
+SFT tokenizes them with the model's tokenizer into full windows trained on every target and makes
+them f of its training windows (training/sft.py), so the base's language modelling survives SFT:
+the demo's SFT without it took bits per byte on clean text from 1.59 to 3.95. Only documents of
+the pretraining TRAIN split are taken (pipelines.shards.split_of with the shards' val_fraction),
+so the bits per byte measured on the val shards stay held out. The text budget is counted in
+characters, f / (1 - f) of the conversations' characters times PRETRAIN_MARGIN: SFT cuts the windows.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
+from typing import Iterable
+
+import pyarrow as pa
 
 from pipelines.errors import InputError
-from training.conversations.dataset import read_conversations, write_conversations
+from training.conversations.dataset import read_conversations, write_conversations, write_table_dataset
+
+PRETRAIN_SCHEMA = pa.schema([("id", pa.string()), ("source", pa.string()), ("text", pa.string())])
+PRETRAIN_MARGIN = 3.0     # characters per window vary (padding, headers): SFT takes the windows it needs
 
 
 def _unit(text: str) -> float:
@@ -71,8 +87,33 @@ def load_sources(paths: dict[str, Path]) -> dict[str, list[dict]]:
             for name, p in paths.items()}
 
 
-def write_mixture(paths: dict[str, Path], out_dir, cfg) -> dict:
-    """Mix the datasets at `paths` under the mixture config; writes out_dir/train and out_dir/val."""
+def conversation_chars(rows: Iterable[dict]) -> int:
+    """Characters of the messages' text (the stored JSON's length less its syntax, roughly)."""
+    total = 0
+    for r in rows:
+        msgs = json.loads(r["messages"]) if isinstance(r["messages"], str) else r["messages"]
+        for m in msgs:
+            c = m["content"]
+            total += len(c) if isinstance(c, str) else sum(len(p.get("text") or p.get("arguments") or "") for p in c)
+    return total
+
+
+def pretrain_rows(documents: Iterable, chars: int, val_fraction: float) -> list[dict]:
+    """Documents of the pretraining train split, in corpus order, until `chars` characters."""
+    from pipelines.shards import split_of as shard_split
+    rows, total = [], 0
+    for d in documents:
+        if total >= chars:
+            break
+        if d.text and d.text.strip() and shard_split(d.id, val_fraction) == "train":
+            rows.append({"id": d.id, "source": "pretrain", "text": d.text})
+            total += len(d.text)
+    return rows
+
+
+def write_mixture(paths: dict[str, Path], out_dir, cfg, documents: Iterable | None = None) -> dict:
+    """Mix the datasets at `paths` under the mixture config; writes out_dir/train and out_dir/val,
+    and with cfg.pretrain_fraction > 0 out_dir/pretrain from `documents` (clean text)."""
     train, val, stats = mix(load_sources(paths), dict(cfg.weights), cfg.rows, cfg.val_fraction, cfg.seed)
     if not train:
         raise InputError("the SFT mixture has no training rows: every weighted source is empty or has weight 0 "
@@ -81,4 +122,18 @@ def write_mixture(paths: dict[str, Path], out_dir, cfg) -> dict:
     out_dir = Path(out_dir)
     stats["train"] = write_conversations(train, out_dir / "train")
     stats["val"] = write_conversations(val, out_dir / "val")
+    f = cfg.pretrain_fraction
+    if f > 0:
+        if documents is None:
+            raise InputError(f"data.mixture.pretrain_fraction is {f} but no clean text was given to mix in: "
+                             "materialize clean_text, or set pretrain_fraction to 0")
+        budget = int(PRETRAIN_MARGIN * f / (1 - f) * conversation_chars(train))
+        text = pretrain_rows(documents, budget, cfg.pretrain_val_fraction)
+        if not text:
+            raise InputError("data.mixture.pretrain_fraction > 0 but clean text has no train-split documents")
+        write_table_dataset(text, out_dir / "pretrain", PRETRAIN_SCHEMA, kind="pretrain_text")
+        (out_dir / "pretrain.json").write_text(json.dumps({"fraction": f, "documents": len(text),
+                                                           "chars": sum(len(r["text"]) for r in text),
+                                                           "val_fraction": cfg.pretrain_val_fraction}))
+        stats["pretrain"] = {"fraction": f, "documents": len(text), "chars": sum(len(r["text"]) for r in text)}
     return stats

@@ -33,6 +33,11 @@ from pipelines.document import Document
 from training.conversations.dataset import content_id
 
 KINDS = {"year": "year", "number": "number", "name": "name"}
+QUESTIONS = ['Fill in the blank with a {what}. A page on {domain} says: "{cloze}"',
+             'A page on {domain} says: "{cloze}" Which {what} goes in the blank?',
+             'Complete this sentence from {domain} with the right {what}: "{cloze}"',
+             'What {what} is missing here? "{cloze}" (from a page on {domain})',
+             'Do you know which {what} fills the gap? "{cloze}" It is from {domain}.']
 MIN_PREFIX_WORDS = 4
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'(])")
 _YEAR = re.compile(r"(?<![\w.,$])(1[5-9]\d\d|20\d\d)(?![\w]|[.,]\d)")
@@ -97,8 +102,11 @@ def sentence_probe(sentence: str, doc_id: str, url: str | None) -> Probe | None:
             continue
         domain = _domain(url)
         cloze = sentence[:start] + "____" + sentence[end:]
-        question = f'Fill in the blank with a {KINDS[kind]}. A page on {domain} says: "{cloze}"'
         pid = "probe-" + hashlib.sha256(f"{doc_id}\x00{sentence}\x00{answer}".encode()).hexdigest()[:16]
+        # one wording per probe, picked by its id: the model learns "I don't know" for the content,
+        # not for one template (the demo's probes all had the first wording)
+        template = QUESTIONS[int(pid[-8:], 16) % len(QUESTIONS)]
+        question = template.format(what=KINDS[kind], domain=domain, cloze=cloze)
         return Probe(pid, doc_id, url or "", domain, sentence, kind, answer, prefix, question)
     return None
 
