@@ -62,8 +62,10 @@ def _evaluate(export: Path, mixture: Path, cfg: dict, config_file: str) -> tuple
     # Sample size for the decision "adherence >= 0.99": 64 prompts x 10 samples = 640 replies, pass
     # at <= 6 failures. Binomial (replies independent): a model at 0.98 passes 2.8% of the time, at
     # 0.97 0.04%; a model at 0.995 fails 4.4% of the time, one at exactly 0.99 46%. Samples of one
-    # prompt are correlated, so the effective n lies between 64 and 640: the guard against a bad
-    # model passing is the strong side, as a gate on `candidate` should be.
+    # prompt are correlated, so the effective n lies between 640 and 64; at 64 (a prompt's samples all
+    # alike) a pass needs all 64: a model at 0.95 still passes only 3.8%, at 0.98 27%, and one at
+    # 0.995 fails 27%. Either way the strong side is a bad model not passing, as a gate on
+    # `candidate` should be; more prompts (checks.protocol_prompts) buy the rest.
     gate, sources = gate_prompts(load_conversations(mixture, "train"), load_conversations(mixture, "val"),
                                  c["protocol_prompts"], extra=generator_heldout_prompts())
     prompts = gate * c["protocol_samples"]   # the engine seeds row i with seed + i: distinct samples
