@@ -197,8 +197,12 @@ class GRPO:
 
     def _should_stop(self, rec: dict) -> str | None:
         kl_max, patience = self.rl.get("kl_max"), self.rl.get("patience")
-        if kl_max is not None and rec.get("rl/kl") is not None and rec["rl/kl"] > float(kl_max):
-            return f"KL {rec['rl/kl']:.4f} per token passed rl.kl_max {kl_max}"
+        # Stop BEFORE the bound: at rl.kl_stop_fraction of it, so the exported policy (this step's)
+        # is still on the leash; stopping only once past it exported a model its own check then failed.
+        stop_at = float(kl_max) * float(self.rl.get("kl_stop_fraction") or 1.0) if kl_max is not None else None
+        if stop_at is not None and rec.get("rl/kl") is not None and rec["rl/kl"] > stop_at:
+            return (f"KL {rec['rl/kl']:.4f} per token passed {stop_at:.4g} "
+                    f"(rl.kl_stop_fraction of rl.kl_max {kl_max})")
         if patience and rec.get("heldout/reward") is not None:
             if rec["heldout/reward"] > self.best:
                 self.best, self.since_best = rec["heldout/reward"], 0
