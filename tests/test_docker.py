@@ -1,4 +1,5 @@
 """No Docker engine runs here: the production files are checked statically instead."""
+import re
 from pathlib import Path
 
 import yaml
@@ -116,3 +117,12 @@ def test_compose_runs_the_same_mlflow_and_spark_commands_as_the_tested_services(
     for key in ("SPARK_MASTER_OPTS", "SPARK_WORKER_OPTS"):
         assert spark_env[key] == tested_env[key]  # spark.authenticate, no REST server, no secret in a -D option
     assert spark_env["_SPARK_AUTH_SECRET"].startswith("${SPARK_AUTH_SECRET:?") and "_SPARK_AUTH_SECRET" in tested_env
+
+
+def test_the_image_can_confine_model_code():
+    """The python tool runs model code under bubblewrap or not at all: the image installs it (and
+    libseccomp for the filter), and the service where runs execute lets bwrap make its namespaces."""
+    dockerfile = (ROOT / "docker" / "Dockerfile").read_text()
+    assert re.search(r"apt-get install[^\n]*\bbubblewrap\b", dockerfile) and "libseccomp2" in dockerfile
+    user_code = yaml.safe_load((ROOT / "docker" / "compose.yaml").read_text())["services"]["user-code"]
+    assert "seccomp=unconfined" in user_code["security_opt"] and "apparmor=unconfined" in user_code["security_opt"]
