@@ -30,6 +30,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))   # realweb_warc: the realweb reader
 
 REALWEB = ROOT.parent / "shared" / "realweb"
 LABELLED = ROOT / "tests" / "data" / "pii_realweb_labelled.jsonl"
@@ -38,15 +39,14 @@ CONTEXT = 80  # characters kept on each side of a labelled candidate
 
 
 def realweb_pages(root: Path = REALWEB):
-    """(page id, sha1, html) for every page, in file order."""
-    files = sorted((root / "html").glob("*.jsonl.gz"))
-    if not files:
-        raise SystemExit(f"no realweb pages under {root} (see ../shared/realweb/README.md)")
-    for path in files:
-        with gzip.open(path, "rt", encoding="utf-8") as fh:
-            for line in fh:
-                r = json.loads(line)
-                yield r["id"], r["sha1"], r["html"]  # non-UTF-8 pages: decoded by their charset
+    """(page id, sha1, html) for every page, in file order (non-UTF-8 pages decoded by their charset);
+    the one realweb reader, bench/realweb_warc.py's."""
+    from realweb_warc import realweb_pages as records
+    try:
+        for r, _raw in records(root):
+            yield r["id"], r["sha1"], r["html"]
+    except FileNotFoundError as e:
+        raise SystemExit(str(e)) from None
 
 
 def _cache_path(root: Path) -> Path:
