@@ -8,8 +8,6 @@ dropped pages as `timeout` in the loaded run only; a CPU-time limit does not see
 """
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +15,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from cpu_hogs import cpu_hogs
 from pipelines.samplecrawl import generate_crawl
 
 pytestmark = pytest.mark.slow
@@ -36,17 +35,6 @@ def _outputs(out: Path) -> dict[str, list[dict]]:
             for sub in ("clean", "removed") for f in sorted((out / sub).rglob("*.parquet"))}
 
 
-def _start_hogs(n: int) -> list[subprocess.Popen]:
-    return [subprocess.Popen([sys.executable, "-c", "while True: pass"], start_new_session=True)
-            for _ in range(n)]
-
-
-def _stop(hogs: list[subprocess.Popen]) -> None:
-    for p in hogs:
-        os.killpg(p.pid, signal.SIGKILL)  # its own session: only the hog itself
-        p.wait()
-
-
 def test_process_gives_the_same_output_beside_cpu_hogs(tmp_path):
     # light pages (2-15 ms each): at real-page weight the biggest generated pages cost 50-70 ms,
     # 1.35-1.6x that beside the hogs, too close to this test's tight limit
@@ -56,11 +44,8 @@ def test_process_gives_the_same_output_beside_cpu_hogs(tmp_path):
     config.write_text(TIGHT)
     quiet = _process(info.out_dir, tmp_path / "quiet", config)
     assert quiet.returncode == 0, quiet.stderr[-3000:]
-    hogs = _start_hogs(3 * (os.cpu_count() or 1))
-    try:
+    with cpu_hogs():
         loaded = _process(info.out_dir, tmp_path / "loaded", config)
-    finally:
-        _stop(hogs)
     assert loaded.returncode == 0, loaded.stderr[-3000:]
 
     a, b = _outputs(tmp_path / "quiet"), _outputs(tmp_path / "loaded")

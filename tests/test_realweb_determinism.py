@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+
+from cpu_hogs import cpu_hogs
 
 ROOT = Path(__file__).resolve().parents[1]
 REALWEB = ROOT.parent / "shared" / "realweb"
@@ -52,17 +53,6 @@ def _outputs(out: Path) -> dict[str, bytes]:
             for sub in ("clean", "removed") for f in sorted((out / sub).rglob("*.parquet"))}
 
 
-def _hogs(n: int) -> list[subprocess.Popen]:
-    return [subprocess.Popen([sys.executable, "-c", "while True: pass"], start_new_session=True)
-            for _ in range(n)]
-
-
-def _stop(hogs: list[subprocess.Popen]) -> None:
-    for p in hogs:
-        os.killpg(p.pid, signal.SIGKILL)  # its own session: only the hog itself
-        p.wait()
-
-
 def _same_outputs_beside_hogs(tmp_path: Path, every: int) -> None:
     warc = tmp_path / "realweb.warc.gz"
     n = _realweb_warc().write_warc(warc, REALWEB, every=every)
@@ -70,11 +60,8 @@ def _same_outputs_beside_hogs(tmp_path: Path, every: int) -> None:
     config.write_text("extraction:\n  workers: 2\n" + EXTRA_CONFIG)
     quiet = _process(warc, tmp_path / "quiet", config)
     assert quiet.returncode == 0, quiet.stderr[-3000:]
-    hogs = _hogs(3 * (os.cpu_count() or 1))
-    try:
+    with cpu_hogs():
         loaded = _process(warc, tmp_path / "loaded", config)
-    finally:
-        _stop(hogs)
     assert loaded.returncode == 0, loaded.stderr[-3000:]
 
     a, b = _outputs(tmp_path / "quiet"), _outputs(tmp_path / "loaded")
