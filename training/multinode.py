@@ -127,7 +127,7 @@ def probe(hosts: list[str], ssh_config: str | None = None, run_dir: Path | None 
         run_dir.mkdir(parents=True, exist_ok=True)
         marker, token = run_dir / SHARED_MARKER, secrets.token_hex(8)
         marker.write_text(token)
-    here = fingerprint()
+    before = fingerprint()
     try:
         with concurrent.futures.ThreadPoolExecutor(max(1, len(hosts))) as pool:
             futures = [pool.submit(_probe_one, h, ssh_config, marker, token) for h in hosts]
@@ -135,8 +135,10 @@ def probe(hosts: list[str], ssh_config: str | None = None, run_dir: Path | None 
     finally:
         if marker is not None:
             marker.unlink(missing_ok=True)
+    # Before and after the hosts answered: a commit made in the checkout meanwhile is not a difference.
+    after = fingerprint()
     for host, rep in reports.items():
-        if why := mismatch(here, rep["fingerprint"]):
+        if rep["fingerprint"] not in (before, after) and (why := mismatch(after, rep["fingerprint"])):
             raise ConfigError(f"host {host} runs another environment than this one: {why}; {SAME_ENVIRONMENT}")
         if marker is not None and not rep["marker"]:
             raise ConfigError(f"host {host} does not see {run_dir}: the lake must be shared storage mounted "
@@ -145,9 +147,9 @@ def probe(hosts: list[str], ssh_config: str | None = None, run_dir: Path | None 
 
 
 def check_world(rank: int, world: int, ckpt_dir: Path, node_local: bool) -> None:
-    """Collective at the start of a run: every rank's fingerprint equals rank 0's; across several
-    hosts, every rank sees a file rank 0 wrote into ckpt_dir unless checkpoint.node_local. Every
-    rank raises the same one-line ConfigError."""
+    """Collective at the start of a run whose ranks span several hosts: every rank's fingerprint
+    equals rank 0's, and every rank sees a file rank 0 wrote into ckpt_dir unless
+    checkpoint.node_local. Every rank raises the same one-line ConfigError."""
     if world == 1:
         return
     import torch.distributed as dist
@@ -155,11 +157,13 @@ def check_world(rank: int, world: int, ckpt_dir: Path, node_local: bool) -> None
     everyone: list = [None] * world
     dist.all_gather_object(everyone, mine)
     first = everyone[0]
+    if len({o["host"] for o in everyone}) == 1:
+        return  # one machine: one checkout and venv (and a commit made meanwhile must not fail the run)
     for r, other in enumerate(everyone):
         if why := mismatch(first["fingerprint"], other["fingerprint"], "on rank 0"):
             raise ConfigError(f"rank {r} on host {other['host']} runs another environment than rank 0 on "
                               f"{first['host']}: {why}; {SAME_ENVIRONMENT}")
-    if len({o["host"] for o in everyone}) == 1 or node_local:
+    if node_local:
         return
     token = [secrets.token_hex(8)]
     dist.broadcast_object_list(token, src=0)
