@@ -104,7 +104,7 @@ def other_deepspeed_on_hostb(hosts, tmp_path):
 
 # ---- errors before anything trains ---------------------------------------------------------------
 
-def test_unreachable_host_and_other_environment_are_one_line(hosts, tmp_path):
+def test_unreachable_host_other_environment_and_unshared_lake_are_one_line(hosts, tmp_path):
     import dagster as dg
 
     from assets.training import TrainingLauncher
@@ -132,6 +132,11 @@ def test_unreachable_host_and_other_environment_are_one_line(hosts, tmp_path):
             TrainingLauncher(mode="hostfile", hostfile=str(hosts.hostfile), ssh_config=str(hosts.ssh_config)).preflight()
         assert "\n" not in str(e.value.description)
     assert not (tmp_path / "run" / ".crawl2chat-shared").exists()  # the lake marker is removed again
+
+    # a run directory the hosts do not see (each host has its own disk at that path): the lake is not shared
+    r = launch_cli(hosts, ["--module", "training.pretrain", "--out", str(hosts.node_local / "run")], timeout=120)
+    line = one_line_error(r)
+    assert f"does not see {hosts.node_local / 'run'}: the lake must be shared storage" in line
 
 
 @pytest.mark.slow
