@@ -13,13 +13,17 @@ setting it reports
     accumulation boundary: ZeRO's parameter all-gather included) and comm, estimated as the boundary
     micro-step's backward minus a plain micro-step's (the gradient all-reduce / reduce-scatter that
     DeepSpeed runs at the boundary; null without accumulation or on one rank);
-  - peak device memory (CUDA).
+  - peak device memory (CUDA);
+  - the loss's rows per chunk (model.py loss_rows) and the FLOPs backward recomputes (head matmul of
+    checkpointed loss chunks, activation checkpointing): `hfu` counts them, `mfu` does not
+    (training/tracking.py MFU_DEFINITION). --loss-chunk N forces N positions per loss chunk (today's
+    8192, or one chunk) to time the head recompute against none.
 CPU default: training/configs/tiny.yaml, ZeRO 0,1,2, compile off (inductor's CPU compile takes
 minutes on two cores; --compile 0,1 times both). CUDA default: training/configs/gpt2-124m.yaml
 (ctx 1024, bf16, compile on), ZeRO 0,1,2. More than one GPU: `deepspeed --num_gpus N bench/train.py`.
 
     python bench/train.py [--config Y] [--set K=V ...] [--steps 4] [--warmup 2] [--stages 0,1,2]
-                          [--compile 0,1] [--data SHARDS] [--vocab 50257] [--threads N]
+                          [--compile 0,1] [--data SHARDS] [--vocab 50257] [--threads N] [--loss-chunk N]
 """
 from __future__ import annotations
 
@@ -134,11 +138,19 @@ def bench_one(args, data: Path, work: Path, stage: int, compiled: bool, on_cuda:
            **real_loop(cfg, data, work / f"z{stage}-c{int(compiled)}", args.warmup),
            "breakdown": instrumented(cfg, data, args.steps, args.warmup)}
     fpt = model.flops_per_token(seq)
+    model.activation_checkpointing = bool(t["activation_checkpointing"])
+    dev = torch.device("cuda" if on_cuda else "cpu")
+    rows = model.loss_rows(t["micro_batch"], seq, dev)  # on CUDA: sized from the free memory now
+    recompute = model.recompute_flops_per_token(t["micro_batch"], seq, dev)
+    peak = peak_flops(device_name()) if on_cuda else None
     res.update({"batch_tokens": t["batch_tokens"], "micro_batch": t["micro_batch"], "seq_len": seq,
                 "grad_accum": t["batch_tokens"] // (t["micro_batch"] * seq * world),
                 "vocab_size": model.config.vocab_size, "padded_vocab": model.config.padded_vocab,
                 "params": sum(p.numel() for p in model.parameters()), "flops_per_token": fpt,
-                "mfu": mfu(res["tokens_per_s"] / world, fpt, peak_flops(device_name()) if on_cuda else None),
+                "loss_rows": rows, "loss_chunks": -(-t["micro_batch"] // rows),
+                "recompute_flops_per_token": recompute,
+                "mfu": mfu(res["tokens_per_s"] / world, fpt, peak),
+                "hfu": mfu(res["tokens_per_s"] / world, fpt + recompute, peak),
                 "peak_memory_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2) if on_cuda else None})
     if on_cuda:
         torch.cuda.empty_cache()
@@ -157,6 +169,8 @@ def main() -> None:
     ap.add_argument("--data", help="token shards root (default: random tokens written into a temp dir)")
     ap.add_argument("--vocab", type=int, default=50257 if on_cuda else 8192, help="vocabulary of the random shards")
     ap.add_argument("--threads", type=int, help="torch intra-op threads on CPU")
+    ap.add_argument("--loss-chunk", type=int, default=None,
+                    help="positions per loss chunk (GPT.loss_chunk; default: sized from memory, 8192 on CPU)")
     ap.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     args.warmup = max(1, args.warmup)
@@ -170,6 +184,9 @@ def run_all(args, on_cuda: bool) -> dict | None:
     logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.loss_chunk:
+        from training.model import GPT
+        GPT.loss_chunk = args.loss_chunk  # the class default: the trainer's model takes it too
     import deepspeed
     from training.data import random_token_shards
     from training.trainer import setup_distributed
@@ -193,6 +210,7 @@ def run_all(args, on_cuda: bool) -> dict | None:
            "world_size": world, "peak_bf16_flops": peak_flops(name) if on_cuda else None,
            "torch": torch.__version__, "deepspeed": deepspeed.__version__, "threads": torch.get_num_threads(),
            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "steps": args.steps, "warmup": args.warmup,
+           "loss_chunk": args.loss_chunk,
            "results": results}
     return out if rank == 0 else None
 

@@ -233,3 +233,30 @@ def test_prefetcher_raises_the_sources_error_in_the_trainer():
             pass
     with pytest.raises(ValueError, match="damaged shard"):
         Prefetcher(Broken()).next_batch()
+
+
+@pytest.mark.slow  # inductor compiles FlexAttention's CPU kernel: ~3 min on two cores
+@pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
+def test_compiled_loss_takes_the_block_mask_once_for_every_segment_layout():
+    """CUDA's SFT step: the compiled training loss with a FlexAttention block mask built outside it.
+    Three batches with different segment layouts: the dense mask's loss each time, and one compiled
+    graph (a new mask per batch must not recompile). The CPU runs it forward only."""
+    import torch._dynamo.utils as dynamo_utils
+    from torch.nn.attention.flex_attention import BlockMask
+    torch.manual_seed(0)
+    m = GPT(GPTConfig(vocab_size=97, block_size=256, n_layer=2, n_head=2, n_embd=32))
+    m.compile_loss()
+    torch._dynamo.reset()
+    dynamo_utils.counters.clear()
+    g = torch.Generator().manual_seed(1)
+    for layout in ([200], [3, 130, 1, 66], [17] * 11 + [13]):
+        segments = torch.cat([torch.full((n,), k) for k, n in enumerate(layout)])[None].expand(2, -1)
+        x, y = torch.randint(0, 97, (2, 200), generator=g), torch.randint(0, 97, (2, 200), generator=g)
+        with torch.no_grad():
+            m.packed_attention = "dense"
+            dense = m._train_loss(x, y, "sum", segments)
+            m.packed_attention = "flex"
+            assert isinstance(m.block_mask(segments), BlockMask)
+            flex = m(x, y, reduction="sum", segments=segments)
+        torch.testing.assert_close(flex, dense, rtol=1e-5, atol=1e-3)
+    assert dynamo_utils.counters["stats"]["unique_graphs"] == 1

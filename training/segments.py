@@ -35,12 +35,15 @@ def segment_mask(segments: torch.Tensor) -> torch.Tensor:
 
 def segment_block_mask(segments: torch.Tensor) -> BlockMask:
     """segment_mask as FlexAttention's BlockMask: the same (query, key) pairs, kept per 128 x 128 tile
-    (tiles without a pair are skipped, tiles with all pairs run unmasked)."""
+    (tiles without a pair are skipped, tiles with all pairs run unmasked). Built once per micro-batch,
+    shared by every layer; on CUDA its construction is compiled (_compile: the eager one runs a few
+    kernels over all B·T² (query, key) pairs; compiled, no B x T x T intermediate is kept)."""
     B, T = segments.shape
 
     def document_causal(b, h, q, k):
         return (segments[b, q] == segments[b, k]) & (k <= q)
-    return create_block_mask(document_causal, B, None, T, T, device=segments.device)
+    return create_block_mask(document_causal, B, None, T, T, device=segments.device,
+                             _compile=segments.device.type == "cuda")
 
 
 _compiled_flex = None

@@ -59,8 +59,12 @@ def device_name() -> str:
 # What the logged MFU counts (banner line and MLflow param): the model's FLOPs per trained token
 # (GPT.flops_per_token), not the hardware's. With activation checkpointing the forward of every block
 # runs twice (~8·N instead of 6·N per token), and that recompute is NOT counted: MFU then reads ~25%
-# lower than the device's actual utilization, as in nanoGPT / llm.c / PaLM's definition.
-MFU_DEFINITION = "model FLOPs (6N + attention) / dense bf16 peak; excludes activation-checkpoint recompute"
+# lower than the device's actual utilization, as in nanoGPT / llm.c / PaLM's definition. Nor is the head
+# matmul that backward reruns when the loss runs in checkpointed chunks (2·V·d per token, +9% at
+# gpt2-124m): on CUDA the loss is unchunked wherever the logits fit (model.py loss_rows), so there is
+# none; GPT.recompute_flops_per_token counts both recomputes (bench/train.py reports the HFU with them).
+MFU_DEFINITION = ("model FLOPs (6N + attention) / dense bf16 peak; excludes recompute (activation "
+                  "checkpointing, chunked-loss head)")
 
 
 def mfu(tokens_per_s_per_device: float, flops_per_token: float, peak: float | None) -> float | None:
