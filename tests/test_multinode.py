@@ -4,11 +4,12 @@ same path), DeepSpeed's pdsh runner over ssh with 1 CPU rank (gloo) per host.
 
 - the Dagster base_model asset in hostfile mode: a materialization with the trainer's metadata
   (reported through Pipes from rank 0 on another host), metrics in the asset's MLflow run, the export
-  registered; the model states on BOTH node-local disks (DeepSpeed's node-local storage);
+  registered, checkpoints complete on the shared lake;
 - one host's rank killed mid-save after a checkpoint, the rerun resumes from the newest checkpoint
-  complete on both disks and ends with the uninterrupted run's weights (pretraining and SFT);
-- one-line errors: an unreachable host, a host with another environment, a checkpoint directory
-  that is not shared although the config says it is.
+  complete on both node-local disks (each holding its node's model states: DeepSpeed's node-local
+  storage) and ends with the uninterrupted run's weights (pretraining at ZeRO-0, SFT at ZeRO-1);
+- one-line errors: an unreachable host, a host with another environment (seen by the launcher's probe
+  and by the ranks), a run directory or checkpoint directory that is not shared.
 """
 import contextlib
 import json
@@ -21,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from netns_hosts import Hosts, ensure_tools
+from training.checkpoint import marker_name
 from engine_fixtures import tiny_export, tiny_tokenizer_dir  # noqa: F401 (fixtures: an export to fine-tune)
 from test_pretrain import corpus  # noqa: F401 (fixture: tokenizer + shards of a synthetic corpus)
 
@@ -172,7 +174,7 @@ def test_base_model_asset_in_hostfile_mode(hosts, corpus, tmp_path):  # noqa: F8
     tracker = MLflowTracker(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
                             artifact_root=str(tmp_path / "mlartifacts"))
     launcher = TrainingLauncher(mode="hostfile", hostfile=str(hosts.hostfile), ssh_config=str(hosts.ssh_config),
-                                env_vars=HOST_ENV, overrides=TINY + node_local(hosts, "asset"))
+                                env_vars=HOST_ENV, overrides=TINY)   # checkpoints on the shared lake
     result = dg.materialize([base_model], instance=instance, resources={
         "lake": LakeResource(root=str(tmp_path / "lake")), "launcher": launcher, "mlflow_tracker": tracker,
         "pipes_subprocess_client": dg.PipesSubprocessClient()})
@@ -192,14 +194,11 @@ def test_base_model_asset_in_hostfile_mode(hosts, corpus, tmp_path):  # noqa: F8
     assert run.data.tags["dagster.asset_key"] == "base_model"
     assert "train/loss" in run.data.metrics and "val/loss" in run.data.metrics  # logged by rank 0 on hosta
     assert run.data.params["pretrain.world_size"] == "2"
-    # node-local checkpoints: each disk holds its own node's copy of the model states and its own rank's
-    # client state and marker; the path seen from here (no disk mounted) is empty
-    for host, rank in (("hosta", 0), ("hostb", 1)):
-        tag = hosts.disk[host] / "asset" / "step_00000006"
-        assert (tag / "mp_rank_00_model_states.pt").is_file(), sorted(p.name for p in tag.iterdir())
-        assert (tag / f"client_state.rank{rank:05d}.pt").is_file()
-        assert not (tag / f"client_state.rank{1 - rank:05d}.pt").exists()
-    assert not (hosts.node_local / "asset").exists()
+    # checkpoints on shared storage: one model-states file (rank 0's), each rank's client state and marker
+    tag = Path(meta["path"].value) / "checkpoints" / "step_00000006"
+    names = sorted(p.name for p in tag.iterdir())
+    assert {"mp_rank_00_model_states.pt", "client_state.rank00000.pt", "client_state.rank00001.pt",
+            "COMPLETE.json", "COMPLETE.rank00001.json"} <= set(names), names
 
 
 # ---- kill one host's rank, resume -----------------------------------------------------------------
@@ -214,10 +213,15 @@ def test_killed_host_resumes_from_checkpoint_complete_on_both_disks(hosts, corpu
     # hostb's rank is SIGKILLed in the middle of step 4's save, after the complete checkpoint of step 2
     killed = launch_cli(hosts, pretrain_args(corpus, run, ckpt), env={"CRAWL2CHAT_FAULT": "after_save:4:rank1"})
     assert killed.returncode != 0 and not (run / "export").exists()
-    for host in ("hosta", "hostb"):
-        tags = {p.name: sorted(q.name for q in p.iterdir() if q.name.startswith("COMPLETE"))
-                for p in (hosts.disk[host] / "run").iterdir()}
-        assert tags["step_00000002"] and not tags.get("step_00000004")  # 4: files without markers
+    for host, rank in (("hosta", 0), ("hostb", 1)):
+        tags = {p.name: sorted(q.name for q in p.iterdir()) for p in (hosts.disk[host] / "run").iterdir()}
+        assert [n for n in tags["step_00000002"] if n.startswith("COMPLETE")] == [marker_name(rank)]  # its own
+        assert not [n for n in tags["step_00000004"] if n.startswith("COMPLETE")]           # files, no marker
+        # node-local storage: each disk holds its node's model states and only its own rank's client state
+        assert "mp_rank_00_model_states.pt" in tags["step_00000002"]
+        assert tags["step_00000002"].count(f"client_state.rank{rank:05d}.pt") == 1
+        assert f"client_state.rank{1 - rank:05d}.pt" not in tags["step_00000002"]
+    assert not (hosts.node_local / "run").exists()  # the path seen from here (no disk mounted there)
 
     rest = launch_cli(hosts, pretrain_args(corpus, run, ckpt, resume=True))
     assert rest.returncode == 0, rest.stderr[-3000:]
