@@ -12,3 +12,39 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def materialized(tmp_path_factory):
+    """The whole `data` group materialized once per session (real Spark local[2], real MLflow on
+    SQLite) on a 160-page generated crawl: tests/test_data_assets.py checks it against the crawl's
+    manifest, tests/test_dataset_export.py exports it. Its tests only read it."""
+    import json
+
+    import dagster as dg
+
+    from assets.data import data_assets
+    from assets.lineage import MLflowTracker
+    from assets.partitions import warc_batches
+    from assets.resources import CrawlSource, DataConfigResource, LakeResource, SparkResource
+    from pipelines.samplecrawl import generate_crawl
+    CRAWL = "CC-MAIN-2099-01"
+    root = tmp_path_factory.mktemp("assets")
+    info = generate_crawl(root / "source", pages=160, seed=21, crawl=CRAWL, files=2)
+    (root / "dagster_home").mkdir()
+    instance = dg.DagsterInstance.local_temp(str(root / "dagster_home"))
+    tracker = MLflowTracker(tracking_uri=f"sqlite:///{root / 'mlflow.db'}", artifact_root=str(root / "mlartifacts"))
+    resources = {"lake": LakeResource(root=str(root / "lake")),
+                 "source": CrawlSource(crawl=CRAWL, base_url=str(root / "source"), files_per_batch=2),
+                 "spark": SparkResource(master="local[2]"), "data_config": DataConfigResource(),
+                 "mlflow_tracker": tracker}
+    results = [dg.materialize(data_assets, selection=["crawl_manifest"], instance=instance, resources=resources)]
+    batches = instance.get_dynamic_partitions(warc_batches.name)
+    for key in batches:
+        results.append(dg.materialize(data_assets, selection=["warc_files", "extracted_text", "filtered_text"],
+                                      partition_key=key, instance=instance, resources=resources))
+    results.append(dg.materialize(data_assets, selection=["deduped_text", "clean_text"], instance=instance,
+                                  resources=resources))
+    manifest = {json.loads(line)["record_id"]: json.loads(line) for line in open(info.manifest_path)}
+    return {"root": root, "instance": instance, "results": results, "batches": batches,
+            "manifest": manifest, "tracker": tracker}

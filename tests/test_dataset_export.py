@@ -196,5 +196,3 @@ def test_lake_crawl_exports_the_same_rows_with_its_mlflow_lineage(materialized, 
     pii = next(line for line in body.splitlines() if line.startswith("| pii |")).split("|")
     assert int(pii[3]) == len(stored_rows(base / "clean"))
 
-
-from test_data_assets import materialized  # noqa: E402,F401  (fixture: the data assets on a generated crawl)
