@@ -142,6 +142,7 @@ def test_unreachable_host_other_environment_and_unshared_lake_are_one_line(hosts
 
 
 @pytest.mark.slow
+@pytest.mark.extended
 def test_ranks_compare_environments_without_the_launchers_probe(hosts, corpus, tmp_path):  # noqa: F811
     # `deepspeed --hostfile` called directly (here: the launch told to skip its probe): the ranks
     # compare their environments at start and stop with one line
@@ -157,6 +158,7 @@ def test_ranks_compare_environments_without_the_launchers_probe(hosts, corpus, t
 # ---- the Dagster asset ------------------------------------------------------------------------------
 
 @pytest.mark.slow
+@pytest.mark.extended
 def test_base_model_asset_in_hostfile_mode(hosts, corpus, tmp_path):  # noqa: F811
     import dagster as dg
     import mlflow
@@ -204,6 +206,7 @@ def test_base_model_asset_in_hostfile_mode(hosts, corpus, tmp_path):  # noqa: F8
 # ---- kill one host's rank, resume -----------------------------------------------------------------
 
 @pytest.mark.slow
+@pytest.mark.extended
 def test_killed_host_resumes_from_checkpoint_complete_on_both_disks(hosts, corpus, tmp_path):  # noqa: F811
     over = TINY + ["log.mlflow=false", "eval.sample_every=0"]
     full = launch_cli(hosts, pretrain_args(corpus, tmp_path / "full", over + node_local(hosts, "full")))
@@ -231,6 +234,7 @@ def test_killed_host_resumes_from_checkpoint_complete_on_both_disks(hosts, corpu
 
 
 @pytest.mark.slow
+@pytest.mark.extended
 def test_sft_in_hostfile_mode_resumes_after_a_killed_host(hosts, tiny_export, tmp_path):  # noqa: F811
     from test_sft import conversations
 
@@ -259,6 +263,7 @@ def test_sft_in_hostfile_mode_resumes_after_a_killed_host(hosts, tiny_export, tm
 
 
 @pytest.mark.slow
+@pytest.mark.extended
 def test_checkpoint_dir_not_shared_is_one_line(hosts, corpus, tmp_path):  # noqa: F811
     # the node-local path, but the config says the checkpoint directory is shared
     over = TINY + ["log.mlflow=false", f"checkpoint.dir={hosts.node_local / 'notshared'}"]
