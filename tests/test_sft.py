@@ -329,12 +329,20 @@ def test_protocol_adherence_counts_replies_that_keep_the_protocol(tiny_tok, mixt
 def test_sft_model_keeps_the_protocol_on_held_out_prompts(sft_run, mixture, base_export):
     from training.engine.engine import Engine
     prompts = held_out_prompts(load_conversations(mixture, "val"), limit=24)
-    after = protocol_adherence(Engine.load(sft_run["out"] / "export", tools={}), prompts, max_tokens=24)
-    before = protocol_adherence(Engine.load(base_export, tools={}), prompts, max_tokens=24)
-    assert after["prompts"] == before["prompts"] > 0
+
+    def adherence(export) -> tuple[float, int, int]:
+        """Over 4 sampling seeds (96 replies): at 24 replies one reply moves the rate by 4 points, and
+        a change of sampler alone (same distribution, other draws) moved it from 0.75 to 0.71."""
+        engine = Engine.load(export, tools={})
+        runs = [protocol_adherence(engine, prompts, max_tokens=24, seed=seed) for seed in range(4)]
+        return (sum(r["adherent"] for r in runs) / sum(r["prompts"] for r in runs), runs[0]["prompts"],
+                sum(r["opened_a_turn"] for r in runs))
+    after, before = adherence(sft_run["out"] / "export"), adherence(base_export)
+    print(f"protocol adherence on held-out prompts: {before[0]:.3f} before SFT, {after[0]:.3f} after")
+    assert after[1] == before[1] > 0
     # From a random init (no pretraining) in 48 tiny steps: most replies already end their turn.
-    assert before["rate"] < 0.1 and after["rate"] >= 0.75, (before, after)
-    assert after["opened_a_turn"] == 0
+    assert before[0] < 0.1 and after[0] >= 0.75, (before, after)
+    assert after[2] == 0
 
 
 # ---- config ----------------------------------------------------------------------------------------
