@@ -40,19 +40,38 @@ from torch.utils._pytree import tree_flatten, tree_map
 DEVICE_TYPE = "fakegpu"
 
 
+_ACTIVE = [False]   # the device exists only inside fake_cuda(): outside it torch sees no accelerator
+
+
 class _DeviceModule(torch.utils.backend_registration._DummyBackendModule):
-    """torch.fakegpu: what activation checkpointing asks of a device (its RNG state, a device
-    context); the data is on the CPU, so is the RNG."""
+    """torch.fakegpu: what activation checkpointing and autocast ask of a device (its RNG state, a
+    device context, its AMP dtypes); the data is on the CPU, so is the RNG."""
+
+    def is_available(self) -> bool:
+        return _ACTIVE[0]
+
+    def device_count(self) -> int:
+        return int(_ACTIVE[0])
 
     @staticmethod
     def device(index):
         return contextlib.nullcontext()
 
+    @staticmethod
+    def get_amp_supported_dtype():
+        return [torch.float16, torch.bfloat16]
+
     get_rng_state = staticmethod(torch.get_rng_state)
     set_rng_state = staticmethod(torch.set_rng_state)
 
 
-torch.utils.backend_registration._setup_privateuseone_for_python_backend(DEVICE_TYPE, backend_module=_DeviceModule())
+class _Hooks(torch.utils.backend_registration._DummyPrivateUse1Hook):
+    def is_available(self) -> bool:
+        return _ACTIVE[0]
+
+
+torch.utils.backend_registration._setup_privateuseone_for_python_backend(DEVICE_TYPE, backend_module=_DeviceModule(),
+                                                                         hook=_Hooks())
 CUDA = torch.device(f"{DEVICE_TYPE}:0")
 
 
@@ -253,9 +272,11 @@ def fake_cuda():
     mp.set(training.model, "checkpoint", lambda fn, *args, **kwargs: fn(*args))
     patches.enter_context(_CudaPlacement())
     patches.enter_context(_CudaFactories())
+    _ACTIVE[0] = True
     try:
         yield
     finally:
+        _ACTIVE[0] = False
         patches.close()
 
 
