@@ -107,8 +107,14 @@ def build_spark_session(master: str = "local[*]", remote: str | None = None,
         # inherits os.environ). A standalone driver still refuses to start unless the config holds
         # some spark.authenticate.secret: it gets a placeholder that the variable overrides.
         os.environ["_SPARK_AUTH_SECRET"] = secret
+        from pyspark import SparkContext
+        # A JVM this process started earlier (a local session first) never sees the variable: there the
+        # secret goes over py4j, which is no command line. With the placeholder, the master killed the
+        # application and the stopped context failed every later Spark user in the process.
+        running = SparkContext._gateway is not None
         settings.update({"spark.authenticate": "true",
-                         "spark.authenticate.secret": "(from the _SPARK_AUTH_SECRET environment variable)"})
+                         "spark.authenticate.secret": secret if running else
+                         "(from the _SPARK_AUTH_SECRET environment variable)"})
     settings.update({k: str(v) for k, v in (conf or {}).items()})
     builder = SparkSession.builder.master(master).appName(app_name)
     for key, value in settings.items():
