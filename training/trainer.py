@@ -28,6 +28,7 @@ pretraining every target counts, and this is exactly the mean loss of the step.
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import dataclasses
 import json
@@ -81,9 +82,20 @@ def setup_distributed() -> tuple[int, int, int]:
         if torch.cuda.is_available():
             torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
         deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
+        atexit.register(_leave_process_group)
         if not torch.cuda.is_available():
             _unlink_cpu_shm_buffer()
     return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0))
+
+
+def _leave_process_group() -> None:
+    """Tear the process group down before the interpreter does: left to interpreter exit, gloo's and
+    the CPU shared-memory op's threads are destroyed while running and a rank that finished its work
+    aborts ("terminate called without an active exception", exit -6), which fails the launch."""
+    import torch.distributed as dist
+    if dist.is_initialized():
+        with contextlib.suppress(Exception):
+            dist.destroy_process_group()
 
 
 def _unlink_cpu_shm_buffer() -> None:
