@@ -87,7 +87,8 @@ def test_near_duplicates_and_exact_duplicates(run):
     assert exact and all(m["record_id"] in run["removed"] for m in exact)
     for ms in clusters.values():  # one survivor per cluster, with its cluster size recorded
         survivors = [run["kept"][m["record_id"]] for m in ms if m["record_id"] in run["kept"]]
-        assert len(survivors) <= 1
+        assert len(survivors) <= 1, [(s.id, len(s.text), {k: s.metadata.get(k) for k in (
+            "minhash_cluster_id", "minhash_cluster_size", "extraction_status", "language")}) for s in survivors]
         for s in survivors:
             assert s.metadata["minhash_cluster_size"] >= 2
 

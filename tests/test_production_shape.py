@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import secrets
 import shutil
 import subprocess
@@ -26,6 +25,7 @@ import pytest
 from pipelines import services, spark_services
 from pipelines.io import read_documents
 from pipelines.samplecrawl import generate_crawl
+from service_probes import command_lines_holding
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -131,20 +131,6 @@ def _source(crawl) -> Path:
     return Path(crawl.manifest_path).parent
 
 
-def _command_lines_holding(hidden: list[str]) -> list[tuple[int, str]]:
-    """(pid, command line) of every process on this machine whose command line holds one of
-    `hidden`: /proc/*/cmdline is readable by every local user."""
-    found = []
-    for pid in (int(d) for d in os.listdir("/proc") if d.isdigit()):
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if any(h in cmdline for h in hidden):
-            found.append((pid, cmdline[:300]))
-    return found
-
-
 # ------------------------------------------------------------------------------------------
 # Spark: what executors get, and the same documents on every master
 
@@ -167,7 +153,7 @@ def test_cluster_executors_run_the_drivers_code_with_shipped_model_and_blocklist
     spark = build_spark_session(cluster.url, app_name="crawl2chat-ship-test", conf=LOOPBACK_DRIVER)
     try:
         # the driver's JVM is up and authenticated to the cluster: its secret is on no command line
-        assert _command_lines_holding([cluster.env["SPARK_AUTH_SECRET"]]) == []
+        assert command_lines_holding([cluster.env["SPARK_AUTH_SECRET"]]) == []
         cfg = config_for_executors(spark, load_config())
 
         def probe(batches):
@@ -454,7 +440,7 @@ def test_services_listen_only_on_loopback_and_keep_secrets_off_command_lines(
         assert all(services.is_loopback(ip) for ip, _ in addresses), (name, addresses)
     hidden = [postgres.info["password"], cluster.env["SPARK_AUTH_SECRET"],
               connect.env["SPARK_CONNECT_AUTHENTICATE_TOKEN"]]
-    assert _command_lines_holding(hidden) == []
+    assert command_lines_holding(hidden) == []
 
 
 def test_stopping_every_service_leaves_no_process_behind(started):
@@ -466,118 +452,3 @@ def test_stopping_every_service_leaves_no_process_behind(started):
 
 # A client of Spark Connect in a process of its own (PySpark marks a process that used Connect as
 # a Connect client for good): prints RAN <n> if its Python UDF ran, else REFUSED <error>.
-CONNECT_CLIENT = """
-import sys
-from pyspark.sql import SparkSession
-from pyspark.sql.functions import udf
-try:
-    spark = SparkSession.builder.remote(sys.argv[1]).getOrCreate()
-    print("RAN", spark.range(3).select(udf(lambda x: x + 1, "long")("id")).count())
-except Exception as e:
-    print("REFUSED", type(e).__name__, str(e).splitlines()[0][:300] if str(e) else "")
-"""
-
-
-def _connect_client(url: str, token: str | None) -> str:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SPARK_CONNECT", "SPARK_REMOTE"))}
-    if token is not None:
-        env["SPARK_CONNECT_AUTHENTICATE_TOKEN"] = token
-    done = subprocess.run([str(services.BIN / "python"), "-c", CONNECT_CLIENT, url], capture_output=True,
-                          text=True, env=env, timeout=300)
-    return done.stdout.strip().splitlines()[-1] if done.stdout.strip() else done.stderr[-2000:]
-
-
-def _rest_submission(port: int = 6066) -> str:
-    """What the standalone master's REST server (6066 unless configured) makes of a job a web page
-    could submit: a text/plain POST from a foreign origin, as the issue found it accepted."""
-    body = json.dumps({"action": "CreateSubmissionRequest", "appResource": "file:/dev/null",
-                       "mainClass": "org.apache.spark.examples.SparkPi", "appArgs": [], "clientSparkVersion": "4.0.0",
-                       "environmentVariables": {}, "sparkProperties": {"spark.app.name": "crawl2chat-rest-probe"}})
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/submissions/create", data=body.encode(),
-                                 headers={"Content-Type": "text/plain", "Origin": "http://attacker.example"})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return f"HTTP {r.status} {r.read()[:300]!r}"
-    except urllib.error.HTTPError as e:
-        return f"HTTP {e.code}"
-    except urllib.error.URLError as e:
-        return f"refused: {e.reason}"
-
-
-def test_make_services_serves_until_ctrl_c_then_leaves_nothing(tmp_path):
-    """`make services` (pipelines.services_cli): up on loopback, the env file a client sources (0600,
-    the passwords in it and not on the terminal nor on any command line), nobody without them runs
-    code (no REST submissions, Spark Connect and MLflow refuse unauthenticated clients), Ctrl-C
-    stops every process it started, exit 0."""
-    import signal
-
-    import psutil
-    import requests
-    if os.geteuid() == 0:
-        # Postgres then runs as `postgres`: a data dir below pytest's 0700 tmp is refused, clearly
-        with pytest.raises(services.ServiceError, match="cannot enter"):
-            services.start_postgres(data_dir=tmp_path / "pg")
-        tmp_path = Path(tempfile.mkdtemp(prefix="crawl2chat-test-"))
-        tmp_path.chmod(0o711)
-    launcher = subprocess.Popen([str(services.BIN / "python"), "-m", "pipelines.services_cli", "--workers", "1",
-                                 "--data-dir", str(tmp_path / "state")], cwd=ROOT,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines = []
-    try:
-        deadline = time.monotonic() + 600
-        while not any("In another shell" in line for line in lines):
-            line = launcher.stdout.readline()
-            assert line and time.monotonic() < deadline, "".join(lines)
-            lines.append(line)
-        env_file = tmp_path / "state" / "services.env"
-        assert env_file.stat().st_mode & 0o777 == 0o600
-        env = dict(line.split("=", 1) for line in env_file.read_text().splitlines())
-        hidden = [env[k] for k in ("DAGSTER_POSTGRES_PASSWORD", "SPARK_AUTH_SECRET", "MLFLOW_TRACKING_PASSWORD",
-                                   "SPARK_CONNECT_AUTHENTICATE_TOKEN")]
-        assert not any(h in "".join(lines) for h in hidden)
-        assert _command_lines_holding(hidden) == []
-        assert env["CRAWL2CHAT_SPARK_MASTER"].startswith("spark://127.0.0.1:")
-
-        # MLflow: the env file's account gets in, nobody else does
-        with urllib.request.urlopen(env["MLFLOW_TRACKING_URI"] + "/health", timeout=10) as r:
-            assert r.status == 200
-        api = env["MLFLOW_TRACKING_URI"] + "/api/2.0/mlflow/experiments/search?max_results=5"
-        assert requests.get(api, timeout=30).status_code == 401
-        assert requests.get(api, auth=(env["MLFLOW_TRACKING_USERNAME"], "guess"), timeout=30).status_code == 401
-        assert requests.get(api, auth=(env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"]),
-                            timeout=30).status_code == 200
-
-        # Spark: no REST submission server, on 6066 or anywhere: the master listens on its RPC port
-        # and its web UI only, and a job posted to 6066 finds nobody (unless another program on this
-        # machine holds that port: then the master's own ports are the check)
-        tree = psutil.Process(launcher.pid).children(recursive=True)
-        master = next(p for p in tree if spark_services.SPARK_MASTER_CLASS in " ".join(p.cmdline()))
-        ports = {c.laddr.port for c in master.net_connections("inet") if c.status == psutil.CONN_LISTEN}
-        assert ports == {int(env["CRAWL2CHAT_SPARK_MASTER"].rsplit(":", 1)[1]),
-                         int(re.search(r"spark-cluster .* web UI http://127.0.0.1:(\d+)", "".join(lines))[1])}
-        ours = {c.laddr.port for p in tree for c in p.net_connections("inet") if c.status == psutil.CONN_LISTEN}
-        rest = _rest_submission()
-        assert rest.startswith("refused") or 6066 not in ours, rest
-
-        # Spark Connect runs a Python UDF only for a client with the token
-        remote, token = env["CRAWL2CHAT_SPARK_REMOTE"], env["SPARK_CONNECT_AUTHENTICATE_TOKEN"]
-        port = remote.rsplit(":", 1)[1]
-        assert _connect_client(f"sc://127.0.0.1:{port}", None).startswith("REFUSED")
-        assert _connect_client(remote, "not-" + token).startswith("REFUSED")
-        assert _connect_client(remote, token) == "RAN 3"
-
-        spawned = psutil.Process(launcher.pid).children(recursive=True)
-        assert len(spawned) >= 4  # postgres, mlflow, spark master + worker, connect (and their children)
-        launcher.send_signal(signal.SIGINT)
-        assert launcher.wait(timeout=120) == 0, launcher.stdout.read()
-    finally:
-        if launcher.poll() is None:  # a failed check: still stop what it started (SIGKILL would orphan it)
-            launcher.send_signal(signal.SIGINT)
-            try:
-                launcher.wait(timeout=120)
-            except subprocess.TimeoutExpired:
-                launcher.kill()
-    assert [p.pid for p in spawned if p.is_running() and p.status() != psutil.STATUS_ZOMBIE] == []
-    assert (tmp_path / "state" / "postgres" / "data" / "PG_VERSION").exists()  # --data-dir keeps the data
-    if os.geteuid() == 0:
-        shutil.rmtree(tmp_path)
