@@ -88,6 +88,8 @@ def model_evals(context: dg.AssetExecutionContext, lake: LakeResource, post_trai
     bits per byte, multiple choice, protocol, identity, arithmetic / counting / spelling with and
     without tools, knowledge probes, user GSM8K files; one MLflow evaluation run per version."""
     from training.engine.engine import Engine
+    from training.engine.search import latest_index
+    from training.engine.tools import default_tools
     from training.evals.registry import (TAG_RUN, eval_summary, export_dir, lineage_data, lineage_of,
                                          lineage_sft_mixture, log_evaluation, pending_versions,
                                          registered_versions)
@@ -112,7 +114,7 @@ def model_evals(context: dg.AssetExecutionContext, lake: LakeResource, post_trai
             tasks, task_notes = build_suite(cfg, inputs, v.kind)
             notes += [f"{v.ref}: {n}" for n in task_notes]
             context.log.info(f"evaluating {v.ref} ({v.stage}) on {len(tasks)} tasks")
-            engine = Engine.load(export_dir(client, v))
+            engine = Engine.load(export_dir(client, v), tools=default_tools(latest_index(lake.root)))  # as served
             results = run_suite(engine, tasks, cfg.seed, context.log.info)
             tags = {"eval_suite": cfg.digest(), "git_sha": git_sha(), "dagster.run_id": context.run_id,
                     "dagster.asset_key": "model_evals"}

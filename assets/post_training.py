@@ -221,6 +221,18 @@ def _base_model_source(context: dg.AssetExecutionContext, configured: str | None
     return export.value
 
 
+def _block_size(context: dg.AssetExecutionContext) -> int:
+    """The context window of the model the probes asked (the base model SFT starts from)."""
+    import json
+
+    from training.trainer import resolve_export
+    event = context.instance.get_latest_materialization_event(dg.AssetKey("knowledge_probes"))
+    model = event.asset_materialization.metadata["model"].value if event and event.asset_materialization else None
+    if model is None:
+        raise dg.Failure("materialize `knowledge_probes` first")
+    return int(json.loads((resolve_export(model) / "config.json").read_text())["model"]["block_size"])
+
+
 @dg.asset(group_name=GROUP, code_version="1", kinds={"pytorch", "parquet"}, deps=[base_model, clean_text])
 def knowledge_probes(context: dg.AssetExecutionContext, lake: LakeResource, source: CrawlSource,
                      post_training: PostTrainingConfig, mlflow_tracker: MLflowTracker) -> dg.MaterializeResult:
@@ -287,6 +299,8 @@ def idk_conversations(context: dg.AssetExecutionContext, lake: LakeResource, sou
     with mlflow_tracker.start_run(context, {"search": cfg.search, "search_k": cfg.search_k,
                                             "search_index": str(index), "seed": cfg.seed}, inputs) as run:
         tool = search_tool(SearchIndex(index), k=cfg.search_k) if index is not None else None
+        if tool is not None:   # the answers the model will be trained on fit the window it is trained in
+            tool.fit_context(_block_size(context))
         rows, counts = probe_conversations(read_table_dataset(probes_dir), tool, cfg.seed)
         with staged(out, kind="idk_conversations") as stage:
             write_conversations(rows, stage / "conversations")

@@ -45,17 +45,19 @@ def _pin_base(tracker: MLflowTracker):
                          "materialize `base_model` first") from e
 
 
-def _evaluate(export: Path, mixture: Path, cfg: dict, config_file: str) -> tuple[dict, dict]:
+def _evaluate(export: Path, mixture: Path, cfg: dict, config_file: str, lake_root: str) -> tuple[dict, dict]:
     """Protocol adherence on held-out prompts and the identity-name rate, sampled through the engine
-    with the tools a served model has (the sandboxed python)."""
+    with the tools a served model has (the sandboxed python, and search where the lake has an index:
+    a model trained to search that meets "unknown tool" never ends its turn)."""
     from training.conversations.config import load_data_config
     from training.conversations.identity import identity_questions
     from training.engine.engine import Engine
+    from training.engine.search import latest_index
     from training.engine.tools import default_tools
     from training.conversations.heldout import gate_prompts, generator_heldout_prompts
     from training.sft import load_conversations, name_rate, protocol_adherence
     c = cfg["checks"]
-    engine = Engine.load(export, tools=default_tools())
+    engine = Engine.load(export, tools=default_tools(latest_index(lake_root)))
     # The gate's prompts: opening turns of the val split and the generators' held-out prompts, minus
     # every prompt any training conversation holds (normalized-text hash), stratified by source so
     # user-supplied conversations are always among them (training/conversations/heldout.py).
@@ -110,7 +112,7 @@ def chat_model(context: dg.AssetExecutionContext, lake: LakeResource, launcher: 
         if not vals or not all(math.isfinite(v) for v in vals):
             raise dg.Failure(f"SFT validation loss missing or not finite: {vals} (is the val split empty?)")
         export = out / "export"
-        protocol, identity = _evaluate(export, mixture, cfg, config_file)
+        protocol, identity = _evaluate(export, mixture, cfg, config_file, lake.root)
         threshold = float(cfg["checks"]["protocol_adherence_min"])
         passed = protocol["rate"] is not None and protocol["rate"] >= threshold
         mlflow.log_metrics({k: v for k, v in {"protocol_adherence": protocol["rate"],

@@ -99,6 +99,22 @@ def test_search_tool_answers_with_bounded_text(index, docs):
     assert len(search_tool(index)(docs[3].text)) <= 1200   # a whole document pasted as the query
 
 
+def test_an_engine_fits_the_search_answer_to_its_models_window(index, tmp_path):
+    """1,200 characters of three hits overflowed the tiny preset's 256-token window: the search
+    conversations SFT trained on were cut, and the served model never ended its turn."""
+    from engine_fixtures import build_tokenizer, tiny_gpt
+    from pipelines.tokenizer import load_tokenizer
+    from training.engine.engine import Engine
+    query = "the of and " * 50   # matches many documents
+    wide = search_tool(index)
+    assert wide(query).count("\n[") == 2 and len(wide(query)) > 700
+    tok = load_tokenizer(build_tokenizer(tmp_path / "tok"))
+    engine = Engine(tiny_gpt(tok.vocab_size, block_size=256), tok, tools={"search": search_tool(index)})
+    narrow = engine.tools["search"](query)
+    assert narrow.startswith("[1] ") and "\n[2]" not in narrow and len(narrow) <= 256
+    assert search_tool(index).fit_context(1024).k == 3   # a GPT-2-sized window keeps three hits
+
+
 def test_search_tool_never_raises(tmp_path, docs):
     path = tmp_path / "index.sqlite"
     build_index(docs[:5], path)

@@ -120,6 +120,9 @@ class Engine:
         self.model = model.to(device=self.device, dtype=dtype).eval()
         self.tokenizer = tokenizer
         self.tools = default_tools() if tools is None else dict(tools)
+        for tool in self.tools.values():   # a tool answer (search hits) sized to this model's window
+            if hasattr(tool, "fit_context"):
+                tool.fit_context(model.config.block_size)
         self.model_name = "crawl2chat"
         if tokenizer.vocab_size != model.config.vocab_size:
             raise InputError(f"tokenizer has {tokenizer.vocab_size} tokens, the model {model.config.vocab_size}: "

@@ -197,13 +197,36 @@ def format_hits(hits: list[Hit], max_chars: int = TOOL_MAX_CHARS) -> str:
     return _shorten(text, max_chars)
 
 
-def search_tool(index: SearchIndex | str | Path, k: int = 3, max_chars: int = TOOL_MAX_CHARS) -> Tool:
-    """The `search` tool: the model's query text -> its top-k hits as text. Never raises."""
-    index = index if isinstance(index, SearchIndex) else SearchIndex(index)
+def answer_budget(context_tokens: int) -> tuple[int, int]:
+    """(hits, characters) of a search answer that fits a model's context. The answer sits between the
+    question, the query and the closing sentence; it gets about a third of the window at ~3.5
+    characters a token (the demo's 4k vocabulary; larger vocabularies pack more): 256 tokens -> one
+    hit of 256 characters (~75 tokens), 1024 -> three hits in 1,024 characters. 1,200 characters of
+    three hits (~340 tokens) overflowed the tiny preset's 256-token window: the SFT conversations
+    that used search were cut, and the served model never reached the end of its turn."""
+    chars = min(TOOL_MAX_CHARS, context_tokens)
+    return (1 if context_tokens < 512 else 3), chars
 
-    def search(query: str) -> str:
+
+class SearchTool:
+    """The `search` tool: the model's query text -> its top-k hits as text. Never raises.
+    `fit_context` shrinks the answer to a model's window (the engine calls it with its model's)."""
+
+    def __init__(self, index: SearchIndex | str | Path, k: int = 3, max_chars: int = TOOL_MAX_CHARS):
+        self.index = index if isinstance(index, SearchIndex) else SearchIndex(index)
+        self.k, self.max_chars = k, max_chars
+
+    def fit_context(self, context_tokens: int) -> "SearchTool":
+        k, chars = answer_budget(context_tokens)
+        self.k, self.max_chars = min(self.k, k), min(self.max_chars, chars)
+        return self
+
+    def __call__(self, query: str) -> str:
         try:
-            return format_hits(index.search(query, k), max_chars)
+            return format_hits(self.index.search(query, self.k), self.max_chars)
         except Exception as e:  # a tool answers with its error, the turn goes on
-            return _shorten(f"search error: {type(e).__name__}: {e}", max_chars)
-    return search
+            return _shorten(f"search error: {type(e).__name__}: {e}", self.max_chars)
+
+
+def search_tool(index: SearchIndex | str | Path, k: int = 3, max_chars: int = TOOL_MAX_CHARS) -> Tool:
+    return SearchTool(index, k, max_chars)
