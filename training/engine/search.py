@@ -198,14 +198,16 @@ def format_hits(hits: list[Hit], max_chars: int = TOOL_MAX_CHARS) -> str:
 
 
 def answer_budget(context_tokens: int) -> tuple[int, int]:
-    """(hits, characters) of a search answer that fits a model's context. The answer sits between the
-    question, the query and the closing sentence; it gets about a third of the window at ~3.5
-    characters a token (the demo's 4k vocabulary; larger vocabularies pack more): 256 tokens -> one
-    hit of 256 characters (~75 tokens), 1024 -> three hits in 1,024 characters. 1,200 characters of
-    three hits (~340 tokens) overflowed the tiny preset's 256-token window: the SFT conversations
-    that used search were cut, and the served model never reached the end of its turn."""
-    chars = min(TOOL_MAX_CHARS, context_tokens)
-    return (1 if context_tokens < 512 else 3), chars
+    """(hits, characters) of a search answer that fits a model's context. One window holds the
+    question (~50 tokens for a fill-in-the-blank probe), the reply's opening, the query (the model
+    copies the sentence: ~45), the answer and the closing sentence (~30); the answer gets a sixth of
+    the window, at ~3.5 characters a token (the demo's 4k vocabulary; larger ones pack more):
+    256 tokens -> one hit of 149 characters (~43 tokens), 1024 -> three hits in 597, 2048 -> 1,194.
+    1,200 characters of three hits (~340 tokens) overflowed the tiny preset's 256-token window (the
+    SFT conversations that searched were cut, a served search never ended its turn), and 256
+    characters still left 9 of 640 gate replies unfinished at the gate's 176-token reply budget."""
+    chars = min(TOOL_MAX_CHARS, context_tokens * 7 // 12)
+    return (1 if chars < 400 else 3), chars
 
 
 class SearchTool:
