@@ -41,7 +41,7 @@ demo: $(STAMP)
 	$(PY) -m assets.demo --pages $(DEMO_PAGES) --crawl $(DEMO_CRAWL)
 
 # The README's test command; CI (.ci/run) calls exactly this. pytest exits 5 when no test ran.
-# `extended` tests (multi-host kill/resume runs, ~10 min) are left to `make test-all`. One process ran
+# `extended` tests (multi-host kill/resume runs and the Postgres nightly-queue run, ~15 min) are left to `make test-all`. One process ran
 # the suite at ~1 busy core of 2 (it waits on subprocesses, JVMs and services), so two xdist workers
 # take a file each (--dist loadfile keeps a module's fixtures in one worker).
 TEST_WORKERS ?= 2

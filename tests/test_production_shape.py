@@ -252,6 +252,8 @@ def _failures(instance, run_ids) -> str:
 
 
 @pytest.mark.timeout(1800)
+@pytest.mark.extended   # ~5 min of two cluster runs in turn; its parts run in make test: the queue and daemon
+# (test_ui, on SQLite), the cluster (test_cluster_executors...), Postgres (the MLflow server tests)
 def test_dagster_on_postgres_queues_the_nightly_runs_and_runs_them_on_the_cluster(
         postgres, mlflow_server, cluster, crawl, reference, started, tmp_path, monkeypatch):
     import dagster as dg
