@@ -223,14 +223,13 @@ def _base_model_source(context: dg.AssetExecutionContext, configured: str | None
 
 def _block_size(context: dg.AssetExecutionContext) -> int:
     """The context window of the model the probes asked (the base model SFT starts from)."""
-    import json
-
+    from training.export import export_config
     from training.trainer import resolve_export
     event = context.instance.get_latest_materialization_event(dg.AssetKey("knowledge_probes"))
     model = event.asset_materialization.metadata["model"].value if event and event.asset_materialization else None
     if model is None:
         raise dg.Failure("materialize `knowledge_probes` first")
-    return int(json.loads((resolve_export(model) / "config.json").read_text())["model"]["block_size"])
+    return export_config(resolve_export(model)).block_size
 
 
 @dg.asset(group_name=GROUP, code_version="1", kinds={"pytorch", "parquet"}, deps=[base_model, clean_text])

@@ -79,15 +79,20 @@ def export_state(state: dict[str, torch.Tensor], cfg: GPTConfig, out_dir: str | 
     return out_dir
 
 
+def export_config(export_dir: str | Path) -> GPTConfig:
+    """The model config an export directory holds (its config.json), without loading the weights."""
+    meta = json.loads((Path(export_dir) / "config.json").read_text())
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{export_dir}: not a {FORMAT} export")
+    return GPTConfig.from_dict(meta["model"])
+
+
 def load_model(export_dir: str | Path, device: str | torch.device = "cpu",
                dtype: torch.dtype | None = None) -> GPT:
     """GPT from an export directory, in eval mode; dtype defaults to the stored one."""
     from safetensors.torch import load_file
     export_dir = Path(export_dir)
-    meta = json.loads((export_dir / "config.json").read_text())
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{export_dir}: not a {FORMAT} export")
-    cfg = GPTConfig.from_dict(meta["model"])
+    cfg = export_config(export_dir)
     state = load_file(str(export_dir / "model.safetensors"))
     model = GPT(cfg)
     missing, unexpected = model.load_state_dict(state, strict=False)
