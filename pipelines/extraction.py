@@ -43,6 +43,7 @@ import multiprocessing.connection
 import os
 import re
 import signal
+import sys
 import time
 from collections import deque
 from typing import Callable
@@ -75,6 +76,18 @@ def trafilatura_extractor(favor_precision: bool = True, include_comments: bool =
         return trafilatura.extract(html, favor_precision=favor_precision, include_comments=include_comments,
                                    deduplicate=deduplicate, fast=fast)
     return extract
+
+
+def forget_seen_segments() -> None:
+    """Empty trafilatura's `deduplicate` memory (a process-wide LRU of text segments it has seen,
+    which drops a segment once it has been seen a few times). Called at the start of every run of the stage,
+    before workers fork, so a page's text depends only on the pages before it in this run: a run in
+    a process that had extracted other pages (a test worker, Dagster's in-process executor, a pool
+    process reused for a second WARC file) otherwise cut segments of this crawl's pages and, once,
+    split a planted near-duplicate cluster in two (tests/test_pipeline_manifest.py under xdist)."""
+    dedup = sys.modules.get("trafilatura.deduplication")
+    if dedup is not None:
+        dedup.LRU_TEST.clear()
 
 
 _BLANK_LINES = re.compile(r"\n[ \t]*(?:\n[ \t]*)+")
@@ -321,6 +334,8 @@ class Extraction(Stage):
         return cpu, float(self.wall_timeout_s) if self.wall_timeout_s else WALL_BACKSTOP * cpu
 
     def process(self, docs, ctx):
+        self.extract_fn()  # import and warm up first: the warm-up pages are seen segments too
+        forget_seen_segments()
         if self.workers <= 0:
             yield from self._process_inline(docs, ctx)
         else:
