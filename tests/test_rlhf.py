@@ -9,6 +9,7 @@ import torch
 from rl_fixtures import tiny_tokenizer_dir, toy_chat_export  # noqa: F401 (fixtures)
 from training.config import load_config
 from training.model import GPT, preset
+from training.rl.gates import rlhf_gate
 from training.rl.preferences import read_pairs, user_pairs, write_pairs
 from training.rl.reward_model import RewardModel, pad_rows, pair_batch, pair_loss
 
@@ -95,7 +96,8 @@ def test_reward_model_then_rlhf_on_generated_pairs(toy_chat_export, tmp_path):
 
 @pytest.mark.slow
 def test_rlhf_stops_early_when_the_kl_passes_its_bound(toy_chat_export, tmp_path):
-    """A leash far tighter than the updates: the run stops at the first step past it, and exports."""
+    """A leash far tighter than the updates: the run stops at the first step past it and exports the
+    last policy within it (here the starting one), which its check then fails: RLHF did nothing."""
     from training.engine.engine import Engine
     from training.rl import rlhf
     from training.rl.preferences import generated_pairs
@@ -115,3 +117,8 @@ def test_rlhf_stops_early_when_the_kl_passes_its_bound(toy_chat_export, tmp_path
     assert p["stopped_early"] and "rl.kl_max" in p["stopped_early"] and p["step"] < 10
     assert p["history"][-1]["rl/kl"] > 0.001 and "heldout/kl" in p["history"][-1]    # evaluated where it stopped
     assert (tmp_path / "run" / "export" / "model.safetensors").exists()
+    assert p["exported"]["rolled_back"] and p["exported"]["step"] == 0 and p["exported"]["heldout/kl"] <= 0.001
+    start, exported = load_model(toy_chat_export).state_dict(), load_model(tmp_path / "run" / "export").state_dict()
+    assert all(torch.equal(start[k], exported[k]) for k in start)
+    ok, meta = rlhf_gate(p["history"], p, 0.001)
+    assert not ok and meta["heldout_kl"] <= 0.001 and meta["reward_after"] == meta["reward_before"]

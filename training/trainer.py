@@ -232,6 +232,8 @@ class Job:
     report: dict = field(default_factory=dict)   # extra figures for summary.json, export and Pipes
     after_step: Callable | None = None           # step record -> (extra metrics, {artifact path: text}); collective
     should_stop: Callable | None = None          # step record -> why to stop before train.steps (exported), or None
+    export_weights: Callable | None = None       # () -> (True, weights on rank 0) to export other weights than the
+                                                 # engine's (RL's leash: the last policy within the KL bound); collective
 
 
 # ---- the loop ------------------------------------------------------------------------------------
@@ -320,7 +322,9 @@ def _export(engine, job: Job, export_dir: Path, figures: dict, tracker: Tracker)
     """Full weights gathered (collective under ZeRO-3) and exported by rank 0 with the tokenizer."""
     import torch.distributed as dist
     from training.export import export_state, gather_state_dict
-    state = gather_state_dict(engine)
+    replaced, state = job.export_weights() if job.export_weights else (False, None)
+    if not replaced:
+        state = gather_state_dict(engine)
     out = None
     if dist.get_rank() == 0:
         out = export_state(state, engine.module.config, export_dir, job.tokenizer_dir, extra={

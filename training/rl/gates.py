@@ -5,7 +5,7 @@ fails a run that did not do its job, a run at learning rate 0 included (tests/te
   95% Wilson interval of the final pass@1 (over heldout_problems x eval_samples replies) must lie
   above the start's pass@1 on the same problems and seeds. "after >= before" passed a run whose
   reward was 0 at every step and whose weights never moved (0.0 >= 0.0).
-- RLHF: the final policy's held-out per-token KL to the chat model within rl.kl_max AND its held-out
+- RLHF: the exported policy's held-out per-token KL to the chat model within rl.kl_max AND its held-out
   reward-model score above the start's (same prompts, same seeds: an unmoved policy scores exactly
   the same and fails).
 """
@@ -32,11 +32,15 @@ def rl_gate(history: list[dict], summary: dict, eval_samples: int) -> tuple[bool
 
 
 def rlhf_gate(history: list[dict], summary: dict, kl_max: float | None) -> tuple[bool, dict]:
-    kl = last(history, "heldout/kl")
-    before, after = summary.get("start_heldout_reward"), last(history, "heldout/reward")
+    # The exported policy's figures: the last evaluation's, or the last one within rl.kl_max when the run
+    # passed it and rolled back (training/rl/job.py GRPO.export_weights).
+    exported = summary.get("exported") or {}
+    kl = exported.get("heldout/kl", last(history, "heldout/kl"))
+    before, after = summary.get("start_heldout_reward"), exported.get("heldout/reward", last(history, "heldout/reward"))
     within = kl is not None and (kl_max is None or kl <= float(kl_max))
     rose = before is not None and after is not None and after > before
     return within and rose, {
         "heldout_kl": kl, "kl_max": kl_max, "reward_before": before, "reward_after": after,
-        "stopped_early": summary.get("stopped_early"),
+        "stopped_early": summary.get("stopped_early"), "exported_step": exported.get("step"),
+        "rolled_back": exported.get("rolled_back"),
         "max_step_kl": max((h["rl/kl"] for h in history if h.get("rl/kl") is not None), default=None)}

@@ -56,6 +56,14 @@ class GRPO:
         self.source, self.rl, self.heldout, self.seed, self.verifiable = source, rl, heldout, seed, verifiable
         self.sums: dict[str, float] = {}
         self.best, self.since_best = -math.inf, 0
+        # The leash (rl.kl_max): the run exports the last evaluated policy whose held-out KL is within it.
+        # The per-step KL that stops the run lags the weights by a step and is measured on other prompts;
+        # the held-out KL the check reads was 0.57 where the step's was 0.45 (demo, bound 0.5).
+        self.kl_max = None if rl.get("kl_max") is None else float(rl["kl_max"])
+        self.step = 0
+        self.last_eval: dict = {}
+        self.on_leash: tuple[dict, dict | None] | None = None   # (figures with their step, weights on rank 0)
+        self.report: dict = {}        # the job's report (summary.json): what was exported, from which step
         self.temperature = float(rl["temperature"])
         self._entropy: dict | None = None   # during a loss forward: the mask, the rows seen, the sum
         # The training forward scores log-probs under softmax(logits / T), the rollouts' distribution.
@@ -104,6 +112,7 @@ class GRPO:
         """The step's figures, summed over ranks (collective), and sample rollouts every N steps.
         train/tokens_per_s and train/mfu are replaced by what the step processed (the trainer's
         count rows x context, while rows are padded only to their own micro-batch's longest)."""
+        self.step = rec["step"]
         batch, fresh = self.source.last, self.source.rolled
         self.source.rolled = False
         roll = {k: (v if fresh or not k.endswith("_s") else 0.0) for k, v in batch.stats.items()}
@@ -181,7 +190,34 @@ class GRPO:
         if src.reference is not None:
             out["heldout/kl"] = tot["kl"] / max(tot["kl_tokens"], 1.0)
         out.update({f"heldout/pass_at_{k}": tot[f"pass_at_{k}"] / len(self.heldout) for k in ks})
+        self._keep_if_on_leash(out, engine)
         return out
+
+    def _keep_if_on_leash(self, figures: dict, engine) -> None:
+        """Under rl.kl_max, a copy of the evaluated weights when their held-out KL is within it: the
+        fp32 master copy the export writes (collective, like the export), or before the first step
+        (no engine yet) the starting weights. One model's weights in host memory."""
+        self.last_eval = {"step": self.step, **figures}
+        kl = figures.get("heldout/kl")
+        if self.kl_max is None or kl is None or kl > self.kl_max:
+            return
+        if engine is not None:
+            from training.export import gather_state_dict
+            state = gather_state_dict(engine)
+        else:
+            state = {n: p.detach().to("cpu", torch.float32).clone()
+                     for n, p in self.source.policy.named_parameters()} if self.source.rank == 0 else None
+        self.on_leash = (dict(self.last_eval), state)
+
+    def export_weights(self) -> tuple[bool, dict | None]:
+        """The trainer's export hook: when the last evaluation found the policy past rl.kl_max, export
+        the last policy within it instead (True, its weights). Every rank gets the same answer (the
+        figures are all-reduced). Records what was exported in the report either way."""
+        kl = self.last_eval.get("heldout/kl")
+        over = self.kl_max is not None and kl is not None and kl > self.kl_max and self.on_leash is not None
+        figures = self.on_leash[0] if over else self.last_eval
+        self.report["exported"] = {**figures, "rolled_back": over}
+        return (True, self.on_leash[1]) if over else (False, None)
 
     def should_stop(self, rec: dict) -> str | None:
         """Early stopping (the RLHF leash): the KL to the reference above rl.kl_max, or the held-out
@@ -200,6 +236,9 @@ class GRPO:
         # Stop BEFORE the bound: at rl.kl_stop_fraction of it, so the exported policy (this step's)
         # is still on the leash; stopping only once past it exported a model its own check then failed.
         stop_at = float(kl_max) * float(self.rl.get("kl_stop_fraction") or 1.0) if kl_max is not None else None
+        if kl_max is not None and rec.get("heldout/kl") is not None and rec["heldout/kl"] > float(kl_max):
+            return (f"held-out KL {rec['heldout/kl']:.4f} per token passed rl.kl_max {kl_max}: exporting the "
+                    f"last policy within it (step {self.on_leash[0]['step'] if self.on_leash else '?'})")
         if stop_at is not None and rec.get("rl/kl") is not None and rec["rl/kl"] > stop_at:
             return (f"KL {rec['rl/kl']:.4f} per token passed {stop_at:.4g} "
                     f"(rl.kl_stop_fraction of rl.kl_max {kl_max})")
@@ -280,7 +319,8 @@ def train(cfg: dict, task: str, out, resume: bool = False) -> dict:
     source, gas = grpo_setup(cfg, d, model, export, tokenizer, items, verifiable_reward)
     grpo = GRPO(source, rl, heldout, int(cfg["train"]["seed"]), verifiable=True)
     start_figures = grpo.evaluate()
-    report = {"task": task, "train_problems": len(items), "heldout_problems": len(heldout),
+    report = grpo.report
+    report |= {"task": task, "train_problems": len(items), "heldout_problems": len(heldout),
               "init_export": str(export), **{f"start_{k.replace('/', '_')}": v for k, v in start_figures.items()}}
     if d.rank == 0:
         print(f"[rl] task {task}: {len(items)} train / {len(heldout)} held-out problems; "
@@ -288,7 +328,8 @@ def train(cfg: dict, task: str, out, resume: bool = False) -> dict:
               f"start {json.dumps({k: round(v, 4) for k, v in start_figures.items()})}")
     job = Job(stage="rl", seq_len=model.config.block_size, batches=source, loss=grpo.loss, count=grpo.count,
               evaluate=grpo.evaluate, after_step=grpo.after_step, should_stop=grpo.should_stop,
-              tokenizer=tokenizer, tokenizer_dir=export, params={"task": task}, report=report)
+              export_weights=grpo.export_weights, tokenizer=tokenizer, tokenizer_dir=export, params={"task": task},
+              report=report)
     return run(cfg, job, model, out, resume=resume)
 
 

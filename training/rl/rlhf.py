@@ -10,6 +10,8 @@ of prompt + reply, and every sampled token pays rl.kl_coef x k3 (its KL estimate
 starting model). A reward model is only a model of the raters: optimised long enough the policy
 finds replies it overrates (Goodhart), so the run is short and stops early when the per-token KL
 passes rl.kl_max or the held-out reward-model score has not improved for rl.patience evaluations.
+The export is the last evaluated policy whose held-out KL is within rl.kl_max: the per-step KL lags
+the weights and sees other prompts, so a run stopped on it could still end past the bound.
 Curves in MLflow: rl/reward (train prompts), heldout/reward, rl/kl, heldout/kl (the KL of the
 current weights on held-out prompts), entropy, reply length.
 """
@@ -74,7 +76,8 @@ def train(cfg: dict, data, reward_model_dir, out, resume: bool = False) -> dict:
     source, gas = grpo_setup(cfg, d, model, export, tokenizer, items, reward_fn)
     grpo = GRPO(source, rl, heldout, int(cfg["train"]["seed"]), verifiable=False)
     start_figures = grpo.evaluate()
-    report = {"train_prompts": len(items), "heldout_prompts": len(heldout), "init_export": str(export),
+    report = grpo.report
+    report |= {"train_prompts": len(items), "heldout_prompts": len(heldout), "init_export": str(export),
               "reward_model": str(reward_model_dir), "kl_max": rl["kl_max"],
               **{f"start_{k.replace('/', '_')}": v for k, v in start_figures.items()}}
     if d.rank == 0:
@@ -82,7 +85,7 @@ def train(cfg: dict, data, reward_model_dir, out, resume: bool = False) -> dict:
               f"kl_max {rl['kl_max']}; start {json.dumps({k: round(v, 4) for k, v in start_figures.items()})}")
     job = Job(stage="rlhf", seq_len=model.config.block_size, batches=source, loss=grpo.loss, count=grpo.count,
               evaluate=grpo.evaluate, after_step=grpo.after_step, should_stop=grpo.should_stop,
-              tokenizer=tokenizer, tokenizer_dir=export, params={"data": str(data), "reward_model": str(reward_model_dir)},
+              export_weights=grpo.export_weights, tokenizer=tokenizer, tokenizer_dir=export, params={"data": str(data), "reward_model": str(reward_model_dir)},
               report=report)
     return run(cfg, job, model, out, resume=resume)
 
