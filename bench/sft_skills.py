@@ -74,7 +74,7 @@ def evaluate(export: str, mixture: str | None, shards: str | None, clean: str | 
                         pass
         out[task] = _rate(right, len(items))
 
-    ident = identity_items(name)
+    ident = identity_items(name, systems=False)
     score("identity", ident)
     k = n_sys = 0
     for s in identity.system_prompts("heldout"):

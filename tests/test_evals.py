@@ -129,7 +129,12 @@ def test_every_task_is_deterministic_for_a_seed(tiny_export, corpus):
 
 def test_identity_scripted(tiny_tok):
     task = GenerativeTask("identity", identity_items("crawl2chat"), Sampling(2, 0.7, max_tokens=12))
-    assert task.run(scripted(tiny_tok, "I am crawl2chat."), 0).score == 1.0
+    right = task.run(scripted(tiny_tok, "I am crawl2chat."), 0)
+    assert right.score == 1.0 and right.metrics["with_system_rate"] == right.metrics["without_system_rate"] == 1.0
+    from training.conversations.identity import system_prompts
+    systems = {it.system for it in task.items}   # bare, and under each held-out system prompt (never trained)
+    assert systems == {None, *system_prompts("heldout")} and not systems & set(system_prompts("train"))
+    assert right.metrics["with_system_items"] == 3 * right.metrics["without_system_items"]
     assert task.run(scripted(tiny_tok, "I don't know."), 0).score == 0.0
 
 

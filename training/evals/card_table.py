@@ -13,7 +13,7 @@ on the same pairs (a reward model that only learnt "longer is worse" would match
 """
 from __future__ import annotations
 
-from training.evals.intervals import regressed
+from training.evals.intervals import regressed, wilson
 from training.evals.registry import STAGES, Version
 
 
@@ -52,6 +52,14 @@ def task_rows(versions: list[Version], parents: dict, evals: dict) -> dict[str, 
                     value = t["metrics"].get(k)
                     rows.setdefault(label, {"measure": "rate", "higher_is_better": True, "versions": {}})["versions"][
                         v.ref] = {"score": value, "n": None, "interval": None, "interval_method": None, "note": None}
+            if t["task"] == "identity":   # the name bare and under held-out system prompts (generative.py)
+                for key, label in (("without_system", "identity: no system prompt"),
+                                   ("with_system", "identity: under a held-out system prompt")):
+                    rate, n = t["metrics"].get(f"{key}_rate"), t["metrics"].get(f"{key}_items")
+                    if rate is not None and n:
+                        rows.setdefault(label, {"measure": "pass@1", "higher_is_better": True, "versions": {}})[
+                            "versions"][v.ref] = {"score": rate, "n": n, "interval": list(wilson(rate * n, n)),
+                                                  "interval_method": "wilson", "note": None}
     for row in rows.values():
         for ref, cell in row["versions"].items():
             parent = row["versions"].get(parents.get(ref) or "")

@@ -35,6 +35,7 @@ class Item:
     expected: str
     check: Callable[[str], tuple[bool, str | None]]    # reply text -> (right, what was extracted)
     meta: dict = field(default_factory=dict)
+    system: str | None = None                          # a system prompt before the question
 
 
 class GenerativeTask:
@@ -53,7 +54,9 @@ class GenerativeTask:
         engine = engine if self.tools else without_tools(engine)
         s = self.sampling
         rows = [(i, j) for i in range(len(self.items)) for j in range(s.samples)]
-        prompts = {i: render_for_completion(engine.tokenizer, [{"role": "user", "content": it.question}])
+        prompts = {i: render_for_completion(engine.tokenizer, ([{"role": "system", "content": it.system}]
+                                                               if it.system else [])
+                                            + [{"role": "user", "content": it.question}])
                    for i, it in enumerate(self.items)}
         done = generate_rows(engine, [prompts[i] for i, _ in rows],
                              [row_seed(seed, self.name, self.items[i].id, j) for i, j in rows], s)
@@ -73,6 +76,10 @@ class GenerativeTask:
         metrics = pass_at_k_metrics(counts)
         metrics["tool_call_rate"] = sum(min(1, t) for r in records for t in r["tool_calls"]) / len(rows)
         score = sum(c / n for n, c in counts) / len(counts)
+        if any(it.system for it in self.items):   # the rate with and without a system prompt
+            for key, under in (("with_system", True), ("without_system", False)):
+                rates = [c / n for it, (n, c) in zip(self.items, counts) if bool(it.system) == under]
+                metrics[f"{key}_rate"], metrics[f"{key}_items"] = (sum(rates) / len(rates) if rates else None), len(rates)
         return EvalResult(self.name, self.kind, score, len(records), records, metrics)
 
 
@@ -120,12 +127,17 @@ def name_check(name: str) -> Callable[[str], tuple[bool, str | None]]:
 
 # ---- item sets -------------------------------------------------------------------------------
 
-def identity_items(name: str, intents: tuple[str, ...] = ("name", "who", "other")) -> list[Item]:
-    """The held-out paraphrases of the intents whose every training answer says the name."""
-    from training.conversations.identity import identity_questions
+def identity_items(name: str, intents: tuple[str, ...] = ("name", "who", "other"),
+                   systems: bool = True) -> list[Item]:
+    """The held-out paraphrases of the intents whose every training answer says the name, asked bare
+    and (`systems`) under each held-out system prompt: the name must hold under prompts never trained."""
+    from training.conversations.identity import identity_questions, system_prompts
     heldout = identity_questions("heldout")
-    return [Item(f"identity:{intent}:{k}", q, name, name_check(name), {"intent": intent})
+    bare = [Item(f"identity:{intent}:{k}", q, name, name_check(name), {"intent": intent, "system": False})
             for intent in intents for k, q in enumerate(heldout[intent])]
+    under = [Item(f"{it.id}:system{j}", it.question, name, it.check, {**it.meta, "system": True}, system)
+             for j, system in enumerate(system_prompts("heldout") if systems else []) for it in bare]
+    return bare + under
 
 
 def letters_answer(key: str) -> tuple[str, str]:
