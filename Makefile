@@ -36,8 +36,9 @@ $(STAMP): pyproject.toml constraints-cpu.txt
 	  && { apt-get install -y -qq bubblewrap || { apt-get update -qq && apt-get install -y -qq bubblewrap; }; } >/dev/null 2>&1; } \
 	  || echo "note: bubblewrap is not installed, so the python tool stays disabled: sudo apt-get install bubblewrap"
 	@# DeepSpeed compiles its CPU all-reduce op (shm comm) at the first training launch, ~40-75 s on 2
-	@# cores: built here, once per user (torch's extension cache), so no demo or test run pays for it.
-	@$(PY) -c "from deepspeed.accelerator import get_accelerator as a; b = a().create_op_builder('ShareMemCommBuilder'); b and b.load()" \
+	@# cores: built here, once per environment (importing `training` points torch's extension cache
+	@# into the venv), so no demo or test run pays for it.
+	@$(PY) -c "import training; from deepspeed.accelerator import get_accelerator as a; b = a().create_op_builder('ShareMemCommBuilder'); b and b.load()" \
 	  >/dev/null 2>&1 || echo "note: DeepSpeed's CPU comm op did not build now; the first training launch builds it"
 	@touch $(STAMP)
 
