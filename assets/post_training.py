@@ -22,7 +22,7 @@ from pydantic import Field
 
 from assets.data import _crawl_of_run, clean_text
 from assets.lineage import MLflowTracker
-from assets.resources import CrawlSource, LakeResource
+from assets.resources import CrawlSource, DataConfigResource, LakeResource
 from assets.training import GPU_JOB_TAGS, base_model
 from pipelines.io import dir_digest, read_documents, staged
 from training.conversations.config import DEFAULT_FILE, PostTrainingData, load_data_config
@@ -318,11 +318,16 @@ MIXED = ("user_conversations", "identity_conversations", "reasoning_conversation
           deps=[user_conversations, identity_conversations, reasoning_conversations, idk_conversations,
                 general_conversations, clean_text])
 def sft_mixture(context: dg.AssetExecutionContext, lake: LakeResource, source: CrawlSource,
-                post_training: PostTrainingConfig, mlflow_tracker: MLflowTracker) -> dg.MaterializeResult:
+                post_training: PostTrainingConfig, data_config: DataConfigResource,
+                mlflow_tracker: MLflowTracker) -> dg.MaterializeResult:
     """The SFT data: the conversation sets mixed by weight (repeating small ones), shuffled stably,
     with a held-out val split by a stable hash of the conversation id."""
     from training.conversations.mixture import write_mixture
     cfg = post_training.load().mixture
+    # Pretraining text mixed in must come from the token shards' train split, or bits per byte on their
+    # val split is no longer held out: the split is the data config's (the demo's is 5%, the SFT
+    # config's default 1%), so it is taken from there, not from a second setting kept in step by hand.
+    cfg.pretrain_val_fraction = float(data_config.load()["tokenizer"]["val_fraction"])
     paths = {name: conversations_path(lake, name) for name in MIXED}
     out = out_dir(lake, "sft_mixture")
     inputs = [(name, str(p), _digest(p)) for name, p in paths.items() if p.exists()]

@@ -12,7 +12,7 @@ import pytest
 from engine_fixtures import tiny_export, tiny_tokenizer_dir  # noqa: F401  (fixtures)
 from assets.lineage import MLflowTracker
 from assets.post_training import PostTrainingConfig, post_training_assets
-from assets.resources import CrawlSource, LakeResource
+from assets.resources import CrawlSource, DataConfigResource, LakeResource
 from assets.serving import search_index
 from pipelines.document import Document
 from pipelines.io import ParquetSink
@@ -20,6 +20,7 @@ from training.conversations.dataset import check_trainable, read_conversations, 
 
 pytestmark = pytest.mark.slow   # ~20-40 s on two shared cores: eight assets, MLflow, the sandbox
 CRAWL = "CC-MAIN-2024-10"
+DEMO_DATA_CONFIG = Path(__file__).resolve().parents[1] / "pipelines" / "configs" / "demo.yaml"
 TEXTS = ["The old stone bridge over the river Wye was finished in 1850 after ten years of work. "
          "Its three arches span about 120 metres of water.",
          "The town library on the main square now holds 12,500 books and maps. The first mayor of the "
@@ -57,7 +58,8 @@ data:
         "base_model", metadata={"export": dg.MetadataValue.path(str(export))}))
     tracker = MLflowTracker(tracking_uri=f"sqlite:///{root / 'mlflow.db'}", artifact_root=str(root / "mlartifacts"))
     resources = {"lake": LakeResource(root=str(root / "lake")), "source": CrawlSource(crawl=CRAWL),
-                 "mlflow_tracker": tracker, "post_training": PostTrainingConfig(config_file=str(config))}
+                 "mlflow_tracker": tracker, "post_training": PostTrainingConfig(config_file=str(config)),
+                 "data_config": DataConfigResource(config_file=str(DEMO_DATA_CONFIG))}
     return instance, tracker, resources
 
 
@@ -113,6 +115,8 @@ def test_post_training_assets_materialize(tmp_path, tiny_export):
                                              "reasoning_conversations", "idk_conversations", "general_conversations"}
     assert mixture["pretrain"].value["fraction"] == 0.2 and mixture["pretrain"].value["documents"] > 0
     assert {r["id"] for r in read_table_dataset(Path(mixture["path"].value) / "pretrain")} <= {f"doc-{i}" for i in range(6)}
+    # the text mixed in is the token shards' train split, by the data config's split (demo: 5%), not 1%
+    assert json.loads((Path(mixture["path"].value) / "pretrain.json").read_text())["val_fraction"] == 0.05
     for r in train + val:
         check_trainable(r["messages"])
     assert {r["source"] for r in train} >= {"user:user.jsonl", "identity", "reasoning", "probe_idk"}

@@ -82,7 +82,8 @@ class MixtureConfig(Section):
     # share of SFT's training windows that are clean pretraining text trained on every token
     # (mixture.py); 0 leaves it out
     pretrain_fraction: float = Field(default=0.0, ge=0.0, le=0.9)
-    pretrain_val_fraction: float = Field(default=0.01, ge=0.0, lt=1.0)   # the token shards' val_fraction
+    pretrain_val_fraction: float = Field(default=0.01, ge=0.0, lt=1.0)   # the token shards' val_fraction (the
+    # sft_mixture asset sets it from the data config's tokenizer.val_fraction)
     seed: int = 0
 
 
