@@ -117,7 +117,7 @@ def test_rlhf_stops_early_when_the_kl_passes_its_bound(toy_chat_export, tmp_path
     assert p["stopped_early"] and "rl.kl_max" in p["stopped_early"] and p["step"] < 10
     assert p["history"][-1]["rl/kl"] > 0.001 and "heldout/kl" in p["history"][-1]    # evaluated where it stopped
     assert (tmp_path / "run" / "export" / "model.safetensors").exists()
-    assert p["exported"]["rolled_back"] and p["exported"]["step"] == 0 and p["exported"]["heldout/kl"] <= 0.001
+    assert p["exported_rolled_back"] and p["exported_step"] == 0 and p["exported_heldout_kl"] <= 0.001
     start, exported = load_model(toy_chat_export).state_dict(), load_model(tmp_path / "run" / "export").state_dict()
     assert all(torch.equal(start[k], exported[k]) for k in start)
     ok, meta = rlhf_gate(p["history"], p, 0.001)

@@ -34,13 +34,13 @@ def rl_gate(history: list[dict], summary: dict, eval_samples: int) -> tuple[bool
 def rlhf_gate(history: list[dict], summary: dict, kl_max: float | None) -> tuple[bool, dict]:
     # The exported policy's figures: the last evaluation's, or the last one within rl.kl_max when the run
     # passed it and rolled back (training/rl/job.py GRPO.export_weights).
-    exported = summary.get("exported") or {}
-    kl = exported.get("heldout/kl", last(history, "heldout/kl"))
-    before, after = summary.get("start_heldout_reward"), exported.get("heldout/reward", last(history, "heldout/reward"))
+    kl = summary.get("exported_heldout_kl", last(history, "heldout/kl"))
+    before = summary.get("start_heldout_reward")
+    after = summary.get("exported_heldout_reward", last(history, "heldout/reward"))
     within = kl is not None and (kl_max is None or kl <= float(kl_max))
     rose = before is not None and after is not None and after > before
     return within and rose, {
         "heldout_kl": kl, "kl_max": kl_max, "reward_before": before, "reward_after": after,
-        "stopped_early": summary.get("stopped_early"), "exported_step": exported.get("step"),
-        "rolled_back": exported.get("rolled_back"),
+        "stopped_early": summary.get("stopped_early"), "exported_step": summary.get("exported_step"),
+        "rolled_back": summary.get("exported_rolled_back"),
         "max_step_kl": max((h["rl/kl"] for h in history if h.get("rl/kl") is not None), default=None)}

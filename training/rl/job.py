@@ -216,7 +216,9 @@ class GRPO:
         kl = self.last_eval.get("heldout/kl")
         over = self.kl_max is not None and kl is not None and kl > self.kl_max and self.on_leash is not None
         figures = self.on_leash[0] if over else self.last_eval
-        self.report["exported"] = {**figures, "rolled_back": over}
+        # flat keys: the report also goes to Dagster Pipes metadata, which takes no nested dicts
+        self.report.update({"exported_step": figures.get("step"), "exported_rolled_back": over,
+                            **{f"exported_{k.replace('/', '_')}": v for k, v in figures.items() if k != "step"}})
         return (True, self.on_leash[1]) if over else (False, None)
 
     def should_stop(self, rec: dict) -> str | None:
