@@ -78,88 +78,72 @@ def _first(el, value_a, value_b, name_a: str, name_b: str):
 _BLOCKS = ("div", "item", "list", "p", "section", "span")
 
 
+def _select(tags, keep):
+    """A selector: the descendant elements with one of `tags` (lxml's C tag filter) for which
+    keep(el) holds, in document order, as the XPath returns them."""
+    def select(tree):
+        return [el for el in tree.iterdescendants(tags) if keep(el)]
+    return select
+
+
 def _overall_discard_0(rx):
     cookie, by_id, by_class = rx
 
-    def select(tree):
-        out = []
-        for el in tree.iterdescendants(_BLOCKS):
-            get = el.get
-            i, c = get("id"), get("class")
-            if (by_class(c) or by_id(i) or get("data-lp-replacement-content") is not None
-                    or "nav" in (get("role") or "").replace("N", "n")
-                    or "MostPopularStories" in (get("data-component") or "")
-                    or cookie(_first(el, i, c, "id", "class"))):
-                out.append(el)
-        return out
-    return select
+    def keep(el):
+        get = el.get
+        i, c = get("id"), get("class")
+        return (by_class(c) or by_id(i) or get("data-lp-replacement-content") is not None
+                or "nav" in (get("role") or "").replace("N", "n")
+                or "MostPopularStories" in (get("data-component") or "")
+                or cookie(_first(el, i, c, "id", "class")))
+    return _select(_BLOCKS, keep)
 
 
 def _overall_discard_1(rx):
     hidden, by_id, by_class = rx
 
-    def select(tree):
-        out = []
-        for el in tree.iterdescendants(Element):
-            get = el.get
-            i, c, s = get("id"), get("class"), get("style")
-            if (by_class(c) or by_id(i) or c == "comments-title" or get("aria-hidden") == "true"
-                    or (s is not None and ("display:none" in s or "display: none" in s))
-                    or (_first(el, i, c, "id", "class") or "").startswith("reply-")
-                    or hidden(_first(el, i, s, "id", "style"))):
-                out.append(el)
-        return out
-    return select
+    def keep(el):
+        get = el.get
+        i, c, s = get("id"), get("class"), get("style")
+        return (by_class(c) or by_id(i) or c == "comments-title" or get("aria-hidden") == "true"
+                or (s is not None and ("display:none" in s or "display: none" in s))
+                or (_first(el, i, c, "id", "class") or "").startswith("reply-")
+                or hidden(_first(el, i, s, "id", "style")))
+    return _select(Element, keep)
 
 
 def _comments(rx):
     by_id, by_class = rx
-
-    def select(tree):
-        return [el for el in tree.iterdescendants(("div", "list", "section", "details"))
-                if by_id(el.get("id")) or by_class(el.get("class"))]
-    return select
+    return _select(("div", "list", "section", "details"), lambda el: by_id(el.get("id")) or by_class(el.get("class")))
 
 
 def _comments_and_lists(rx):
     by_id, by_class, list_by_id, list_by_class = rx
 
-    def select(tree):
-        out = []
-        for el in tree.iterdescendants(("div", "list", "section", "details", "ol", "ul")):
-            i, c = el.get("id"), el.get("class")
-            if (by_id(i) or by_class(c)) and (el.tag not in ("ol", "ul") or list_by_id(i) or list_by_class(c)):
-                out.append(el)
-        return out
-    return select
+    def keep(el):
+        i, c = el.get("id"), el.get("class")
+        return (by_id(i) or by_class(c)) and (el.tag not in ("ol", "ul") or list_by_id(i) or list_by_class(c))
+    return _select(("div", "list", "section", "details", "ol", "ul"), keep)
 
 
 def _infinite_scroll(rx):
     any_id, any_class, mvp_id, mvp_class = rx
 
-    def select(tree):
-        out = []
-        for el in tree.iterdescendants(("div", "section", "aside")):
-            i, c = el.get("id"), el.get("class")
-            if (any_id(i) or any_class(c)) and (
-                    next(el.iterdescendants("h1"), None) is None or mvp_id(i) or mvp_class(c)):
-                out.append(el)
-        return out
-    return select
+    def keep(el):
+        i, c = el.get("id"), el.get("class")
+        return (any_id(i) or any_class(c)) and (
+            next(el.iterdescendants("h1"), None) is None or mvp_id(i) or mvp_class(c))
+    return _select(("div", "section", "aside"), keep)
 
 
 def _precision_discard(rx):
     bottom, link = rx
 
-    def select(tree):
-        out = []
-        for el in tree.iterdescendants(_BLOCKS):
-            get = el.get
-            first = _first(el, get("id"), get("class"), "id", "class")
-            if bottom(first) or link(first) or "border" in (get("style") or ""):
-                out.append(el)
-        return out
-    return select
+    def keep(el):
+        get = el.get
+        first = _first(el, get("id"), get("class"), "id", "class")
+        return bottom(first) or link(first) or "border" in (get("style") or "")
+    return _select(_BLOCKS, keep)
 
 
 def _body_first(rx):
@@ -172,11 +156,9 @@ def _body_first(rx):
         return (c == "post" or c == "entry" or get("itemprop") == "articleBody" or i == "articleContent"
                 or by_id(i) or by_class(c))
 
-    def select(tree):
-        # `.//*[p][1]`: a match counts only if no earlier sibling element matches too
-        return [el for el in tree.iterdescendants(tags) if matches(el)
-                and not any(s.tag in tags and matches(s) for s in el.itersiblings(preceding=True))]
-    return select
+    # `.//*[p][1]`: a match counts only if no earlier sibling element matches too
+    return _select(tags, lambda el: matches(el) and not any(
+        s.tag in tags and matches(s) for s in el.itersiblings(preceding=True)))
 
 
 # (list in trafilatura.xpaths, index, SHA-1 of the XPath's source text, Python selector factory)
