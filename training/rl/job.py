@@ -198,8 +198,7 @@ class GRPO:
         fp32 master copy the export writes (collective, like the export), or before the first step
         (no engine yet) the starting weights. One model's weights in host memory."""
         self.last_eval = {"step": self.step, **figures}
-        kl = figures.get("heldout/kl")
-        if self.kl_max is None or kl is None or kl > self.kl_max:
+        if self.kl_max is None or figures.get("heldout/kl") is None or self._past_leash(figures):
             return
         if engine is not None:
             from training.export import gather_state_dict
@@ -209,12 +208,16 @@ class GRPO:
                      for n, p in self.source.policy.named_parameters()} if self.source.rank == 0 else None
         self.on_leash = (dict(self.last_eval), state)
 
+    def _past_leash(self, figures: dict) -> bool:
+        """Figures of an evaluation whose held-out KL is past rl.kl_max."""
+        kl = figures.get("heldout/kl")
+        return self.kl_max is not None and kl is not None and kl > self.kl_max
+
     def export_weights(self) -> tuple[bool, dict | None]:
         """The trainer's export hook: when the last evaluation found the policy past rl.kl_max, export
         the last policy within it instead (True, its weights). Every rank gets the same answer (the
         figures are all-reduced). Records what was exported in the report either way."""
-        kl = self.last_eval.get("heldout/kl")
-        over = self.kl_max is not None and kl is not None and kl > self.kl_max and self.on_leash is not None
+        over = self._past_leash(self.last_eval) and self.on_leash is not None
         figures = self.on_leash[0] if over else self.last_eval
         # flat keys: the report also goes to Dagster Pipes metadata, which takes no nested dicts
         self.report.update({"exported_step": figures.get("step"), "exported_rolled_back": over,
@@ -238,7 +241,7 @@ class GRPO:
         # Stop BEFORE the bound: at rl.kl_stop_fraction of it, so the exported policy (this step's)
         # is still on the leash; stopping only once past it exported a model its own check then failed.
         stop_at = float(kl_max) * float(self.rl.get("kl_stop_fraction") or 1.0) if kl_max is not None else None
-        if kl_max is not None and rec.get("heldout/kl") is not None and rec["heldout/kl"] > float(kl_max):
+        if self._past_leash(rec):
             return (f"held-out KL {rec['heldout/kl']:.4f} per token passed rl.kl_max {kl_max}: exporting the "
                     f"last policy within it (step {self.on_leash[0]['step'] if self.on_leash else '?'})")
         if stop_at is not None and rec.get("rl/kl") is not None and rec["rl/kl"] > stop_at:
