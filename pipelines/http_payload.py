@@ -34,6 +34,7 @@ import io
 import re
 from dataclasses import dataclass
 
+import numpy as np
 from fastwarc.warc import ArchiveIterator
 
 # Bytes read from the block before deciding anything: HTTP headers are almost always < 8 KiB.
@@ -176,14 +177,22 @@ def dechunk_leniently(data: bytes) -> bytes:
 _META_CHARSET = re.compile(rb"""<meta[^>]{0,200}?charset\s*=\s*["']?\s*([A-Za-z0-9_.:\-]{1,40})""", re.I)
 # C0 control bytes other than tab, newlines and form feed: real HTML in any ASCII-compatible
 # charset has ~none (UTF-8 and the CJK multi-byte charsets never use them inside characters);
-# binary bodies and UTF-16 without a BOM are full of them. Counted with bytes.translate (C speed).
+# binary bodies and UTF-16 without a BOM are full of them.
 _CONTROL_BYTES = bytes([*range(0x00, 0x09), 0x0B, *range(0x0E, 0x20), 0x7F])
 _BOMS = [(b"\xef\xbb\xbf", "utf-8"), (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be")]
 
 
+def control_bytes(body: bytes) -> int:
+    """How many bytes of `body` are in _CONTROL_BYTES (0-8, 11, 14-31, 127): four vectorised
+    comparisons over the bytes in place, ~1.5x cheaper than counting what bytes.translate deletes
+    (every page's whole body is counted)."""
+    b = np.frombuffer(body, dtype=np.uint8)
+    return int(np.count_nonzero(b < 9) + np.count_nonzero(b == 11) + np.count_nonzero(b - np.uint8(14) < 18)
+               + np.count_nonzero(b == 127))
+
+
 def _mostly_text(body: bytes, max_control_frac: float = 0.01) -> bool:
-    controls = len(body) - len(body.translate(None, _CONTROL_BYTES))
-    return controls <= max_control_frac * len(body)
+    return control_bytes(body) <= max_control_frac * len(body)
 
 
 def _html5_label(label: str | None) -> str | None:

@@ -89,6 +89,15 @@ def test_decode_html_rejects_binary():
     assert decode_html(junk, "iso-8859-1") is None  # decodes as cp1252, but is mostly control characters
 
 
+def test_control_bytes_counts_exactly_the_control_set():
+    from pipelines.http_payload import _CONTROL_BYTES, control_bytes
+    for value in range(256):
+        assert control_bytes(bytes([value]) * 3) == (3 if value in _CONTROL_BYTES else 0), value
+    data = os.urandom(100_000) + b"<p>text</p>\n\t\r\x0c" * 100
+    assert control_bytes(data) == len(data) - len(data.translate(None, _CONTROL_BYTES))
+    assert control_bytes(b"") == 0
+
+
 def test_undecodable_is_dropped_and_counted(crawl_dir):
     path = crawl_dir / "c.warc.gz"
     write_warc(path, [("http://bin.example/", 200, "text/html; charset=utf-8", bytes(range(256)) * 8),

@@ -266,6 +266,7 @@ def assert_same_n_gram_stats(words):
         assert all(top[n] <= b[n] for b in top_bounds if n in b), (n, words[:20])
         assert dup[n] == reference_duplicated_n_gram_chars(words, n), (n, words[:20])
         assert dup[n] <= bound[n] and (bound[n] > 0 or not _any_repeat(words, n))
+        assert dup[n] <= grams.duplicated_chars_covered(n)
 
 
 def _any_repeat(words, n):

@@ -78,12 +78,12 @@ class C4LineCleaner(_C4Settings, Stage):
         for line in text.splitlines():
             line = line.strip()
             words = line.split()
-            # -1 (datatrove) or null/0 turn a line rule off
-            if self.max_word_length and self.max_word_length > 0 and \
+            # -1 (datatrove) or null/0 turn a line rule off; a word is no longer than its line
+            if self.max_word_length and 0 < self.max_word_length < len(line) and \
                     max(map(len, words), default=0) > self.max_word_length:
                 removed["too_long_word"] += 1
                 continue
-            if self.remove_citations:
+            if self.remove_citations and "[" in line:  # every citation marker starts with "["
                 line = CITATION_RE.sub("", line)
             if self.filter_no_terminal_punct and (not line.endswith(END_PUNCTUATION) or line.endswith("...")):
                 removed["no_terminal_punct"] += 1

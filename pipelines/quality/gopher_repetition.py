@@ -72,10 +72,13 @@ class GopherRepetitionFilter(Filter):
             for n, threshold in self.top_n_grams:
                 if threshold and top[n] / n_chars > threshold:
                     return False, f"top_{n}_gram"
-        # the exact count (a sequential scan) only where a cheap upper bound crosses the threshold
+        # the exact count (a sequential scan) only where two upper bounds cross the threshold, each
+        # computed only where the cheaper one before it does: one for all n at once, then the
+        # characters the repeats of this n cover (bound >= covered >= exact, so the test is the exact one)
         bound = grams.duplicated_chars_bound([n for n, threshold in self.dup_n_grams if threshold])
         for n, threshold in self.dup_n_grams:
             if threshold and bound[n] / n_chars > threshold and \
+                    grams.duplicated_chars_covered(n) / n_chars > threshold and \
                     grams.duplicated_chars([n])[n] / n_chars > threshold:
                 return False, f"duplicated_{n}_n_grams"
         return True

@@ -22,7 +22,6 @@ import string
 import unicodedata
 from collections import Counter
 from functools import lru_cache
-from itertools import islice
 
 import numpy as np
 
@@ -167,6 +166,7 @@ class WordNGrams:
         np.cumsum(lengths, out=self.ends[1:])
         self._hashes = None
         self._row_hashes: dict[int, np.ndarray] = {}  # n -> hash of the n-gram at each position
+        self._groups: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # n -> _hash_groups(n)
         self._bounds: dict[int, int] = {}
 
     def top_chars(self, ns) -> dict[int, int]:
@@ -207,20 +207,25 @@ class WordNGrams:
         return out
 
     def top_chars_bound(self, ns) -> dict[int, int]:
-        """{n: an upper bound of top_chars}: (the most characters n consecutive words hold + n - 1)
-        x (the count of the most frequent n0-gram, n0 the smallest n asked). An n-gram occurs at
-        most as often as the n0-gram it starts with, and the most frequent one is at most the
-        longest. One C-level Counter and a few slices, no sort: on most pages it is far below the
-        thresholds, so the exact top_chars is only computed where it could decide something."""
+        """{n: an upper bound of top_chars}: the most characters any group of equal keys covers,
+        count x (length + n - 1), keys as in _sorted_keys. The n-grams of the most frequent word
+        tuple all share one key (its length is in the key), so their group counts at least as
+        often. One sort per n, no Python per n-gram: the exact top_chars (tuples, ties) is only
+        computed where this bound crosses a threshold."""
         out = {n: 0 for n in ns}
         ns = sorted(n for n in out if 1 <= n <= self.n_words)
         if not ns:
             return out
-        words = self.words
-        count = max(Counter(zip(*(islice(words, k, None) for k in range(ns[0])))).values())
-        ends = self.ends
-        for n in ns:
-            out[n] = (int((ends[n:] - ends[:-n]).max()) + n - 1) * count
+        keys, mask = self._sorted_keys(ns)
+        width = keys.shape[1]
+        new_run = np.ones(keys.shape, dtype=bool)
+        new_run[:, 1:] = keys[:, 1:] != keys[:, :-1]
+        starts = np.flatnonzero(new_run)  # row-major, so runs never span two rows
+        counts = np.diff(starts, append=keys.size)
+        # a filler's group (count 1, length 0) gives n - 1, less than any n-gram's
+        chars = counts * ((keys.ravel()[starts] & mask).astype(np.int64) + np.array(ns)[starts // width] - 1)
+        best = np.maximum.reduceat(chars, np.searchsorted(starts, np.arange(len(ns)) * width))
+        out.update(zip(ns, best.tolist()))
         return out
 
     def _tuple_keys(self, n: int) -> list[np.ndarray]:
@@ -251,53 +256,91 @@ class WordNGrams:
         return {n: self._duplicated_chars_exact(n) if self._bounds[n] else 0 for n in ns}
 
     def duplicated_chars_bound(self, ns) -> dict[int, int]:
-        """{n: an upper bound of duplicated_chars}: the characters of the n-grams whose hash was
-        seen before in hash order (so 0 when no n-gram repeats). All n in a few array operations:
-        one sort of every row proves "no hash repeats" on most pages; only rows with a repeated
-        hash are ordered and measured.
-
-        (Of k equal n-grams at most k - 1 count as repeats; a hash shared by different n-grams
-        only makes the bound larger, whichever of them comes first.)
+        """{n: an upper bound of duplicated_chars}: the characters of every n-gram whose key
+        (_sorted_keys) equals the one before it in sorted order, so 0 when no n-gram repeats.
+        Of k equal n-grams at most k - 1 are counted as repeats; they share one key, and a group
+        of equal keys holds n-grams of one length, so the group adds at least as much. All n in
+        one sort, no Python per n-gram; the exact scan only runs where this crosses a threshold.
         """
         out = {n: 0 for n in ns}
-        self._bounds.update(out)
         ns = sorted(n for n in out if 1 <= n <= self.n_words)
-        if not ns:
-            return out
-        prefix, scale = self._hash_prefix()
-        width = self.n_words - ns[0] + 1
-        # past a row's last n-gram: distinct filler values; one equal to a real hash only sends the
-        # row to the measuring path below, which leaves fillers out
-        hashes = np.empty((len(ns), width), dtype=np.uint64)
-        rows = {}
-        with np.errstate(over="ignore"):
-            for row, n in enumerate(ns):
-                m = self.n_words - n + 1  # n-grams in this row
-                rows[n] = hashes[row, :m]
-                np.multiply(prefix[n:] - prefix[:m], scale[:m], out=rows[n])
-                hashes[row, m:] = ~np.arange(width - m, dtype=np.uint64)  # 2**64 - 1, - 2, ...
-        self._row_hashes.update(rows)
-        ordered = np.sort(hashes, axis=1)
-        repeats = (ordered[:, 1:] == ordered[:, :-1]).any(axis=1)
-        ends = self.ends
-        for n in (n for n, repeat in zip(ns, repeats.tolist()) if repeat):
-            h = rows[n]
-            order = np.argsort(h)
-            seen_before = h[order[1:]] == h[order[:-1]]
-            lengths = ends[n:] - ends[:len(h)]
-            out[n] = int(lengths[order[1:][seen_before]].sum())
+        if ns:
+            keys, mask = self._sorted_keys(ns)
+            repeat = keys[:, 1:] == keys[:, :-1]
+            sums = np.where(repeat, keys[:, 1:] & mask, np.uint64(0)).sum(axis=1)
+            out.update(zip(ns, map(int, sums.tolist())))
         self._bounds.update(out)
         return out
 
+    def _sorted_keys(self, ns) -> tuple[np.ndarray, np.uint64]:
+        """(keys, mask): one row per n (ascending, each <= n_words), each row's keys sorted. The key
+        of an n-gram is the high bits of its hash (as _row) with its length (characters, joined
+        without spaces) in the low bits (mask): equal n-grams have equal keys and the length can
+        be read off a key; unequal ones sharing a key only make a bound larger. Past a row's last
+        n-gram: distinct fillers with length 0, which equal no n-gram (every n-gram has characters).
+        A few whole-matrix operations, whatever the number of rows."""
+        ends, n_words = self.ends, self.n_words
+        width = n_words - ns[0] + 1
+        prefix, scale = self._hash_prefix()
+        # row k, position i: the words i .. i + ns[k] - 1, cut at the last word past a row's last
+        # n-gram (those become fillers below)
+        positions = np.arange(width)
+        stops = positions + np.array(ns)[:, None]
+        past = stops > n_words
+        np.minimum(stops, n_words, out=stops)
+        lengths = ends[stops] - ends[:width]
+        bits = int(lengths[-1].max()).bit_length()  # of the longest n-gram
+        mask = np.uint64((1 << bits) - 1)
+        with np.errstate(over="ignore"):  # integer arrays wrap modulo 2**64 anyway
+            keys = (prefix[stops] - prefix[:width]) * scale[:width]
+        keys &= ~mask
+        keys |= lengths.astype(np.uint64)
+        np.copyto(keys, ~positions.astype(np.uint64) << np.uint64(bits), where=past)
+        keys.sort(axis=1)
+        return keys, mask
+
+    def _row(self, n: int) -> np.ndarray:
+        """The hash of the n-gram (its words joined without spaces) at each position."""
+        row = self._row_hashes.get(n)
+        if row is None:
+            prefix, scale = self._hash_prefix()
+            m = self.n_words - n + 1
+            with np.errstate(over="ignore"):  # integer arrays wrap modulo 2**64 anyway
+                row = self._row_hashes[n] = (prefix[n:] - prefix[:m]) * scale[:m]
+        return row
+
+    def duplicated_chars_covered(self, n: int) -> int:
+        """An upper bound of duplicated_chars(n), tighter than duplicated_chars_bound where a passage
+        repeats (that one counts each of its overlapping n-grams): the characters of the words
+        covered by n-gram occurrences whose hash occurs earlier. The occurrences the exact scan
+        counts are among them and never overlap (it jumps n words ahead after each)."""
+        if not 1 <= n <= self.n_words:
+            return 0
+        later = self._hash_groups(n)[1]
+        starts = np.zeros(self.n_words, dtype=np.int64)
+        starts[later] = 1
+        opened = np.cumsum(starts)  # word k is covered when a repeat starts in (k - n, k]
+        opened[n:] -= opened[:-n].copy()
+        return int(np.diff(self.ends)[opened > 0].sum())
+
+    def _hash_groups(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """(positions of the n-grams whose hash occurs more than once, those of them that are not
+        the first occurrence of their hash), each ascending."""
+        groups = self._groups.get(n)
+        if groups is None:
+            hashes = self._row(n)
+            order = np.argsort(hashes, kind="stable")
+            same = hashes[order[1:]] == hashes[order[:-1]]
+            later = order[1:][same]
+            marked = np.zeros(len(hashes), dtype=bool)
+            marked[later] = True
+            marked[order[:-1][same]] = True
+            groups = self._groups[n] = (np.flatnonzero(marked), np.sort(later))
+        return groups
+
     def _duplicated_chars_exact(self, n: int) -> int:
-        hashes = self._row_hashes[n][:self.n_words - n + 1]
         # n-grams whose hash occurs more than once, compared as strings
-        order = np.argsort(hashes, kind="stable")
-        same = hashes[order[1:]] == hashes[order[:-1]]
-        marked = np.zeros(len(hashes), dtype=bool)
-        marked[order[1:][same]] = True
-        marked[order[:-1][same]] = True
-        candidates = np.flatnonzero(marked).tolist()
+        candidates = self._hash_groups(n)[0].tolist()
         joined, ends = self._joined, self._ends_list
         grams = {i: joined[ends[i]:ends[i + n]] for i in candidates}
         counts = Counter(grams.values())

@@ -190,7 +190,8 @@ def _nltk_word_tokenize(text: str) -> list[str]:
                 text = _COLON_ONLY.sub(" : ", text)
             if comma:
                 text = _COMMA_ONLY.sub(" , ", text)
-        text = _sub_tail(_FINAL_COLON_COMMA, r" \1 ", text, len(text) - 2)
+        if text.endswith((":", ",", ":\n", ",\n")):  # where "([:,])$" can match (no copy elsewhere)
+            text = _sub_tail(_FINAL_COLON_COMMA, r" \1 ", text, len(text) - 2)
     if ".." in text:
         text = _ELLIPSIS.sub(r" \g<0> ", text)
     text = _pad(text, _PAD_SYMBOLS_DASHES)
@@ -205,7 +206,9 @@ def _nltk_word_tokenize(text: str) -> list[str]:
     if "--" in text:
         text = text.replace("--", " -- ")  # DOUBLE_DASHES
     # [ENDING_QUOTES] ([»”’]) -> " \1 ", '' -> " '' ", " -> " '' ", \s+ -> " ", then the clitics
-    text = _pad(" " + text + " ", "»”’")
+    # (NLTK pads the text with a space at each end first; only the clitic and contraction rules
+    # below see them, so they are added there, with the whitespace normalisation)
+    text = _pad(text, "»”’")
     if "''" in text:
         text = text.replace("''", " '' ")
     if '"' in text:
@@ -214,7 +217,7 @@ def _nltk_word_tokenize(text: str) -> list[str]:
     if "'" in text or contractions:
         # whitespace only matters to the clitic and contraction rules
         if "\x1c" in text or "\x1d" in text or "\x1e" in text or "\x1f" in text:
-            text = _SPACES.sub(" ", text)
+            text = _SPACES.sub(" ", " " + text + " ")
         else:
             text = " " + " ".join(text.split()) + " "
         if "'" in text:
