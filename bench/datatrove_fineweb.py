@@ -147,13 +147,13 @@ def datatrove_worker(spec: dict) -> dict:
             except Exception as e:
                 print(f"datatrove worker: WarcReader stopped in {path}: {e}", file=sys.stderr)
 
-    html_sha1: dict[str, str] = {}
+    html: dict[str, str] = {}  # the decoded HTML, digested after the clock stops (hashing is not the pipeline's)
 
     def entering(stream, stage):
         for doc in stream:
             if stage == "extraction":
                 current[0] = doc.id
-                html_sha1[doc.id] = hashlib.sha1(doc.text.encode("utf-8", "surrogatepass")).hexdigest()
+                html[doc.id] = doc.text
             decisions[doc.id] = [stage, "passed"]  # replaced when the step drops it
             yield doc
 
@@ -184,6 +184,7 @@ def datatrove_worker(spec: dict) -> dict:
     cpu0, wall0 = time.process_time(), time.perf_counter()
     kept = [doc.id for doc in stream]
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    html_sha1 = {k: hashlib.sha1(v.encode("utf-8", "surrogatepass")).hexdigest() for k, v in html.items()}
     for doc_id, (stage, reason) in decisions.items():
         if stage == "extraction" and reason == "passed" and doc_id not in texts:
             decisions[doc_id] = ["extraction", extract_reason.get(doc_id, "empty")]

@@ -197,7 +197,7 @@ def ours_worker(spec: dict) -> dict:
 
     decisions: dict[str, list] = {}
     texts: dict[str, str] = {}
-    html_sha1: dict[str, str] = {}
+    html: dict[str, str] = {}  # the decoded HTML, digested after the clock stops (as datatrove's side)
     lang: dict[str, list] = {}
 
     class RecordText(Stage):
@@ -214,7 +214,7 @@ def ours_worker(spec: dict) -> dict:
 
         def process(self, docs, ctx):
             for doc in docs:
-                html_sha1[doc.id] = hashlib.sha1(doc.text.encode("utf-8", "surrogatepass")).hexdigest()
+                html[doc.id] = doc.text
                 yield doc
 
     def sink(doc, stage, reason):
@@ -241,7 +241,7 @@ def ours_worker(spec: dict) -> dict:
     list(run_stages(iter([Document(WARM_HTML, "warm-up", {"url": "http://warm.example/"})]),
                     [s for s in stages if not s.is_source])[0])
     texts.clear()
-    html_sha1.clear()
+    html.clear()
     cpu0, wall0 = time.process_time(), time.perf_counter()
     docs, stats = run_stages(source, stages, sink)
     kept = []
@@ -249,6 +249,7 @@ def ours_worker(spec: dict) -> dict:
         kept.append(doc.id)
         lang[doc.id] = [doc.metadata.get("language"), doc.metadata.get("language_score")]
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    html_sha1 = {k: hashlib.sha1(v.encode("utf-8", "surrogatepass")).hexdigest() for k, v in html.items()}
     for doc_id in kept:
         decisions[doc_id] = ["kept", None]
     records = stats["warc_reader"].docs_in if "warc_reader" in stats else stats["language"].docs_in
