@@ -471,8 +471,10 @@ def test_mixture_pretrain_text_is_train_split_and_its_windows_the_configured_sha
     assert len(text) >= 4 and int(text[-1]["id"].split("-")[1]) + 1 > len(text)   # val documents skipped
     conv = pack_conversations(tiny_tok, list(read_conversations(tmp_path / "mix" / "train")), 128)
     windows = pretrain_windows(tiny_tok, tmp_path / "mix", 128, len(conv))
-    assert len(windows) == round(0.25 / 0.75 * len(conv)) and windows.trained.all()
+    assert len(windows) == round(0.25 / 0.75 * len(conv))
     assert windows.tokens[0, 0] == tiny_tok.bos_id
+    # every token is a target but the document separator: SFT never teaches ending a reply with it
+    assert (windows.trained == (windows.tokens != tiny_tok.bos_id)).all() and not windows.trained[0, 0]
     assert pretrain_windows(tiny_tok, tmp_path / "reasoning", 128, len(conv)) is None   # none: no windows
     with pytest.raises(InputError, match="no clean text"):
         write_mixture({"reasoning_conversations": tmp_path / "reasoning"}, tmp_path / "mix3", cfg)

@@ -156,8 +156,8 @@ def pack_conversations(tokenizer, rows: list[dict], seq_len: int) -> Packed:
 
 def pretrain_windows(tokenizer, data: str | Path, seq_len: int, conversation_windows: int) -> Packed | None:
     """The mixture's pretraining text (<data>/pretrain, written when data.mixture.pretrain_fraction > 0,
-    training/conversations/mixture.py) as full windows trained on every target, as many as make them
-    `fraction` of all training windows; None when the mixture has none."""
+    training/conversations/mixture.py) as full windows trained on every target but <|endoftext|>, as many
+    as make them `fraction` of all training windows; None when the mixture has none."""
     import json
     meta = Path(data) / "pretrain.json"
     if not meta.is_file():
@@ -172,7 +172,9 @@ def pretrain_windows(tokenizer, data: str | Path, seq_len: int, conversation_win
             break
     n = min(want, len(ids) // width)
     tokens = np.asarray(ids[:n * width], dtype=np.int32).reshape(n, width)
-    return Packed(tokens, np.ones_like(tokens, dtype=bool), np.zeros(tokens.shape, dtype=np.int16),
+    # every token is a target except <|endoftext|>: a chat reply must end with <|im_end|>, and windows
+    # that taught "end the document here" made replies end with <|endoftext|> (protocol failures)
+    return Packed(tokens, tokens != tokenizer.bos_id, np.zeros(tokens.shape, dtype=np.int16),
                   np.full(n, width, dtype=np.int64), 0, 0)
 
 
