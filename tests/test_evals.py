@@ -16,7 +16,8 @@ from pipelines.io import ParquetSink, read_documents
 from pipelines.shards import split_of, write_token_shards
 from training.engine.engine import Engine
 from training.evals.core import Sampling, pass_at_k
-from training.evals.generative import GenerativeTask, Item, gsm8k_items, identity_items, reasoning_items
+from training.evals.generative import (GenerativeTask, Item, gsm8k_items, identity_items, reasoning_items,
+                                       unknown_entity_items)
 from training.evals.knowledge import KnowledgeProbes, heldout_probes, training_probe_keys
 from training.evals.lm import BitsPerByte, Choice, MultipleChoice, clean_text_items, read_choice_file
 from training.evals.protocol import ProtocolAdherence
@@ -110,7 +111,7 @@ def test_every_task_is_deterministic_for_a_seed(tiny_export, corpus):
     # train split too, and the decontamination check says so (flagged, kept)
     assert notes == ["mc_clean_text: 5 of 5 items share a 13-gram with the training data (5 in pretraining): "
                      "flagged, kept"]
-    assert {t.name for t in tasks} == {"bpb", "mc_clean_text", "mc_mc", "protocol", "identity", "arithmetic",
+    assert {t.name for t in tasks} == {"bpb", "mc_clean_text", "mc_mc", "protocol", "identity", "unknown_entities", "arithmetic",
                                        "arithmetic_no_tools", "counting", "counting_no_tools", "spelling",
                                        "spelling_no_tools", "gsm8k_gsm", "knowledge"}
     engine = Engine.load(tiny_export)
@@ -240,6 +241,22 @@ def test_identity_eval_questions_are_not_trained():
     for it in identity_items("crawl2chat"):
         q = f" {_norm(it.question)} "          # whole words: the greeting "hi" is not in "this"
         assert not any(q in f" {t} " or f" {t} " in q for t in trained), it.question
+
+
+def test_unknown_entity_questions_are_not_trained_and_only_a_refusal_scores():
+    from training.conversations.general import general_conversations, unknown_questions
+    from training.conversations.identity import Identity
+    who = Identity("crawl2chat", "the team", "web pages", "March 2024")
+    prompts = {_norm(m["content"]) for s in range(3)
+               for r in general_conversations(who, 400, seed=s, unknown_fraction=1.0)
+               for m in r["messages"] if m["role"] == "user"}
+    entities = {x for s in range(3) for _, x, _ in unknown_questions(400, seed=s, split="train")}
+    items = unknown_entity_items(32)
+    assert len(items) == 32 and len({it.meta["entity"] for it in items}) == 32
+    for it in items:   # neither the question nor the invented entity was ever trained on
+        assert _norm(it.question) not in prompts and it.meta["entity"] not in entities, it.question
+    assert items[0].check("I don't know who that is.")[0]
+    assert not items[0].check(f"{items[0].meta['entity']} is a famous painter from Lyon.")[0]
 
 
 @pytest.mark.parametrize("task", ["arithmetic", "counting", "spelling"])

@@ -140,6 +140,19 @@ def identity_items(name: str, intents: tuple[str, ...] = ("name", "who", "other"
     return bare + under
 
 
+def unknown_entity_items(n: int, seed: int = 0) -> list[Item]:
+    """`n` held-out questions about invented people, places and books (general.unknown_questions, the
+    held-out split by the entity's hash, which no training conversation draws from): right when the
+    reply says it does not know (knowledge.is_refusal), wrong when it makes something up."""
+    from training.conversations.general import unknown_questions
+    from training.evals.knowledge import is_refusal
+
+    def check(text: str) -> tuple[bool, str | None]:
+        return is_refusal(text), text[:60] or None
+    return [Item(f"unknown:{kind}:{entity}", q, "I don't know", check, {"entity": entity, "kind": kind})
+            for q, entity, kind in unknown_questions(n, seed, split="heldout")]
+
+
 def letters_answer(key: str) -> tuple[str, str]:
     """(kind, exact answer) of a letter problem from its canonical key (reasoning.Problem.key)."""
     kind, word, *rest = key.split(":")

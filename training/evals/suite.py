@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pipelines.errors import ConfigError, UserError
 from training.evals.core import EvalResult, Sampling
 
-SUITE_VERSION = "2"   # 2: intervals, held-out checks against the SFT data, decontamination   # bump when a task's definition changes: versions get evaluated again
+SUITE_VERSION = "3"   # 2: intervals, held-out checks against the SFT data, decontamination; 3: unknown_entities   # bump when a task's definition changes: versions get evaluated again
 
 
 class SuiteConfig(BaseModel):
@@ -34,6 +34,7 @@ class SuiteConfig(BaseModel):
     batch_rows: int = Field(default=64, ge=1)      # engine rows per generate() call
     identity_name: str | None = None               # None: the SFT data config's identity.name
     reasoning_items: int = Field(default=8, ge=0)  # held-out problems per reasoning task
+    unknown_items: int = Field(default=8, ge=0)    # held-out questions about invented entities ("I don't know")
     protocol_prompts: int = Field(default=16, ge=0)
     protocol_max_tokens: int = Field(default=96, ge=1)
     probes: int = Field(default=12, ge=0)          # held-out knowledge probes
@@ -141,6 +142,9 @@ def build_suite(cfg: SuiteConfig, inputs: SuiteInputs, kind: str) -> tuple[list,
                                        cfg.temperature))
     name = cfg.identity_name or inputs.identity_name
     tasks.append(gen.GenerativeTask("identity", gen.identity_items(name), sampling))
+    if cfg.unknown_items:
+        tasks.append(gen.GenerativeTask("unknown_entities", gen.unknown_entity_items(cfg.unknown_items, cfg.seed),
+                                        sampling))
     if cfg.reasoning_items:
         for task in ("arithmetic", "counting", "spelling"):
             items = gen.reasoning_items(task, cfg.reasoning_items, cfg.seed)
