@@ -42,9 +42,10 @@ def _version(client, name: str, run_id: str, tags: dict) -> Version:
     return Version(stage, name, "base" if stage == "BASE" else "chat", mv)
 
 
-def _evaluate(client, v: Version, bpb_windows: list[float], right: int, of: int):
+def _evaluate(client, v: Version, bpb_windows: list[float], right: int, of: int, artifacts: Path):
     exp = client.get_experiment_by_name(EXPERIMENT)
-    exp_id = exp.experiment_id if exp else client.create_experiment(EXPERIMENT)
+    # an explicit artifact location: MLflow's default is ./mlruns in the working directory (the checkout)
+    exp_id = exp.experiment_id if exp else client.create_experiment(EXPERIMENT, artifact_location=artifacts.as_uri())
     recs = [{"text_nats": b * 0.6931471805599453 * 100, "bytes": 100} for b in bpb_windows]
     bpb = EvalResult("bpb", "base", sum(bpb_windows) / len(bpb_windows), len(recs), recs, higher_is_better=False)
     results = [bpb]
@@ -84,10 +85,11 @@ def registry(tmp_path):
         ("preference_pairs", str(tmp_path / "pairs"), "abc")], {"accuracy": 0.875, "heldout_pairs": 8}), rm_tags)
     rlhf_tags = {"chat_model": chat.ref, "reward_model": rm.ref, "check_passed": False}
     rlhf = _version(client, "crawl2chat-rlhf", _training_run(client, exp, "rlhf", rlhf_tags), rlhf_tags)
-    _evaluate(client, base, [1.00, 1.02, 0.98, 1.01] * 8, 0, 1)
-    _evaluate(client, chat, [1.60, 1.62, 1.58, 1.61] * 8, 10, 40)        # SFT cost language modelling: flagged
-    _evaluate(client, rl, [1.61, 1.63, 1.59, 1.60] * 8, 34, 40)
-    _evaluate(client, rlhf, [1.60, 1.61, 1.59, 1.62] * 8, 12, 40)
+    art = tmp_path / "evals"
+    _evaluate(client, base, [1.00, 1.02, 0.98, 1.01] * 8, 0, 1, art)
+    _evaluate(client, chat, [1.60, 1.62, 1.58, 1.61] * 8, 10, 40, art)        # SFT cost language modelling: flagged
+    _evaluate(client, rl, [1.61, 1.63, 1.59, 1.60] * 8, 34, 40, art)
+    _evaluate(client, rlhf, [1.60, 1.61, 1.59, 1.62] * 8, 12, 40, art)
     return uri, {"base": base, "chat": chat, "rl": rl, "rlhf": rlhf, "rm": rm}
 
 
