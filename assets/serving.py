@@ -22,7 +22,8 @@ MIN_TOP_K_RATE = 0.9   # a phrase from a document finds that document in the top
           check_specs=[dg.AssetCheckSpec(FINDS_PHRASES, asset="search_index", blocking=False,
                                          description="a 12-word phrase from a sampled document finds it "
                                                      f"in the top 3 for at least {MIN_TOP_K_RATE:.0%} of 50 "
-                                                     "documents (first-place rate in the metadata)")])
+                                                     "documents whose phrase at most 3 documents hold "
+                                                     "(first-place rate and the others, `ambiguous`, in the metadata)")])
 def search_index(context: dg.AssetExecutionContext, source: CrawlSource, lake: LakeResource,
                  mlflow_tracker: MLflowTracker) -> dg.MaterializeResult:
     """BM25 full-text index (SQLite FTS5) of the crawl's clean text: url, title and text of every

@@ -253,3 +253,20 @@ def test_real_stages_output_is_searchable(tmp_path):
         assert hits[0].doc_id == doc.id and hits[0].url == doc.metadata["url"]
     probe = phrase_probe(index, docs)
     assert probe["probes"] == min(50, len(docs)) and probe["top_k_rate"] >= 0.9
+
+
+def test_phrase_probe_leaves_out_phrases_many_pages_share_and_fails_an_index_of_other_pages(tmp_path):
+    def page(i: int, middle: str) -> Document:
+        words = " ".join(f"w{i}x{j}" for j in range(10))
+        return Document(f"{words} {middle} {words}", f"doc-{i}", {"url": f"http://site.example/{i}"})
+    shared = "the same twelve words sit in the middle of every one of these pages"
+    docs = [page(i, shared) for i in range(5)] + [page(i, f"a middle of its own for page {i} alone") for i in range(5, 10)]
+    build_index(iter(docs), tmp_path / "a.sqlite")
+    index = SearchIndex(tmp_path / "a.sqlite")
+    assert index.phrase_count(shared) == 5 and index.phrase_count("page 7 alone") == 1
+    probe = phrase_probe(index, docs)   # five pages share their probe phrase: more than k=3 hold it
+    assert (probe["probes"], probe["ambiguous"], probe["top_k_rate"]) == (5, 5, 1.0)
+    others = [page(i, f"another middle for page {i} here") for i in range(20, 30)]
+    build_index(iter(others), tmp_path / "b.sqlite")   # an index of other pages finds none of them
+    wrong = phrase_probe(SearchIndex(tmp_path / "b.sqlite"), docs)
+    assert wrong["ambiguous"] == 0 and wrong["top_k_rate"] == 0.0

@@ -146,6 +146,13 @@ class SearchIndex:
             raise InputError(f"{self.path} is not a crawl2chat search index ({e}): "
                              f"re-materialize `search_index`") from None
 
+    def phrase_count(self, text: str) -> int:
+        """How many documents hold the words of `text` as one exact phrase (0 for fewer than 2 words)."""
+        exprs = fts_query(text or "")
+        if exprs is None or exprs[1] is None:
+            return 0
+        return self._con().execute("SELECT count(*) FROM docs WHERE docs MATCH ?", (exprs[1],)).fetchone()[0]
+
     @property
     def num_docs(self) -> int:
         return int(self.meta.get("docs", 0))
@@ -170,8 +177,11 @@ def phrase_probe(index: SearchIndex, documents: Iterable[Document], probes: int 
                  k: int = 3) -> dict:
     """Self-test of an index: for up to `probes` documents, search a `words`-word phrase from the
     middle of the text and count how often the document comes back first and within the top k.
-    (A phrase two documents share may rank the other one first: hence both figures.)"""
-    tried = first = top = 0
+    (A phrase two documents share may rank the other one first: hence both figures.) A phrase that
+    more than k documents hold cannot pick its own out of the top k: such probes are counted as
+    `ambiguous` and left out of both rates (the generated crawl repeats passages across pages; an
+    index that cannot find phrases finds them in no document, so it still fails)."""
+    tried = first = top = ambiguous = 0
     for doc in documents:
         if tried >= probes:
             break
@@ -179,9 +189,13 @@ def phrase_probe(index: SearchIndex, documents: Iterable[Document], probes: int 
         if len(w) < words:
             continue
         start = (len(w) - words) // 2
-        ids = [h.doc_id for h in index.search(" ".join(w[start:start + words]), k)]
+        phrase = " ".join(w[start:start + words])
+        if index.phrase_count(phrase) > k:
+            ambiguous += 1
+            continue
+        ids = [h.doc_id for h in index.search(phrase, k)]
         tried, first, top = tried + 1, first + (ids[:1] == [doc.id]), top + (doc.id in ids)
-    return {"probes": tried, "first_rate": first / tried if tried else None,
+    return {"probes": tried, "ambiguous": ambiguous, "first_rate": first / tried if tried else None,
             "top_k_rate": top / tried if tried else None, "k": k}
 
 
