@@ -9,7 +9,7 @@ Per model (temperature 0 unless said; every prompt held out by construction, tra
   arithmetic          held-out expressions and word problems, python tool on: the final number
   counting, spelling  held-out letter questions (corpus words), python tool on
   tool_call_valid     python tool calls of those replies that parse (ast.parse)
-  idk_unknown         held-out questions about invented entities (general.py): the reply refuses
+  idk_unknown         held-out questions about invented entities (the eval suite's unknown_entities): the reply refuses
   protocol            the chat_model check's own sampling: gate prompts x samples at its temperature
   bpb                 bits per byte on the val token shards (the base's held-out clean text)
 Each rate with n and a Wilson 95% interval. Timings are not the point here; the wall time is printed.
@@ -44,13 +44,12 @@ def _replies(engine, messages: list[list[dict]], max_tokens: int = 128):
 def evaluate(export: str, mixture: str | None, shards: str | None, clean: str | None, name: str, n: int,
              protocol_prompts: int, protocol_samples: int) -> dict:
     from pipelines.io import read_documents
-    from training.conversations import general, identity
+    from training.conversations import identity
     from training.conversations.reasoning import corpus_words
     from training.engine.engine import Engine
     from training.engine.tools import default_tools
     from training.evals.core import reply_text
-    from training.evals.generative import identity_items, reasoning_items
-    from training.evals.knowledge import is_refusal
+    from training.evals.generative import identity_items, reasoning_items, unknown_entity_items
     t0 = time.time()
     engine = Engine.load(export, tools=default_tools())
     words = corpus_words(d.text for i, d in zip(range(2000), read_documents([Path(clean)]))) if clean else None
@@ -85,9 +84,9 @@ def evaluate(export: str, mixture: str | None, shards: str | None, clean: str | 
     for task in ("arithmetic", "counting", "spelling"):
         score(task, reasoning_items(task, n, words=words))
     out["tool_call_valid"] = _rate(valid, calls)
-    unknown = general.unknown_questions(n, split="heldout")
-    replies = _replies(engine, [[{"role": "user", "content": q}] for q, _, _ in unknown])
-    out["idk_unknown"] = _rate(sum(is_refusal(reply_text(p)) for p in replies), len(unknown))
+    unknown = unknown_entity_items(n)   # the eval suite's task; its tool calls are not counted above
+    replies = _replies(engine, [[{"role": "user", "content": it.question}] for it in unknown])
+    out["idk_unknown"] = _rate(sum(it.check(reply_text(p))[0] for it, p in zip(unknown, replies)), len(unknown))
     if mixture:
         from training.conversations.heldout import gate_prompts, generator_heldout_prompts
         from training.evals.protocol import protocol_adherence
